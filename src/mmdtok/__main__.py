@@ -1,0 +1,3 @@
+from mmdtok.cli import main
+
+main()

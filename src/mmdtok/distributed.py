@@ -1,0 +1,75 @@
+"""Thin helpers over torch.distributed: every function is a no-op in a single process.
+
+Codebook statistics use them so that all ranks hold bit-identical codebooks, equal to
+what one process would compute on the concatenated batch. Nothing here starts or
+configures a process group: that is torchrun's and the user's job.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["all_reduce_sum", "global_row_offset", "is_distributed", "rank", "sample_global_rows",
+           "world_size"]
+
+
+def is_distributed() -> bool:
+    """True inside an initialized process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """Sum ``x`` over ranks in place (and return it)."""
+    if is_distributed():
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def global_row_offset(num_rows: int, device: torch.device) -> tuple[int, int]:
+    """Where this rank's rows start in the rank-ordered concatenation, and the total.
+
+    Rank r's rows come after those of ranks 0..r-1, which is the row order of one process
+    holding the concatenated batch.
+    """
+    if not is_distributed():
+        return 0, num_rows
+    counts = torch.zeros(world_size(), dtype=torch.int64, device=device)
+    counts[rank()] = num_rows
+    all_reduce_sum(counts)
+    counts = counts.tolist()
+    return sum(counts[: rank()]), sum(counts)
+
+
+def sample_global_rows(rows: Tensor, num: int, generator: torch.Generator) -> Tensor:
+    """Draw ``num`` rows from the concatenation of every rank's ``rows`` [N_r, D].
+
+    ``generator`` must be in the same state on every rank (seed it from shared values):
+    all ranks then draw the same global indices, each rank fills in the rows it owns and
+    a sum over ranks assembles the sample. Rows are drawn without replacement when there
+    are enough of them. The result is identical on every rank and equal to the
+    single-process draw from the concatenated rows.
+    """
+    offset, total = global_row_offset(rows.shape[0], rows.device)
+    if total == 0:
+        raise ValueError("cannot sample rows from an empty batch")
+    if total >= num:
+        index = torch.randperm(total, generator=generator)[:num]
+    else:
+        index = torch.randint(total, (num,), generator=generator)
+    index = index.to(rows.device)
+    if not is_distributed():
+        return rows[index]
+    mine = (index >= offset) & (index < offset + rows.shape[0])
+    sample = rows.new_zeros(num, rows.shape[1])
+    sample[mine] = rows[index[mine] - offset]
+    return all_reduce_sum(sample)

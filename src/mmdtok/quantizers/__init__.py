@@ -1,0 +1,15 @@
+"""Pluggable quantizers: residual VQ, product VQ with hierarchical dropout, FSQ.
+
+All follow :class:`Quantizer`: ``forward(z [B, D, T]) -> QuantizerOutput``,
+``encode(z, n_q=None) -> codes [B, K, T]`` and ``decode(codes) -> z``.
+"""
+
+from mmdtok.quantizers.base import Quantizer, QuantizerOutput
+from mmdtok.quantizers.codebook import EuclideanCodebook
+from mmdtok.quantizers.fsq import FSQ
+from mmdtok.quantizers.identity import IdentityQuantizer
+from mmdtok.quantizers.product import ProductVQ
+from mmdtok.quantizers.residual import ResidualVQ
+
+__all__ = ["FSQ", "EuclideanCodebook", "IdentityQuantizer", "ProductVQ", "Quantizer",
+           "QuantizerOutput", "ResidualVQ"]

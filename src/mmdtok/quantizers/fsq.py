@@ -1,0 +1,111 @@
+"""Finite scalar quantization (Mentzer et al., 2023) behind the mmdtok interface.
+
+The rounding itself is vector-quantize-pytorch's ``FSQ``; this adapter adds the
+projections, per-group streams, hierarchical dropout and the [B, D, T] layout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from vector_quantize_pytorch import FSQ as _VqpFSQ
+
+from mmdtok.quantizers.base import (
+    KeepDistribution,
+    Quantizer,
+    QuantizerOutput,
+    check_keep_distribution,
+    codebook_metrics,
+    from_rows,
+    rows_keep_mask,
+    sample_num_kept,
+    stack_streams,
+    to_rows,
+)
+
+
+class FSQ(Quantizer):
+    """K groups of finite scalar quantizers; group k rounds ``len(levels)`` channels.
+
+    The latent [B, D, T] is projected (1x1, learned) to ``K * len(levels)`` channels,
+    each bounded and rounded to its number of levels, then projected back to D. The
+    implicit codebook of a group has ``prod(levels)`` codes. Stream k is group k's
+    rounded vector [len(levels)] with a straight-through gradient; FSQ has no auxiliary
+    loss, so ``losses`` is empty.
+
+    Args:
+        dim: latent dimension D.
+        levels: levels per channel of a group, each at least 3 (e.g. (8, 5, 5, 5): 1000
+            codes).
+        num_codebooks: number of groups K.
+        hierarchical_dropout: as in :class:`~mmdtok.quantizers.product.ProductVQ`
+            (default off): dropped groups output zeros before the output projection.
+    """
+
+    def __init__(self, dim: int = 128, levels: Sequence[int] = (8, 5, 5, 5),
+                 num_codebooks: int = 1, *,
+                 hierarchical_dropout: KeepDistribution = None) -> None:
+        super().__init__()
+        levels = [int(level) for level in levels]
+        if not levels or min(levels) < 3:
+            raise ValueError(f"FSQ levels must be a non-empty list of integers >= 3, "
+                             f"got {levels}")
+        if num_codebooks < 1 or dim < 1:
+            raise ValueError(f"dim and num_codebooks must be >= 1, got {dim} and "
+                             f"{num_codebooks}")
+        self.dim, self.num_codebooks, self.levels = dim, num_codebooks, tuple(levels)
+        self.codebook_size = math.prod(levels)
+        inner = num_codebooks * len(levels)
+        self.project_in = nn.Linear(dim, inner) if inner != dim else nn.Identity()
+        self.project_out = nn.Linear(inner, dim) if inner != dim else nn.Identity()
+        self.fsq = _VqpFSQ(levels=levels, dim=inner, num_codebooks=num_codebooks,
+                           keep_num_codebooks_dim=True)
+        self.register_buffer("keep_probs", check_keep_distribution(hierarchical_dropout,
+                                                                   num_codebooks),
+                             persistent=False)
+
+    def _round(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows of the rounded groups [K, N, L] and their indices [K, N] int64."""
+        rounded, indices = self.fsq(self.project_in(to_rows(z))[None])  # [1, N, K*L], [1, N, K]
+        groups = rounded[0].view(-1, self.num_codebooks, len(self.levels)).transpose(0, 1)
+        return groups, indices[0].t().long()
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        self.check_latent(z)
+        batch, frames = z.shape[0], z.shape[-1]
+        groups, indices = self._round(z)
+        num_kept = sample_num_kept(self.keep_probs if self.training else None, batch,
+                                   self.num_codebooks, z.device)
+        kept = groups
+        if self.training and self.keep_probs is not None:
+            kept = groups * rows_keep_mask(num_kept, self.num_codebooks, frames)
+        quantized = self.project_out(kept.transpose(0, 1).reshape(kept.shape[1], -1))
+        codes = indices.view(self.num_codebooks, batch, frames).transpose(0, 1)
+        return QuantizerOutput(
+            quantized=from_rows(quantized, batch),
+            codes=codes,
+            streams=stack_streams(groups, batch),
+            metrics=codebook_metrics(codes, self.codebook_size),
+            num_kept=num_kept,
+        )
+
+    @torch.no_grad()
+    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
+        self.check_latent(z)
+        n_q = self.resolve_n_q(n_q)
+        _, indices = self._round(z)
+        return indices.view(self.num_codebooks, z.shape[0], -1).transpose(0, 1)[:, :n_q]
+
+    def decode(self, codes: Tensor) -> Tensor:
+        self.check_codes(codes)
+        batch, kept, frames = codes.shape
+        full = codes.new_zeros(batch, self.num_codebooks, frames, dtype=torch.int64)
+        full[:, :kept] = codes
+        # vector-quantize-pytorch maps [B, T, K] indices to [B, T, K * L] rounded values.
+        values = self.fsq.indices_to_codes(full.transpose(1, 2))
+        values = values.view(batch, frames, self.num_codebooks, len(self.levels))
+        values[:, :, kept:] = 0.0
+        return self.project_out(values.reshape(batch, frames, -1)).transpose(1, 2)

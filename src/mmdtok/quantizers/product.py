@@ -1,0 +1,110 @@
+"""Product vector quantization with hierarchical dropout: the latent is cut into K groups
+of channels, each quantized by its own codebook."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mmdtok.quantizers.base import (
+    KeepDistribution,
+    Quantizer,
+    QuantizerOutput,
+    check_keep_distribution,
+    codebook_metrics,
+    from_rows,
+    rows_keep_mask,
+    sample_num_kept,
+    stack_codes,
+    stack_streams,
+    to_rows,
+)
+from mmdtok.quantizers.codebook import DeadCodeUnit, make_codebooks
+
+
+class ProductVQ(Quantizer):
+    """K codebooks over K disjoint channel groups of the latent (D / K channels each).
+
+    Group k is channels ``k * D/K .. (k + 1) * D/K - 1``. With ``hierarchical_dropout``
+    each training sample keeps only its first k groups for a random k and the other groups
+    output zeros, so earlier codebooks learn to carry the most information and a prefix of
+    the codes decodes (missing groups as zeros) to a valid lower-bitrate latent.
+
+    Stream k is group k's code vector [D/K] with a straight-through gradient to the
+    latent, taken before dropout.
+
+    Args:
+        dim: latent dimension D, a multiple of ``num_codebooks``.
+        num_codebooks: number of groups K.
+        codebook_size: codes per group C.
+        hierarchical_dropout: in training, how many groups each sample keeps: ``None``
+            (all), ``"uniform"`` (1..K equally likely) or K weights for 1..K.
+        decay, kmeans_iters, dead_code_threshold, dead_code_unit, seed: as in
+            :class:`~mmdtok.quantizers.residual.ResidualVQ`.
+    """
+
+    def __init__(self, dim: int = 128, num_codebooks: int = 4, codebook_size: int = 2048, *,
+                 hierarchical_dropout: KeepDistribution = "uniform",
+                 decay: float | None = 0.99, kmeans_iters: int = 50,
+                 dead_code_threshold: float = 0.1, dead_code_unit: DeadCodeUnit = "share",
+                 seed: int = 0) -> None:
+        super().__init__()
+        if num_codebooks < 1 or dim % num_codebooks:
+            raise ValueError(f"dim ({dim}) must be a positive multiple of num_codebooks "
+                             f"({num_codebooks})")
+        self.dim, self.num_codebooks, self.codebook_size = dim, num_codebooks, codebook_size
+        self.group_dim = dim // num_codebooks
+        self.codebooks = make_codebooks(num_codebooks, self.group_dim, codebook_size,
+                                        decay=decay, kmeans_iters=kmeans_iters,
+                                        dead_code_threshold=dead_code_threshold,
+                                        dead_code_unit=dead_code_unit, seed=seed)
+        self.register_buffer("keep_probs", check_keep_distribution(hierarchical_dropout,
+                                                                   num_codebooks),
+                             persistent=False)
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        self.check_latent(z)
+        batch, frames = z.shape[0], z.shape[-1]
+        groups = to_rows(z).split(self.group_dim, dim=1)
+        steps = [codebook.quantize(group) for codebook, group in zip(self.codebooks, groups)]
+        streams = torch.stack([step.stream for step in steps])  # [K, N, D/K]
+
+        num_kept = sample_num_kept(self.keep_probs if self.training else None, batch,
+                                   self.num_codebooks, z.device)
+        kept = streams
+        if self.training and self.keep_probs is not None:
+            kept = streams * rows_keep_mask(num_kept, self.num_codebooks, frames)
+        quantized = kept.permute(1, 0, 2).reshape(-1, self.dim)  # groups side by side
+
+        losses = {"commitment": torch.stack([step.commitment for step in steps]).mean()}
+        if steps[0].codebook_loss is not None:
+            losses["codebook"] = torch.stack([step.codebook_loss for step in steps]).mean()
+        codes = stack_codes([step.index for step in steps], batch)
+        return QuantizerOutput(
+            quantized=from_rows(quantized, batch),
+            codes=codes,
+            streams=stack_streams(streams, batch),
+            losses=losses,
+            metrics=codebook_metrics(codes, self.codebook_size,
+                                     [step.dead_fraction for step in steps]),
+            num_kept=num_kept,
+        )
+
+    @torch.no_grad()
+    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
+        self.check_latent(z)
+        n_q = self.resolve_n_q(n_q)
+        groups = to_rows(z).split(self.group_dim, dim=1)[:n_q]
+        return stack_codes([codebook.nearest(group) for codebook, group in
+                            zip(self.codebooks, groups)], z.shape[0])
+
+    def decode(self, codes: Tensor) -> Tensor:
+        self.check_codes(codes)
+        codes = codes.long()
+        batch, kept, frames = codes.shape
+        parts = [codebook.lookup(codes[:, k]) for k, codebook in
+                 zip(range(kept), self.codebooks)]  # [B, T, D/K] each
+        missing = self.num_codebooks - kept
+        if missing:
+            parts.append(parts[0].new_zeros(batch, frames, missing * self.group_dim))
+        return torch.cat(parts, dim=-1).transpose(1, 2)
