@@ -22,7 +22,7 @@ def test_nearest_returns_a_code_at_minimal_euclidean_distance(rows, dim, codes, 
 def test_blocked_search_equals_one_block(monkeypatch):
     x, embed = torch.randn(1000, 8), torch.randn(64, 8)
     whole = codebook.nearest(x, embed)
-    monkeypatch.setattr(codebook, "SEARCH_BLOCK_ROWS", 128)
+    monkeypatch.setattr(codebook, "SEARCH_BLOCK_ELEMENTS", 64 * 100)  # blocks of 100 rows
     assert torch.equal(codebook.nearest(x, embed), whole)
 
 
