@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmdtok.distributed import all_reduce_sum, global_row_offset, sample_global_rows
+from mmdtok.distributed import all_reduce_sum, sample_global_rows
 
 DeadCodeUnit = Literal["share", "count"]
 
@@ -216,7 +216,7 @@ class EuclideanCodebook(nn.Module):
         """
         rows = rows.detach().float()
         counts, sums = cluster_stats(rows, index, self.codebook_size)
-        _, total_rows = global_row_offset(rows.shape[0], rows.device)
+        total_rows = int(counts.sum())  # counts are summed over ranks already
         if self.decay is not None:
             ema_(self.cluster_size, counts, self.decay)
             ema_(self.embed_sum, sums, self.decay)
