@@ -23,9 +23,9 @@ import torch
 from vector_quantize_pytorch import ResidualVQ as VqpResidualVQ
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import compare, markdown_table  # noqa: E402
+from common import compare, markdown_table
 
-from mmdtok.quantizers import ResidualVQ  # noqa: E402
+from mmdtok.quantizers import ResidualVQ
 
 DIM, NUM_CODEBOOKS, CODEBOOK_SIZE, BATCH, FRAMES = 128, 4, 2048, 8, 500
 

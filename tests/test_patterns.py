@@ -30,7 +30,7 @@ def test_revert_of_apply_is_identity_for_codes_and_streams(size, pattern, as_str
 @settings(max_examples=60, deadline=None)
 @given(sizes)
 def test_delay_puts_codebook_k_at_step_t_plus_k_and_pads_the_rest(size):
-    batch, num_codebooks, length = size
+    _, num_codebooks, length = size
     codes = _codes(*size)
     delayed = patterns.delay(codes, pad=-1)
     for k in range(num_codebooks):

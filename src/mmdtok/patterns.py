@@ -65,7 +65,7 @@ def _check_stacked(x: Tensor, name: str) -> None:
         )
 
 
-def _pad_value(x: Tensor, pad: float | int | None) -> float | int:
+def _pad_value(x: Tensor, pad: float | None) -> float:
     """Padding defaults to -1 for codes (never a valid code) and 0 for float streams."""
     if pad is not None:
         return pad
@@ -77,7 +77,7 @@ def _check_pattern(pattern: str) -> None:
         raise ValueError(f"unknown pattern {pattern!r}; expected one of {', '.join(PATTERNS)}")
 
 
-def delay(x: Tensor, pad: float | int | None = None) -> Tensor:
+def delay(x: Tensor, pad: float | None = None) -> Tensor:
     """Shift codebook k right by k steps: ``[B, K, (D,) T] -> [B, K, (D,) T + K - 1]``.
 
     ``pad`` fills the steps a codebook has no frame for (default: -1 for codes, 0 for
@@ -144,7 +144,7 @@ def num_steps(pattern: PatternName, num_codebooks: int, length: int) -> int:
     return length
 
 
-def apply_pattern(x: Tensor, pattern: PatternName, pad: float | int | None = None) -> Tensor:
+def apply_pattern(x: Tensor, pattern: PatternName, pad: float | None = None) -> Tensor:
     """Lay out ``x`` [B, K, (D,) T] as the LM sees it under ``pattern``."""
     _check_pattern(pattern)
     _check_stacked(x, "x")

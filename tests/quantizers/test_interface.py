@@ -107,13 +107,19 @@ def test_state_dict_round_trip_gives_the_same_codes(name, quantizer):
     (torch.randint(0, 5, (BATCH, DIM, FRAMES)), "floating-point"),
     (torch.full((BATCH, DIM, FRAMES), float("nan")), "NaN or infinite"),
     (torch.full((BATCH, DIM, FRAMES), float("inf")), "NaN or infinite"),
-    ([[1.0]], "torch.Tensor"),
 ])
 def test_bad_latents_raise_value_errors_naming_the_problem(quantizer, bad, message):
     with pytest.raises(ValueError, match=message):
         quantizer(bad)
     with pytest.raises(ValueError, match=message):
         quantizer.encode(bad)
+
+
+def test_a_non_tensor_raises_a_type_error(quantizer):
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        quantizer([[1.0]])
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        quantizer.decode([[[0]]])
 
 
 def test_bad_codes_and_n_q_raise_value_errors(quantizer):

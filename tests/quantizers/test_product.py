@@ -1,5 +1,7 @@
 """ProductVQ: groups, hierarchical dropout, lower-bitrate prefixes."""
 
+import itertools
+
 import torch
 
 from mmdtok.quantizers import ProductVQ
@@ -18,7 +20,7 @@ def test_reconstruction_error_falls_monotonically_with_the_codebooks_kept():
     z = as_latent(gaussian_mixture(4096, DIM, 256, seed=1), batch=8)
     codes = quantizer.eval().encode(z)
     errors = [(quantizer.decode(codes[:, :k]) - z).square().mean().item() for k in range(1, 5)]
-    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert all(a > b for a, b in itertools.pairwise(errors)), errors
 
 
 def test_group_k_is_quantized_by_codebook_k_only():

@@ -1,6 +1,7 @@
 """ResidualVQ: codebook utilization, dead codes, quantizer dropout."""
 
 import copy
+import itertools
 
 import torch
 
@@ -82,4 +83,4 @@ def test_reconstruction_error_falls_with_every_added_stage():
     z = as_latent(gaussian_mixture(4096, DIM, 1024), batch=8)
     codes = quantizer.eval().encode(z)
     errors = [(quantizer.decode(codes[:, :k]) - z).square().mean().item() for k in range(1, 5)]
-    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert all(a > b for a, b in itertools.pairwise(errors)), errors

@@ -21,7 +21,8 @@ GLOBAL_BATCH, DIM, FRAMES, STEPS = 8, 16, 64, 6
 
 
 def build(kind: str):
-    options = dict(num_codebooks=4, codebook_size=64, kmeans_iters=10, dead_code_threshold=0.5)
+    options = {"num_codebooks": 4, "codebook_size": 64, "kmeans_iters": 10,
+               "dead_code_threshold": 0.5}
     if kind == "rvq":
         return ResidualVQ(DIM, quantizer_dropout="uniform", **options)
     return ProductVQ(DIM, hierarchical_dropout="uniform", **options)

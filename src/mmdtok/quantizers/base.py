@@ -65,9 +65,9 @@ class Quantizer(nn.Module, ABC):
         """Latent [B, D, T] from codes [B, k, T] for any k in 1..K."""
 
     def check_latent(self, z: Tensor) -> None:
-        """Raise ValueError naming what is wrong with a latent input."""
+        """Raise TypeError or ValueError naming what is wrong with a latent input."""
         if not isinstance(z, Tensor):
-            raise ValueError(f"expected a torch.Tensor latent [B, D, T], got {type(z).__name__}")
+            raise TypeError(f"expected a torch.Tensor latent [B, D, T], got {type(z).__name__}")
         if z.ndim != 3:
             raise ValueError(f"expected a latent of rank 3 [B, D={self.dim}, T], got rank "
                              f"{z.ndim} with shape {tuple(z.shape)}")
@@ -80,9 +80,9 @@ class Quantizer(nn.Module, ABC):
             raise ValueError("the latent contains NaN or infinite values")
 
     def check_codes(self, codes: Tensor) -> None:
-        """Raise ValueError naming what is wrong with a codes input."""
+        """Raise TypeError or ValueError naming what is wrong with a codes input."""
         if not isinstance(codes, Tensor):
-            raise ValueError(f"expected a torch.Tensor of codes [B, K, T], "
+            raise TypeError(f"expected a torch.Tensor of codes [B, K, T], "
                              f"got {type(codes).__name__}")
         if codes.ndim != 3:
             raise ValueError(f"expected codes of rank 3 [B, K, T], got shape {tuple(codes.shape)}")
@@ -94,6 +94,26 @@ class Quantizer(nn.Module, ABC):
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise ValueError(f"codes must lie in [0, {self.codebook_size}), got values in "
                              f"[{int(codes.min())}, {int(codes.max())}]")
+
+    def set_codebook_dropout(self, keep: KeepDistribution) -> None:
+        """Validate and store how many codebooks a training sample keeps (see
+        :func:`check_keep_distribution`); needs ``num_codebooks`` set."""
+        self.register_buffer("keep_probs", check_keep_distribution(keep, self.num_codebooks),
+                             persistent=False)
+
+    def drop_codebooks(self, stacked: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        """Codebook dropout on per-codebook rows [K, B * T, D_k].
+
+        In training, after :meth:`set_codebook_dropout` with a distribution, each sample
+        keeps a random prefix of the codebooks and the rows of the others become zeros.
+        Returns the rows and the number of codebooks each sample kept [B].
+        """
+        keep_probs = getattr(self, "keep_probs", None) if self.training else None
+        num_kept = sample_num_kept(keep_probs, batch, self.num_codebooks, stacked.device)
+        if keep_probs is None:
+            return stacked, num_kept
+        frames = stacked.shape[1] // batch
+        return stacked * rows_keep_mask(num_kept, self.num_codebooks, frames), num_kept
 
     def resolve_n_q(self, n_q: int | None) -> int:
         if n_q is None:

@@ -16,6 +16,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmdtok.distributed import all_reduce_sum, sample_global_rows
+from mmdtok.quantizers.base import (
+    QuantizerOutput,
+    codebook_metrics,
+    from_rows,
+    stack_codes,
+    stack_streams,
+)
 
 DeadCodeUnit = Literal["share", "count"]
 
@@ -261,4 +268,21 @@ def make_codebooks(num: int, dim: int, codebook_size: int, *, decay: float | Non
                           dead_code_threshold=dead_code_threshold, dead_code_unit=dead_code_unit,
                           seed=seed * 1_000 + k)
         for k in range(num)
+    )
+
+
+def vq_output(steps: list[CodebookStep], quantized: Tensor, num_kept: Tensor, batch: int,
+              codebook_size: int) -> QuantizerOutput:
+    """The :class:`QuantizerOutput` of K codebook steps and the quantized rows [B * T, D]."""
+    losses = {"commitment": torch.stack([step.commitment for step in steps]).mean()}
+    if steps[0].codebook_loss is not None:
+        losses["codebook"] = torch.stack([step.codebook_loss for step in steps]).mean()
+    codes = stack_codes([step.index for step in steps], batch)
+    return QuantizerOutput(
+        quantized=from_rows(quantized, batch),
+        codes=codes,
+        streams=stack_streams(torch.stack([step.stream for step in steps]), batch),
+        losses=losses,
+        metrics=codebook_metrics(codes, codebook_size, [step.dead_fraction for step in steps]),
+        num_kept=num_kept,
     )

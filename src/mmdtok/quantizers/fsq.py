@@ -17,11 +17,8 @@ from mmdtok.quantizers.base import (
     KeepDistribution,
     Quantizer,
     QuantizerOutput,
-    check_keep_distribution,
     codebook_metrics,
     from_rows,
-    rows_keep_mask,
-    sample_num_kept,
     stack_streams,
     to_rows,
 )
@@ -63,9 +60,7 @@ class FSQ(Quantizer):
         self.project_out = nn.Linear(inner, dim) if inner != dim else nn.Identity()
         self.fsq = _VqpFSQ(levels=levels, dim=inner, num_codebooks=num_codebooks,
                            keep_num_codebooks_dim=True)
-        self.register_buffer("keep_probs", check_keep_distribution(hierarchical_dropout,
-                                                                   num_codebooks),
-                             persistent=False)
+        self.set_codebook_dropout(hierarchical_dropout)
 
     def _round(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Rows of the rounded groups [K, N, L] and their indices [K, N] int64."""
@@ -77,11 +72,7 @@ class FSQ(Quantizer):
         self.check_latent(z)
         batch, frames = z.shape[0], z.shape[-1]
         groups, indices = self._round(z)
-        num_kept = sample_num_kept(self.keep_probs if self.training else None, batch,
-                                   self.num_codebooks, z.device)
-        kept = groups
-        if self.training and self.keep_probs is not None:
-            kept = groups * rows_keep_mask(num_kept, self.num_codebooks, frames)
+        kept, num_kept = self.drop_codebooks(groups, batch)
         quantized = self.project_out(kept.transpose(0, 1).reshape(kept.shape[1], -1))
         codes = indices.view(self.num_codebooks, batch, frames).transpose(0, 1)
         return QuantizerOutput(

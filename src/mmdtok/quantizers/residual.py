@@ -10,16 +10,10 @@ from mmdtok.quantizers.base import (
     KeepDistribution,
     Quantizer,
     QuantizerOutput,
-    check_keep_distribution,
-    codebook_metrics,
-    from_rows,
-    rows_keep_mask,
-    sample_num_kept,
     stack_codes,
-    stack_streams,
     to_rows,
 )
-from mmdtok.quantizers.codebook import DeadCodeUnit, make_codebooks
+from mmdtok.quantizers.codebook import DeadCodeUnit, make_codebooks, vq_output
 
 
 class ResidualVQ(Quantizer):
@@ -58,13 +52,10 @@ class ResidualVQ(Quantizer):
                                         kmeans_iters=kmeans_iters,
                                         dead_code_threshold=dead_code_threshold,
                                         dead_code_unit=dead_code_unit, seed=seed)
-        self.register_buffer("keep_probs", check_keep_distribution(quantizer_dropout,
-                                                                   num_codebooks),
-                             persistent=False)
+        self.set_codebook_dropout(quantizer_dropout)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_latent(z)
-        batch, frames = z.shape[0], z.shape[-1]
         rows = to_rows(z)
         residual = rows
         steps = []
@@ -72,27 +63,10 @@ class ResidualVQ(Quantizer):
             step = codebook.quantize(residual)
             steps.append(step)
             residual = residual - step.code.detach()
-
-        num_kept = sample_num_kept(self.keep_probs if self.training else None, batch,
-                                   self.num_codebooks, z.device)
-        codes_sum = torch.stack([step.code.detach() for step in steps])  # [K, N, D]
-        if self.training and self.keep_probs is not None:
-            codes_sum = codes_sum * rows_keep_mask(num_kept, self.num_codebooks, frames)
-        quantized = rows + (codes_sum.sum(dim=0) - rows).detach()
-
-        losses = {"commitment": torch.stack([step.commitment for step in steps]).mean()}
-        if steps[0].codebook_loss is not None:
-            losses["codebook"] = torch.stack([step.codebook_loss for step in steps]).mean()
-        codes = stack_codes([step.index for step in steps], batch)
-        return QuantizerOutput(
-            quantized=from_rows(quantized, batch),
-            codes=codes,
-            streams=stack_streams(torch.stack([step.stream for step in steps]), batch),
-            losses=losses,
-            metrics=codebook_metrics(codes, self.codebook_size,
-                                     [step.dead_fraction for step in steps]),
-            num_kept=num_kept,
-        )
+        codes, num_kept = self.drop_codebooks(torch.stack([s.code.detach() for s in steps]),
+                                              z.shape[0])  # [K, N, D]
+        quantized = rows + (codes.sum(dim=0) - rows).detach()
+        return vq_output(steps, quantized, num_kept, z.shape[0], self.codebook_size)
 
     @torch.no_grad()
     def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
