@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["all_reduce_sum", "global_row_offset", "is_distributed", "rank", "sample_global_rows",
-           "world_size"]
+__all__ = ["all_reduce_sum", "gather_rows", "global_row_offset", "is_distributed", "rank",
+           "sample_global_rows", "sum_over_ranks", "world_size"]
 
 
 def is_distributed() -> bool:
@@ -73,3 +73,55 @@ def sample_global_rows(rows: Tensor, num: int, generator: torch.Generator) -> Te
     sample = rows.new_zeros(num, rows.shape[1])
     sample[mine] = rows[index[mine] - offset]
     return all_reduce_sum(sample)
+
+
+class _GatherRows(torch.autograd.Function):
+    """All ranks' rows, concatenated in rank order; the gradient of this rank's slice
+    flows back to this rank's rows.
+
+    Every rank computes the same loss from the gathered rows, so the upstream gradient is
+    the same on every rank and the slice of it that belongs to this rank's rows is already
+    the full gradient of those rows: no communication is needed backwards.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: Tensor) -> Tensor:  # type: ignore[override]
+        counts = torch.zeros(world_size(), dtype=torch.int64, device=rows.device)
+        counts[rank()] = rows.shape[0]
+        all_reduce_sum(counts)
+        sizes = counts.tolist()
+        padded = rows.new_zeros(max(sizes), *rows.shape[1:])
+        padded[: rows.shape[0]] = rows
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.start, ctx.size = sum(sizes[: rank()]), rows.shape[0]
+        return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad[ctx.start : ctx.start + ctx.size]
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """Sum over ranks whose gradient passes through unchanged (each rank computes the same
+    loss from the sum, so each rank's addend gets the gradient of the sum)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return all_reduce_sum(x.clone())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad
+
+
+def gather_rows(rows: Tensor) -> Tensor:
+    """[N_r, ...] on each rank -> [sum N_r, ...] on every rank, differentiable: this rank's
+    rows get the gradient of the loss computed (identically on every rank) from all rows.
+    The identity in a single process."""
+    return _GatherRows.apply(rows) if is_distributed() else rows
+
+
+def sum_over_ranks(x: Tensor) -> Tensor:
+    """Sum of ``x`` over ranks, differentiable in the same sense as :func:`gather_rows`."""
+    return _SumOverRanks.apply(x) if is_distributed() else x

@@ -46,6 +46,7 @@ __all__ = [
     "PATTERNS",
     "PatternName",
     "aligned",
+    "aligned_list",
     "apply_pattern",
     "delay",
     "flatten",
@@ -191,6 +192,21 @@ def aligned(x: Tensor, pattern: Literal["parallel", "delay"]) -> Tensor:
     steps = length - num_codebooks + 1
     # codebook k contributes frames (K - 1 - k) .. (K - 1 - k + steps - 1)
     return _shifted_slices(x, [num_codebooks - 1 - k for k in range(num_codebooks)], steps)
+
+
+def aligned_list(parts: list[Tensor], pattern: Literal["parallel", "delay"]) -> list[Tensor]:
+    """:func:`aligned` for K separate streams [B, D_k, T] whose widths D_k may differ."""
+    if pattern == "parallel":
+        return list(parts)
+    if pattern != "delay":
+        raise ValueError(f"aligned steps exist for 'parallel' and 'delay', not {pattern!r}")
+    num_codebooks, length = len(parts), parts[0].shape[-1]
+    if length < num_codebooks:
+        raise ValueError(f"the delay pattern over {num_codebooks} codebooks needs at least "
+                         f"{num_codebooks} frames, got {length}")
+    steps = length - num_codebooks + 1
+    return [part[..., num_codebooks - 1 - k : num_codebooks - 1 - k + steps]
+            for k, part in enumerate(parts)]
 
 
 def _shifted_slices(x: Tensor, starts: list[int], length: int) -> Tensor:

@@ -1,0 +1,108 @@
+"""The blocked estimators equal the dense formulas, in value and gradient."""
+
+import pytest
+import torch
+
+from mmdtok.losses import IndependenceLoss, kernels
+from mmdtok.losses.independence import standardize, stream_rows
+from tests.losses import dense
+
+BANDWIDTHS = (0.5, 2.0, 8.0)
+SCALES = [0.5 / a for a in BANDWIDTHS]
+
+
+def _rows(n=30, dims=(3, 2, 4), dependent=True, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, sum(dims), generator=generator, dtype=torch.float64)
+    if dependent:
+        x[:, dims[0] : dims[0] + 1] += x[:, :1]  # block 1 leans on block 0
+    return x, list(dims)
+
+
+def test_exact_closed_form_equals_its_definition_by_enumeration():
+    x, dims = _rows(n=6, dims=(2, 1, 2))
+    joint, means = kernels.exact_stats(x, dims, [0.5 / 1.5])
+    torch.testing.assert_close(kernels.exact_mmd(joint, means)[0],
+                               dense.exact_mmd_by_enumeration(x, dims, 1.5))
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 30, None])
+def test_blocked_exact_equals_dense_in_value_and_gradient(block_size):
+    x, dims = _rows()
+    x.requires_grad_()
+    joint, means = kernels.exact_stats(x, dims, SCALES, block_size)
+    ours = kernels.exact_mmd(joint, means).sum()
+    reference = dense.exact_mmd(x, dims, BANDWIDTHS)
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(torch.autograd.grad(ours, x)[0],
+                               torch.autograd.grad(reference, x)[0])
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 30, None])
+def test_blocked_shuffle_equals_dense_in_value_and_gradient(block_size):
+    x, dims = _rows()
+    x.requires_grad_()
+    y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(3))
+    sums, diagonals = kernels.shuffle_sums(x, y, SCALES, block_size)
+    ours = kernels.shuffle_mmd(sums, diagonals, x.shape[0]).sum()
+    reference = dense.shuffle_mmd(x, y, BANDWIDTHS)
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, retain_graph=True)[0],
+                               torch.autograd.grad(reference, x)[0])
+
+
+def test_clips_normalization_reproduces_the_published_formula():
+    x, dims = _rows(n=24)
+    y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(3))
+    sums, _ = kernels.shuffle_sums(x, y, SCALES, block_size=5)
+    ours = kernels.shuffle_mmd_by_clips(sums, num_clips=4).sum()
+    torch.testing.assert_close(ours, dense.shuffle_mmd(x, y, BANDWIDTHS, n=4, clamp=True))
+
+
+def test_gradients_pass_a_finite_difference_check():
+    x, dims = _rows(n=8, dims=(2, 2))
+    x.requires_grad_()
+    frequencies = kernels.fourier_frequencies(4, BANDWIDTHS, 16, torch.Generator().manual_seed(2))
+
+    def exact(x):
+        return kernels.exact_mmd(*kernels.exact_stats(x, dims, SCALES, block_size=3)).sum()
+
+    def rff(x):
+        sums = kernels.fourier_sums(x, dims, frequencies.double(), block_size=3)
+        return kernels.fourier_mmd(sums, x.shape[0], len(BANDWIDTHS)).sum()
+
+    def shuffle(x):
+        y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(1))
+        return kernels.shuffle_mmd(*kernels.shuffle_sums(x, y, SCALES, block_size=3), 8).sum()
+
+    for fn in (exact, rff, shuffle):
+        assert torch.autograd.gradcheck(fn, (x,)), fn.__name__
+
+
+def test_module_exact_equals_dense_on_standardized_delayed_rows():
+    streams = torch.randn(3, 3, 4, 12, dtype=torch.float64, requires_grad=True)
+    loss = IndependenceLoss("exact", bandwidths=BANDWIDTHS, block_size=5)
+    ours = loss(streams)
+    rows, dims, _ = stream_rows(streams, "delay")
+    reference = dense.exact_mmd(standardize(rows), dims, BANDWIDTHS)
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(torch.autograd.grad(ours, streams)[0],
+                               torch.autograd.grad(reference, streams)[0])
+
+
+def test_rff_is_unbiased_for_exact_and_converges_as_features_grow():
+    x, dims = _rows(n=40)
+    exact = kernels.exact_mmd(*kernels.exact_stats(x, dims, SCALES)).sum()
+    errors = {}
+    for features in (16, 1024):
+        estimates = []
+        for seed in range(20):
+            freqs = kernels.fourier_frequencies(x.shape[1], BANDWIDTHS, features,
+                                                torch.Generator().manual_seed(seed)).double()
+            sums = kernels.fourier_sums(x, dims, freqs)
+            estimates.append(kernels.fourier_mmd(sums, x.shape[0], len(BANDWIDTHS)).sum())
+        estimates = torch.stack(estimates)
+        errors[features] = (estimates - exact).abs().mean()
+        if features == 1024:
+            torch.testing.assert_close(estimates.mean(), exact, rtol=0.02, atol=0)
+    assert errors[1024] < errors[16] / 4, errors
