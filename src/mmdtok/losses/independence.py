@@ -221,7 +221,9 @@ def straight_through_streams(z: Tensor, stage_codes: Tensor | Sequence[Tensor]) 
     stages chose, [K, B, D, T] or K tensors [B, D, T] (e.g. vector-quantize-pytorch's
     ``return_all_codes``, moved to channels-first). Stream k is the code vector with a
     straight-through gradient to the residual ``z - q_0 - ... - q_{k-1}``, as in
-    :class:`mmdtok.quantizers.ResidualVQ`.
+    :class:`mmdtok.quantizers.ResidualVQ`. (In training, vector-quantize-pytorch looks
+    ``all_codes`` up after its EMA update, so they are the updated codes of the chosen
+    indices, slightly off the ones its forward used.)
     """
     codes = [code.detach() for code in stage_codes]
     if any(code.shape != z.shape for code in codes):
