@@ -59,10 +59,13 @@ def test_successive_calls_draw_new_permutations_and_a_seed_reproduces_them():
     ([torch.randn(2, 4, 10), torch.randn(4, 10)], ValueError, r"\[B, D_k, T\]"),
     (torch.randn(2, 4, 4, 3), ValueError, "at least 4 frames"),
     ("streams", TypeError, "expected a tensor"),
+    (torch.randn(1, 3, 4, 3), ValueError, "at least 2 rows"),
 ])
 def test_bad_streams_raise_errors_naming_the_problem(streams, error, message):
     with pytest.raises(error, match=message):
         IndependenceLoss()(streams)
+    with pytest.raises(ValueError, match="2 clips"):
+        IndependenceLoss.from_preset("paper")(torch.randn(1, 3, 4, 10))
 
 
 @pytest.mark.parametrize("options, message", [

@@ -9,7 +9,8 @@ from mmdtok.losses import IndependenceLoss
 
 BANDWIDTHS = (0.5, 2.0, 8.0)
 seeds = st.integers(0, 2**31 - 1)
-shapes = st.tuples(st.integers(1, 3), st.integers(2, 4), st.integers(1, 3), st.integers(4, 12))
+# B, K, D, T with at least 2 rows (B * (T - K + 1)) under the delay pattern
+shapes = st.tuples(st.integers(1, 3), st.integers(2, 4), st.integers(1, 3), st.integers(5, 12))
 
 
 def _streams(shape, seed, dependent=False):

@@ -121,6 +121,10 @@ class IndependenceLoss(nn.Module):
         if self.estimator == "exact":
             joint_sums, row_means = kernels.exact_stats(rows, dims, scales, self.block_size)
             return kernels.exact_mmd(joint_sums, row_means).sum()
+        if rows.shape[0] < 2 or (self.normalization == "clips" and num_clips < 2):
+            raise ValueError(f"the shuffle estimator needs at least 2 rows (and 2 clips with "
+                             f"normalization='clips'), got {rows.shape[0]} rows from "
+                             f"{num_clips} clips")
         shuffled = kernels.shuffle_rows(rows, dims, generator)
         sums, diagonals = kernels.shuffle_sums(rows, shuffled, scales, self.block_size)
         if self.normalization == "clips":
