@@ -1,4 +1,5 @@
-"""Codebook statistics stay identical across real torch.distributed ranks (gloo, CPU)."""
+"""Real torch.distributed runs (2 gloo processes on CPU under torchrun): codebook
+statistics stay identical across ranks, and the independence loss spans all ranks."""
 
 import os
 import subprocess
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-WORKER = Path(__file__).parent / "workers" / "train_codebooks.py"
+WORKERS = Path(__file__).parent / "workers"
+WORKER = WORKERS / "train_codebooks.py"
 
 
 def _run(args: list[str], tmp_path: Path) -> None:
@@ -37,3 +39,22 @@ def test_codebooks_are_bit_identical_across_ranks_and_equal_one_process(kind, tm
         assert torch.equal(rank0[key], rank1[key]), f"{key} differs between ranks"
         torch.testing.assert_close(rank0[key], single[key], atol=1e-5, rtol=1e-5,
                                    msg=f"{key} differs from the single-process run")
+
+
+def test_independence_loss_over_two_ranks_equals_one_process_on_the_whole_batch(tmp_path):
+    worker = str(WORKERS / "independence_loss.py")
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+          worker, str(tmp_path / "dist")], tmp_path)
+    _run([sys.executable, worker, str(tmp_path / "single")], tmp_path)
+    ranks = [_load(tmp_path / f"dist.rank{r}.pt") for r in range(2)]
+    single = _load(tmp_path / "single.rank0.pt")
+    names = {key.split(".")[0] for key in single}
+    assert names == {"shuffle", "shuffle_clips", "exact", "exact_median", "rff", "rff_median"}
+    for name in sorted(names):
+        for rank in ranks:
+            torch.testing.assert_close(rank[f"{name}.loss"], single[f"{name}.loss"],
+                                       msg=f"{name}: loss differs from one process")
+        gradient = torch.cat([rank[f"{name}.grad"] for rank in ranks])
+        assert gradient.abs().sum() > 0
+        torch.testing.assert_close(gradient, single[f"{name}.grad"],
+                                   msg=f"{name}: gradients differ from one process")

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mmdtok import patterns
-from mmdtok.distributed import gather_rows, sample_global_rows, sum_over_ranks
+from mmdtok.distributed import gather_rows, reduce_sum, sample_global_rows, shared_sum
 from mmdtok.losses import kernels
 
 Estimator = Literal["shuffle", "exact", "rff"]
@@ -114,7 +114,7 @@ class IndependenceLoss(nn.Module):
         if self.estimator == "rff":
             return self._rff(rows, dims, generator)
         rows = gather_rows(rows)  # every rank now holds the whole macro-batch
-        num_clips = int(sum_over_ranks(torch.tensor(batch, device=rows.device)))
+        num_clips = int(shared_sum(torch.tensor(batch, device=rows.device)))
         if self.standardize:
             rows = standardize(rows)
         scales = [0.5 / a for a in self._bandwidths(rows.detach(), generator)]
@@ -139,10 +139,10 @@ class IndependenceLoss(nn.Module):
         return tuple(factor * max(median, 1e-12) for factor in MEDIAN_FACTORS)
 
     def _rff(self, rows: Tensor, dims: list[int], generator: torch.Generator) -> Tensor:
-        num_rows = sum_over_ranks(torch.tensor(float(rows.shape[0]), device=rows.device))
-        if self.standardize:
-            mean = sum_over_ranks(rows.sum(0)) / num_rows
-            var = sum_over_ranks((rows - mean.detach()).square().sum(0)) / num_rows
+        num_rows = shared_sum(torch.tensor(float(rows.shape[0]), device=rows.device))
+        if self.standardize:  # statistics of all ranks, applied to this rank's rows
+            mean = reduce_sum(rows.sum(0)) / num_rows
+            var = reduce_sum((rows - mean.detach()).square().sum(0)) / num_rows
             rows = (rows - mean) * torch.rsqrt(var + STANDARDIZE_EPS)
         sample = None
         if self.bandwidths == "median":  # rows differ between ranks: draw from all of them
@@ -150,7 +150,7 @@ class IndependenceLoss(nn.Module):
         bandwidths = self._bandwidths(sample, generator)
         frequencies = kernels.fourier_frequencies(rows.shape[1], bandwidths, self.num_features,
                                                   generator).to(rows)
-        sums = sum_over_ranks(kernels.fourier_sums(rows, dims, frequencies, self.block_size))
+        sums = shared_sum(kernels.fourier_sums(rows, dims, frequencies, self.block_size))
         return kernels.fourier_mmd(sums, num_rows, len(bandwidths)).sum()
 
 
