@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from mmdtok.losses import IndependenceLoss, MacroBatchIndependence
 from mmdtok.quantizers import (
     FSQ,
     IdentityQuantizer,
@@ -16,5 +17,5 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["FSQ", "IdentityQuantizer", "ProductVQ", "Quantizer", "QuantizerOutput",
-           "ResidualVQ", "__version__"]
+__all__ = ["FSQ", "IdentityQuantizer", "IndependenceLoss", "MacroBatchIndependence",
+           "ProductVQ", "Quantizer", "QuantizerOutput", "ResidualVQ", "__version__"]

@@ -6,5 +6,7 @@ from mmdtok.losses.independence import (
     IndependenceLoss,
     straight_through_streams,
 )
+from mmdtok.losses.macro_batch import MacroBatchIndependence
 
-__all__ = ["PAPER_BANDWIDTHS", "PRESETS", "IndependenceLoss", "straight_through_streams"]
+__all__ = ["PAPER_BANDWIDTHS", "PRESETS", "IndependenceLoss", "MacroBatchIndependence",
+           "straight_through_streams"]
