@@ -117,7 +117,11 @@ class IndependenceLoss(nn.Module):
         num_clips = int(shared_sum(torch.tensor(batch, device=rows.device)))
         if self.standardize:
             rows = standardize(rows)
-        scales = [0.5 / a for a in self._bandwidths(rows.detach(), generator)]
+        pairs = None
+        if self.bandwidths == "median":
+            first, second = kernels.random_pairs(rows.shape[0], generator)
+            pairs = rows.detach()[first.to(rows.device)], rows.detach()[second.to(rows.device)]
+        scales = [0.5 / a for a in self._bandwidths(pairs)]
         if self.estimator == "exact":
             joint_sums, row_means = kernels.exact_stats(rows, dims, scales, self.block_size)
             return kernels.exact_mmd(joint_sums, row_means).sum()
@@ -131,11 +135,11 @@ class IndependenceLoss(nn.Module):
             return kernels.shuffle_mmd_by_clips(sums, num_clips).sum()
         return kernels.shuffle_mmd(sums, diagonals, rows.shape[0]).sum()
 
-    def _bandwidths(self, sample: Tensor, generator: torch.Generator) -> tuple[float, ...]:
-        """The bandwidths ``a``; for "median", from rows that are the same on every rank."""
+    def _bandwidths(self, pairs: tuple[Tensor, Tensor] | None) -> tuple[float, ...]:
+        """The bandwidths ``a``; for "median", from pairs of rows (the same on every rank)."""
         if self.bandwidths != "median":
             return self.bandwidths
-        median = kernels.median_sqdist(sample, generator)
+        median = kernels.median_sqdist(*pairs)
         return tuple(factor * max(median, 1e-12) for factor in MEDIAN_FACTORS)
 
     def _rff(self, rows: Tensor, dims: list[int], generator: torch.Generator) -> Tensor:
@@ -144,10 +148,11 @@ class IndependenceLoss(nn.Module):
             mean = reduce_sum(rows.sum(0)) / num_rows
             var = reduce_sum((rows - mean.detach()).square().sum(0)) / num_rows
             rows = (rows - mean) * torch.rsqrt(var + STANDARDIZE_EPS)
-        sample = None
+        pairs = None
         if self.bandwidths == "median":  # rows differ between ranks: draw from all of them
-            sample = sample_global_rows(rows.detach(), kernels.MEDIAN_ROWS, generator)
-        bandwidths = self._bandwidths(sample, generator)
+            sample = sample_global_rows(rows.detach(), 2 * kernels.MEDIAN_PAIRS, generator)
+            pairs = sample[: kernels.MEDIAN_PAIRS], sample[kernels.MEDIAN_PAIRS :]
+        bandwidths = self._bandwidths(pairs)
         frequencies = kernels.fourier_frequencies(rows.shape[1], bandwidths, self.num_features,
                                                   generator).to(rows)
         sums = shared_sum(kernels.fourier_sums(rows, dims, frequencies, self.block_size))

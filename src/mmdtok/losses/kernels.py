@@ -190,15 +190,18 @@ def fourier_mmd(sums: Tensor, num_rows: int, num_bandwidths: int) -> Tensor:
 # --- bandwidths ----------------------------------------------------------------------
 
 
-MEDIAN_ROWS = 1024  # rows drawn to estimate the median distance
+MEDIAN_PAIRS = 4096  # random pairs of rows that estimate the median distance
 
 
-def median_sqdist(x: Tensor, generator: torch.Generator) -> float:
-    """Median squared distance between distinct rows of (a random subset of) x."""
+def random_pairs(num_rows: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Up to ``MEDIAN_PAIRS`` index pairs (i, j) of distinct rows, drawn at random."""
+    count = min(MEDIAN_PAIRS, num_rows * (num_rows - 1))
+    first = torch.randint(num_rows, (count,), generator=generator)
+    second = (first + torch.randint(1, num_rows, (count,), generator=generator)) % num_rows
+    return first, second
+
+
+def median_sqdist(first: Tensor, second: Tensor) -> float:
+    """Median squared distance between paired rows first[i], second[i] [M, P]."""
     with torch.no_grad():
-        if x.shape[0] > MEDIAN_ROWS:
-            x = x[torch.randperm(x.shape[0], generator=generator)[:MEDIAN_ROWS].to(x.device)]
-        sq = x.square().sum(1)
-        d = sqdist(x, x, sq, sq)
-        off_diagonal = d[~torch.eye(x.shape[0], dtype=torch.bool, device=x.device)]
-        return float(off_diagonal.median()) if off_diagonal.numel() else 1.0
+        return float((first - second).square().sum(1).median()) if len(first) else 1.0
