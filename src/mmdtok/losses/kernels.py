@@ -20,6 +20,19 @@ from torch.utils.checkpoint import checkpoint
 # Floats a block may hold at once (each saved kernel matrix counts): 32M = 128 MiB.
 BLOCK_ELEMENTS = 1 << 25
 
+# Exponents are floored here before exp: a kernel value below exp(-60) ~ 9e-27 changes no
+# float32 sum of kernel values, while exponents near -100 (typical for standardized
+# 512-dimensional rows and bandwidth 5) give denormal floats that the CPU computes about
+# 25x more slowly, in exp and in every product of the backward pass. The backward passes
+# use ``-scale * kernel`` as the slope everywhere, floor included (a difference below
+# 1e-25 where the floor applies).
+EXP_FLOOR = -60.0
+
+
+def gaussian(d: Tensor, scale: float) -> Tensor:
+    """``exp(-scale * d)``, floored at ``exp(EXP_FLOOR)`` (see above)."""
+    return torch.exp((d * -scale).clamp(min=EXP_FLOOR))
+
 
 def sqdist(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
     """Squared distances [n, m] between rows a [n, P] and b [m, P], given their squared
@@ -46,7 +59,7 @@ def _maybe_checkpoint(fn: Callable[..., Tensor | tuple[Tensor, ...]], *args: Ten
 
 def kernel_sums(d: Tensor, scales: Sequence[float]) -> Tensor:
     """``[sum(exp(-s * d)) for s in scales]`` -> [A]."""
-    return torch.stack([torch.exp(d * -scale).sum() for scale in scales])
+    return torch.stack([gaussian(d, scale).sum() for scale in scales])
 
 
 # --- shuffle: the paper's Algorithm 1 -------------------------------------------------
@@ -60,27 +73,71 @@ def shuffle_rows(x: Tensor, dims: Sequence[int], generator: torch.Generator) -> 
     return torch.cat([block[perm] for block, perm in zip(blocks, permutations)], dim=1)
 
 
+def _pair_gradient(rows: Tensor, others: Tensor, weights: Tensor) -> Tensor:
+    """Gradient of ``sum_ij weights[i, j] * ||rows_i - others_j||^2`` wrt rows:
+    ``2 (rows * rowsum(W) - W @ others)``."""
+    return 2 * (rows * weights.sum(1, keepdim=True) - weights @ others)
+
+
+class _ShuffleSums(torch.autograd.Function):
+    """Kernel sums of (x, x), (y, y), (x, y) and the diagonals of the first two, blocked.
+
+    The backward pass recomputes each block's distances and applies the analytic gradient;
+    (x, x) and (y, y) are symmetric, so one matrix product per block gives their gradient.
+    The diagonal terms have a zero gradient (||x_i - x_i|| does not depend on x_i).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, scales: Sequence[float],  # type: ignore[override]
+                size: int) -> tuple[Tensor, Tensor]:
+        x_sq, y_sq = x.square().sum(1), y.square().sum(1)
+        sums = x.new_zeros(3, len(scales))
+        diagonals = x.new_zeros(2, len(scales))
+        for start, stop in _blocks(x.shape[0], size):
+            xb, yb = x[start:stop], y[start:stop]
+            d_xx = sqdist(xb, x, x_sq[start:stop], x_sq)
+            d_yy = sqdist(yb, y, y_sq[start:stop], y_sq)
+            d_xy = sqdist(xb, y, x_sq[start:stop], y_sq)
+            for row, d in enumerate((d_xx, d_yy, d_xy)):
+                sums[row] += kernel_sums(d, scales)
+            for row, d in enumerate((d_xx, d_yy)):
+                diagonals[row] += kernel_sums(d.diagonal(offset=start), scales)
+        ctx.save_for_backward(x, y)
+        ctx.scales, ctx.size = list(scales), size
+        return sums, diagonals
+
+    @staticmethod
+    def backward(ctx, grad_sums: Tensor, grad_diagonals: Tensor):  # type: ignore[override]
+        x, y = ctx.saved_tensors
+        x_sq, y_sq = x.square().sum(1), y.square().sum(1)
+        grad_x, grad_y = torch.zeros_like(x), torch.zeros_like(y)
+        weights_of = [[float(g) for g in row] for row in grad_sums]
+        for start, stop in _blocks(x.shape[0], ctx.size):
+            xb, yb = x[start:stop], y[start:stop]
+            pairs = ((xb, x, x_sq[start:stop], x_sq), (yb, y, y_sq[start:stop], y_sq),
+                     (xb, y, x_sq[start:stop], y_sq))
+            weights = []
+            for row, (a, b, a_sq, b_sq) in enumerate(pairs):
+                d = sqdist(a, b, a_sq, b_sq)
+                w = torch.zeros_like(d)
+                for scale, g in zip(ctx.scales, weights_of[row]):
+                    if g:
+                        w.add_(gaussian(d, scale), alpha=-scale * g)
+                weights.append(w)
+            w_xx, w_yy, w_xy = weights
+            grad_x[start:stop] += 2 * _pair_gradient(xb, x, w_xx)  # symmetric: twice the rows
+            grad_y[start:stop] += 2 * _pair_gradient(yb, y, w_yy)
+            grad_x[start:stop] += _pair_gradient(xb, y, w_xy)
+            grad_y += _pair_gradient(y, xb, w_xy.t())
+        return grad_x, grad_y, None, None
+
+
 def shuffle_sums(x: Tensor, y: Tensor, scales: Sequence[float],
                  block_size: int | None = None) -> tuple[Tensor, Tensor]:
     """Kernel sums over all ordered pairs for (x, x), (y, y) and (x, y): [3, A], and the
     diagonal sums of (x, x) and (y, y): [2, A] (the terms a U-statistic leaves out)."""
-    num_rows = x.shape[0]
-    x_sq, y_sq = x.square().sum(1), y.square().sum(1)
-    size = block_rows(num_rows, num_rows * 3 * (len(scales) + 1), block_size)
-
-    def block(start: int, stop: int):
-        def fn(x, y, x_sq, y_sq):
-            xb, yb, xb_sq, yb_sq = x[start:stop], y[start:stop], x_sq[start:stop], y_sq[start:stop]
-            d_xx, d_yy = sqdist(xb, x, xb_sq, x_sq), sqdist(yb, y, yb_sq, y_sq)
-            d_xy = sqdist(xb, y, xb_sq, y_sq)
-            sums = torch.stack([kernel_sums(d, scales) for d in (d_xx, d_yy, d_xy)])
-            diagonals = torch.stack([kernel_sums(d.diagonal(offset=start), scales)
-                                     for d in (d_xx, d_yy)])
-            return sums, diagonals
-        return _maybe_checkpoint(fn, x, y, x_sq, y_sq)
-
-    parts = [block(start, stop) for start, stop in _blocks(num_rows, size)]
-    return (torch.stack([p[0] for p in parts]).sum(0), torch.stack([p[1] for p in parts]).sum(0))
+    size = block_rows(x.shape[0], x.shape[0] * 6, block_size)
+    return _ShuffleSums.apply(x, y, list(scales), size)
 
 
 def shuffle_mmd(sums: Tensor, diagonals: Tensor, num_rows: int) -> Tensor:
@@ -101,33 +158,68 @@ def shuffle_mmd_by_clips(sums: Tensor, num_clips: int) -> Tensor:
 # --- exact: MMD between the empirical joint and the product of empirical marginals ----
 
 
+def _block_distances(parts: Sequence[Tensor], norms: Sequence[Tensor], start: int,
+                     stop: int) -> list[Tensor]:
+    return [sqdist(p[start:stop], p, n[start:stop], n) for p, n in zip(parts, norms)]
+
+
+class _ExactStats(torch.autograd.Function):
+    """``sum_ij prod_k G_k[i, j]`` [A] and row means ``mean_j G_k[i, j]`` [A, K, N], blocked.
+
+    Backward: each block's terms are symmetric in (i, j) once the row-mean term
+    ``c_k[i] G_k[i, j]`` is written ``(c_k[i] + c_k[j]) / 2 G_k[i, j]``, so one matrix
+    product per block and codebook gives the gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dims: Sequence[int],  # type: ignore[override]
+                scales: Sequence[float], size: int) -> tuple[Tensor, Tensor]:
+        parts = x.split(list(dims), dim=1)
+        norms = [p.square().sum(1) for p in parts]
+        joint_sums = x.new_zeros(len(scales))
+        row_means = x.new_empty(len(scales), len(dims), x.shape[0])
+        for start, stop in _blocks(x.shape[0], size):
+            distances = _block_distances(parts, norms, start, stop)
+            joint = torch.stack(distances).sum(0)  # prod_k G_k = the Gaussian of the sum
+            for a, scale in enumerate(scales):
+                joint_sums[a] += gaussian(joint, scale).sum()
+                for k, d in enumerate(distances):
+                    row_means[a, k, start:stop] = gaussian(d, scale).mean(1)
+        ctx.save_for_backward(x)
+        ctx.dims, ctx.scales, ctx.size = list(dims), list(scales), size
+        return joint_sums, row_means
+
+    @staticmethod
+    def backward(ctx, grad_joint: Tensor, grad_means: Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        parts = x.split(ctx.dims, dim=1)
+        norms = [p.square().sum(1) for p in parts]
+        num_rows = x.shape[0]
+        half_c = grad_means / (2 * num_rows)  # [A, K, N]
+        grads = [torch.zeros_like(p) for p in parts]
+        for start, stop in _blocks(num_rows, ctx.size):
+            distances = _block_distances(parts, norms, start, stop)
+            joint = torch.stack(distances).sum(0)
+            shared = torch.zeros_like(joint)  # slope of the joint term, the same for every k
+            weights = [torch.zeros_like(d) for d in distances]
+            for a, scale in enumerate(ctx.scales):
+                shared.add_(gaussian(joint, scale), alpha=-scale * float(grad_joint[a]))
+                for k, d in enumerate(distances):
+                    kernel = gaussian(d, scale)
+                    weights[k].addcmul_(kernel, half_c[a, k, start:stop, None], value=-scale)
+                    weights[k].addcmul_(kernel, half_c[a, k, None, :], value=-scale)
+            for k, (part, w) in enumerate(zip(parts, weights)):
+                grads[k][start:stop] += 2 * _pair_gradient(part[start:stop], part, w + shared)
+        return torch.cat(grads, dim=1), None, None, None
+
+
 def exact_stats(x: Tensor, dims: Sequence[int], scales: Sequence[float],
                 block_size: int | None = None) -> tuple[Tensor, Tensor]:
     """For each bandwidth, ``sum_ij prod_k G_k[i, j]`` [A] and the row means of every
     block's kernel matrix ``m[a, k, i] = mean_j G_k[i, j]`` [A, K, N], where ``G_k`` is
     the Gaussian kernel matrix of block k."""
-    num_rows, num_blocks = x.shape[0], len(dims)
-    blocks = list(x.split(list(dims), dim=1))
-    block_sq = [block.square().sum(1) for block in blocks]
-    size = block_rows(num_rows, num_rows * (len(scales) + 1) * (num_blocks + 1), block_size)
-
-    def row_block(start: int, stop: int):
-        def fn(*tensors):
-            parts, norms = tensors[:num_blocks], tensors[num_blocks:]
-            distances = [sqdist(p[start:stop], p, n[start:stop], n) for p, n in zip(parts, norms)]
-            joint_sums, row_means = [], []
-            for scale in scales:
-                kernels = [torch.exp(d * -scale) for d in distances]
-                product = kernels[0]
-                for kernel in kernels[1:]:
-                    product = product * kernel
-                joint_sums.append(product.sum())
-                row_means.append(torch.stack([kernel.mean(1) for kernel in kernels]))
-            return torch.stack(joint_sums), torch.stack(row_means)  # [A], [A, K, b]
-        return _maybe_checkpoint(fn, *blocks, *block_sq)
-
-    parts = [row_block(start, stop) for start, stop in _blocks(num_rows, size)]
-    return torch.stack([p[0] for p in parts]).sum(0), torch.cat([p[1] for p in parts], dim=2)
+    size = block_rows(x.shape[0], x.shape[0] * (3 * len(dims) + 3), block_size)
+    return _ExactStats.apply(x, list(dims), list(scales), size)
 
 
 def exact_mmd(joint_sums: Tensor, row_means: Tensor) -> Tensor:
