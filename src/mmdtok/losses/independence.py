@@ -124,7 +124,7 @@ class IndependenceLoss(nn.Module):
         scales = [0.5 / a for a in self._bandwidths(pairs)]
         if self.estimator == "exact":
             joint_sums, row_means = kernels.exact_stats(rows, dims, scales, self.block_size)
-            return kernels.exact_mmd(joint_sums, row_means).sum()
+            return kernels.exact_mmd(joint_sums, row_means).sum().to(rows.dtype)
         if rows.shape[0] < 2 or (self.normalization == "clips" and num_clips < 2):
             raise ValueError(f"the shuffle estimator needs at least 2 rows (and 2 clips with "
                              f"normalization='clips'), got {rows.shape[0]} rows from "
@@ -132,8 +132,8 @@ class IndependenceLoss(nn.Module):
         shuffled = kernels.shuffle_rows(rows, dims, generator)
         sums, diagonals = kernels.shuffle_sums(rows, shuffled, scales, self.block_size)
         if self.normalization == "clips":
-            return kernels.shuffle_mmd_by_clips(sums, num_clips).sum()
-        return kernels.shuffle_mmd(sums, diagonals, rows.shape[0]).sum()
+            return kernels.shuffle_mmd_by_clips(sums, num_clips).sum().to(rows.dtype)
+        return kernels.shuffle_mmd(sums, diagonals, rows.shape[0]).sum().to(rows.dtype)
 
     def _bandwidths(self, pairs: tuple[Tensor, Tensor] | None) -> tuple[float, ...]:
         """The bandwidths ``a``; for "median", from pairs of rows (the same on every rank)."""

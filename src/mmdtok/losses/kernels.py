@@ -58,8 +58,9 @@ def _maybe_checkpoint(fn: Callable[..., Tensor | tuple[Tensor, ...]], *args: Ten
 
 
 def kernel_sums(d: Tensor, scales: Sequence[float]) -> Tensor:
-    """``[sum(exp(-s * d)) for s in scales]`` -> [A]."""
-    return torch.stack([gaussian(d, scale).sum() for scale in scales])
+    """``[sum(exp(-s * d)) for s in scales]`` -> [A], accumulated in float64: the MMD is a
+    small difference of such sums."""
+    return torch.stack([gaussian(d, scale).sum(dtype=torch.float64) for scale in scales])
 
 
 # --- shuffle: the paper's Algorithm 1 -------------------------------------------------
@@ -71,6 +72,17 @@ def shuffle_rows(x: Tensor, dims: Sequence[int], generator: torch.Generator) -> 
     blocks = x.split(list(dims), dim=1)
     permutations = [torch.randperm(num_rows, generator=generator).to(x.device) for _ in dims]
     return torch.cat([block[perm] for block, perm in zip(blocks, permutations)], dim=1)
+
+
+def _without_diagonal(weights: Tensor, start: int) -> Tensor:
+    """Zero the (i, i) entries of a block of rows ``start..`` of a square weight matrix.
+
+    A pair (i, i) has no gradient (||x_i - x_i|| does not depend on x_i), but its weight is
+    the largest (kernel value 1) and the two terms of :func:`_pair_gradient` would cancel
+    it only up to float32 rounding, which can exceed the true gradient.
+    """
+    weights.diagonal(offset=start).zero_()
+    return weights
 
 
 def _pair_gradient(rows: Tensor, others: Tensor, weights: Tensor) -> Tensor:
@@ -91,8 +103,8 @@ class _ShuffleSums(torch.autograd.Function):
     def forward(ctx, x: Tensor, y: Tensor, scales: Sequence[float],  # type: ignore[override]
                 size: int) -> tuple[Tensor, Tensor]:
         x_sq, y_sq = x.square().sum(1), y.square().sum(1)
-        sums = x.new_zeros(3, len(scales))
-        diagonals = x.new_zeros(2, len(scales))
+        sums = x.new_zeros(3, len(scales), dtype=torch.float64)
+        diagonals = x.new_zeros(2, len(scales), dtype=torch.float64)
         for start, stop in _blocks(x.shape[0], size):
             xb, yb = x[start:stop], y[start:stop]
             d_xx = sqdist(xb, x, x_sq[start:stop], x_sq)
@@ -125,8 +137,9 @@ class _ShuffleSums(torch.autograd.Function):
                         w.add_(gaussian(d, scale), alpha=-scale * g)
                 weights.append(w)
             w_xx, w_yy, w_xy = weights
-            grad_x[start:stop] += 2 * _pair_gradient(xb, x, w_xx)  # symmetric: twice the rows
-            grad_y[start:stop] += 2 * _pair_gradient(yb, y, w_yy)
+            # (x, x) and (y, y) are symmetric: the column side equals the row side
+            grad_x[start:stop] += 2 * _pair_gradient(xb, x, _without_diagonal(w_xx, start))
+            grad_y[start:stop] += 2 * _pair_gradient(yb, y, _without_diagonal(w_yy, start))
             grad_x[start:stop] += _pair_gradient(xb, y, w_xy)
             grad_y += _pair_gradient(y, xb, w_xy.t())
         return grad_x, grad_y, None, None
@@ -176,15 +189,15 @@ class _ExactStats(torch.autograd.Function):
                 scales: Sequence[float], size: int) -> tuple[Tensor, Tensor]:
         parts = x.split(list(dims), dim=1)
         norms = [p.square().sum(1) for p in parts]
-        joint_sums = x.new_zeros(len(scales))
-        row_means = x.new_empty(len(scales), len(dims), x.shape[0])
+        joint_sums = x.new_zeros(len(scales), dtype=torch.float64)
+        row_means = x.new_empty(len(scales), len(dims), x.shape[0], dtype=torch.float64)
         for start, stop in _blocks(x.shape[0], size):
             distances = _block_distances(parts, norms, start, stop)
             joint = torch.stack(distances).sum(0)  # prod_k G_k = the Gaussian of the sum
             for a, scale in enumerate(scales):
-                joint_sums[a] += gaussian(joint, scale).sum()
+                joint_sums[a] += gaussian(joint, scale).sum(dtype=torch.float64)
                 for k, d in enumerate(distances):
-                    row_means[a, k, start:stop] = gaussian(d, scale).mean(1)
+                    row_means[a, k, start:stop] = gaussian(d, scale).mean(1, dtype=torch.float64)
         ctx.save_for_backward(x)
         ctx.dims, ctx.scales, ctx.size = list(dims), list(scales), size
         return joint_sums, row_means
@@ -195,7 +208,7 @@ class _ExactStats(torch.autograd.Function):
         parts = x.split(ctx.dims, dim=1)
         norms = [p.square().sum(1) for p in parts]
         num_rows = x.shape[0]
-        half_c = grad_means / (2 * num_rows)  # [A, K, N]
+        half_c = (grad_means / (2 * num_rows)).to(x.dtype)  # [A, K, N]
         grads = [torch.zeros_like(p) for p in parts]
         for start, stop in _blocks(num_rows, ctx.size):
             distances = _block_distances(parts, norms, start, stop)
@@ -209,7 +222,8 @@ class _ExactStats(torch.autograd.Function):
                     weights[k].addcmul_(kernel, half_c[a, k, start:stop, None], value=-scale)
                     weights[k].addcmul_(kernel, half_c[a, k, None, :], value=-scale)
             for k, (part, w) in enumerate(zip(parts, weights)):
-                grads[k][start:stop] += 2 * _pair_gradient(part[start:stop], part, w + shared)
+                w = _without_diagonal(w.add_(shared), start)
+                grads[k][start:stop] += 2 * _pair_gradient(part[start:stop], part, w)
         return torch.cat(grads, dim=1), None, None, None
 
 
