@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 __all__ = ["all_reduce_sum", "gather_rows", "global_row_offset", "is_distributed", "rank",
-           "reduce_sum", "sample_global_rows", "shared_sum", "world_size"]
+           "sample_global_rows", "shared_sum", "world_size"]
 
 
 def is_distributed() -> bool:
@@ -115,19 +115,6 @@ class _SharedSum(torch.autograd.Function):
         return grad
 
 
-class _ReduceSum(torch.autograd.Function):
-    """Sum over ranks whose gradient is summed over ranks too (each rank uses the sum in
-    its own computation and holds only its part of the gradient)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        return all_reduce_sum(x.clone())
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return all_reduce_sum(grad.clone())
-
-
 def gather_rows(rows: Tensor) -> Tensor:
     """[N_r, ...] on each rank -> [sum N_r, ...] on every rank, differentiable: this rank's
     rows get the gradient of the loss computed (identically on every rank) from all rows.
@@ -139,9 +126,3 @@ def shared_sum(x: Tensor) -> Tensor:
     """Sum of ``x`` over ranks, for a loss that every rank computes identically from it:
     differentiable in the same sense as :func:`gather_rows`."""
     return _SharedSum.apply(x) if is_distributed() else x
-
-
-def reduce_sum(x: Tensor) -> Tensor:
-    """Sum of ``x`` over ranks that each rank goes on to use with its own data (e.g.
-    normalization statistics): gradients are summed over ranks on the way back."""
-    return _ReduceSum.apply(x) if is_distributed() else x

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mmdtok.losses import IndependenceLoss, kernels
+from mmdtok.losses import IndependenceLoss, fourier, kernels
 from mmdtok.losses.independence import standardize, stream_rows
 from tests.losses import dense
 
@@ -59,24 +59,58 @@ def test_clips_normalization_reproduces_the_published_formula():
     torch.testing.assert_close(ours, dense.shuffle_mmd(x, y, BANDWIDTHS, n=4, clamp=True))
 
 
+def _as_parts(x, dims):
+    """Rows [N, P] as K streams [1, D_k, N] (parallel pattern: one row per frame)."""
+    return [block.t()[None] for block in x.split(dims, dim=1)]
+
+
+def _rff(parts, freqs, standardized):
+    stats = fourier.standardization(parts, "parallel")[:2] if standardized else None
+    sums = fourier.fourier_sums(parts, "parallel", freqs, stats)
+    return fourier.fourier_mmd(sums, parts[0].shape[-1], len(BANDWIDTHS)).sum()
+
+
 def test_gradients_pass_a_finite_difference_check():
     x, dims = _rows(n=8, dims=(2, 2))
     x.requires_grad_()
-    frequencies = kernels.fourier_frequencies(4, BANDWIDTHS, 16, torch.Generator().manual_seed(2))
+    freqs = fourier.frequencies(4, BANDWIDTHS, 16, torch.Generator().manual_seed(2)).double()
 
     def exact(x):
         return kernels.exact_mmd(*kernels.exact_stats(x, dims, SCALES, block_size=3)).sum()
-
-    def rff(x):
-        sums = kernels.fourier_sums(x, dims, frequencies.double(), block_size=3)
-        return kernels.fourier_mmd(sums, x.shape[0], len(BANDWIDTHS)).sum()
 
     def shuffle(x):
         y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(1))
         return kernels.shuffle_mmd(*kernels.shuffle_sums(x, y, SCALES, block_size=3), 8).sum()
 
-    for fn in (exact, rff, shuffle):
+    def rff(x):
+        return _rff(_as_parts(x, dims), freqs, standardized=False)
+
+    def rff_standardized(x):  # the statistics' own gradient is applied in closed form
+        return _rff(_as_parts(x, dims), freqs, standardized=True)
+
+    for fn in (exact, shuffle, rff, rff_standardized):
         assert torch.autograd.gradcheck(fn, (x,)), fn.__name__
+
+
+def test_rff_streamed_in_small_chunks_equals_one_chunk_in_value_and_gradient(monkeypatch):
+    streams = torch.randn(6, 3, 2, 9, dtype=torch.float64, requires_grad=True)
+    freqs = fourier.frequencies(6, BANDWIDTHS, 8, torch.Generator().manual_seed(0)).double()
+
+    def loss(streams):
+        parts = list(streams.unbind(1))
+        stats = fourier.standardization(parts, "delay")[:2]
+        return fourier.fourier_mmd(fourier.fourier_sums(parts, "delay", freqs, stats),
+                                   6 * 7, len(BANDWIDTHS)).sum()
+
+    whole = loss(streams)
+    grad_whole = torch.autograd.grad(whole, streams)[0]
+    monkeypatch.setattr(fourier, "CHUNK_ELEMENTS", 8)  # one clip per chunk
+    chunked = loss(streams)
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(torch.autograd.grad(chunked, streams)[0], grad_whole)
+    # frames the delay never pairs: the first K - 1 of codebook 0, the last K - 1 of the last
+    assert grad_whole[:, 0, :, :2].abs().sum() == 0 and grad_whole[:, 2, :, -2:].abs().sum() == 0
+    assert grad_whole[:, 0, :, 2:].abs().sum() > 0
 
 
 def test_module_exact_equals_dense_on_standardized_delayed_rows():
@@ -97,10 +131,9 @@ def test_rff_is_unbiased_for_exact_and_converges_as_features_grow():
     for features in (16, 1024):
         estimates = []
         for seed in range(20):
-            freqs = kernels.fourier_frequencies(x.shape[1], BANDWIDTHS, features,
-                                                torch.Generator().manual_seed(seed)).double()
-            sums = kernels.fourier_sums(x, dims, freqs)
-            estimates.append(kernels.fourier_mmd(sums, x.shape[0], len(BANDWIDTHS)).sum())
+            freqs = fourier.frequencies(x.shape[1], BANDWIDTHS, features,
+                                        torch.Generator().manual_seed(seed)).double()
+            estimates.append(_rff(_as_parts(x, dims), freqs, standardized=False))
         estimates = torch.stack(estimates)
         errors[features] = (estimates - exact).abs().mean()
         if features == 1024:

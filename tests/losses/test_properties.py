@@ -58,7 +58,7 @@ def test_per_codebook_translation_and_rotation_change_nothing_without_standardiz
         shape, seed, estimator):
     streams = _streams(shape, seed, dependent=True)
     generator = torch.Generator().manual_seed(seed)
-    batch, k, d, t = shape
+    _, k, d, _ = shape
     rotations = torch.linalg.qr(torch.randn(k, d, d, generator=generator,
                                             dtype=torch.float64))[0]
     shifts = 10 * torch.randn(k, d, 1, generator=generator, dtype=torch.float64)

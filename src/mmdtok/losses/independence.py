@@ -13,9 +13,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mmdtok import patterns
-from mmdtok.distributed import gather_rows, reduce_sum, sample_global_rows, shared_sum
-from mmdtok.losses import kernels
+from mmdtok.distributed import all_reduce_sum, gather_rows, sample_global_rows, shared_sum
+from mmdtok.losses import fourier, kernels
 
 Estimator = Literal["shuffle", "exact", "rff"]
 Normalization = Literal["rows", "clips"]
@@ -108,11 +107,13 @@ class IndependenceLoss(nn.Module):
 
     def forward(self, streams: Streams) -> Tensor:
         """The loss (a scalar) of ``streams`` [B, K, D, T] or K tensors [B, D_k, T]."""
-        rows, dims, batch = stream_rows(streams, self.pattern)
+        parts = check_streams(streams)
+        dims, batch = [part.shape[1] for part in parts], parts[0].shape[0]
         generator = self._generator()
         self.num_calls += 1
         if self.estimator == "rff":
-            return self._rff(rows, dims, generator)
+            return self._rff(parts, dims, generator)
+        rows = fourier.fold(parts, self.pattern)
         rows = gather_rows(rows)  # every rank now holds the whole macro-batch
         num_clips = int(shared_sum(torch.tensor(batch, device=rows.device)))
         if self.standardize:
@@ -142,36 +143,43 @@ class IndependenceLoss(nn.Module):
         median = kernels.median_sqdist(*pairs)
         return tuple(factor * max(median, 1e-12) for factor in MEDIAN_FACTORS)
 
-    def _rff(self, rows: Tensor, dims: list[int], generator: torch.Generator) -> Tensor:
-        num_rows = shared_sum(torch.tensor(float(rows.shape[0]), device=rows.device))
-        if self.standardize:  # statistics of all ranks, applied to this rank's rows
-            mean = reduce_sum(rows.sum(0)) / num_rows
-            var = reduce_sum((rows - mean.detach()).square().sum(0)) / num_rows
-            rows = (rows - mean) * torch.rsqrt(var + STANDARDIZE_EPS)
+    def _rff(self, parts: list[Tensor], dims: list[int], generator: torch.Generator) -> Tensor:
+        """Streamed over clips: rows are never materialized (see :mod:`fourier`)."""
+        steps = fourier.fold([part[:1] for part in parts], self.pattern).shape[0]
+        if self.standardize:
+            mean, inv_std, num_rows = fourier.standardization(parts, self.pattern)
+        else:
+            count = torch.tensor(float(parts[0].shape[0] * steps), dtype=torch.float64,
+                                 device=parts[0].device)
+            mean, inv_std, num_rows = None, None, int(all_reduce_sum(count))
         pairs = None
-        if self.bandwidths == "median":  # rows differ between ranks: draw from all of them
-            sample = sample_global_rows(rows.detach(), 2 * kernels.MEDIAN_PAIRS, generator)
+        if self.bandwidths == "median":  # rows of the first clips of every rank
+            clips = max(1, MEDIAN_SAMPLE_ROWS // steps)
+            with torch.no_grad():
+                sample = fourier.fold([part[:clips] for part in parts], self.pattern)
+                if mean is not None:
+                    sample = (sample - mean) * inv_std
+                sample = sample_global_rows(sample, 2 * kernels.MEDIAN_PAIRS, generator)
             pairs = sample[: kernels.MEDIAN_PAIRS], sample[kernels.MEDIAN_PAIRS :]
         bandwidths = self._bandwidths(pairs)
-        frequencies = kernels.fourier_frequencies(rows.shape[1], bandwidths, self.num_features,
-                                                  generator).to(rows)
-        sums = shared_sum(kernels.fourier_sums(rows, dims, frequencies, self.block_size))
-        return kernels.fourier_mmd(sums, num_rows, len(bandwidths)).sum()
+        freqs = fourier.frequencies(sum(dims), bandwidths, self.num_features,
+                                    generator).to(parts[0])
+        stats = (mean, inv_std) if mean is not None else None
+        sums = shared_sum(fourier.fourier_sums(parts, self.pattern, freqs, stats))
+        return fourier.fourier_mmd(sums, num_rows, len(bandwidths)).sum().to(parts[0].dtype)
 
 
-STANDARDIZE_EPS = 1e-6
-
-
+# Rows (from the first clips) from which rff draws the pairs of its median bandwidth.
+MEDIAN_SAMPLE_ROWS = 1 << 16
 def standardize(rows: Tensor) -> Tensor:
     """Each feature of rows [N, P] to mean 0 and variance 1 over the rows."""
     mean = rows.mean(0)
     var = (rows - mean.detach()).square().mean(0)
-    return (rows - mean) * torch.rsqrt(var + STANDARDIZE_EPS)
+    return (rows - mean) * torch.rsqrt(var + fourier.STANDARDIZE_EPS)
 
 
-def stream_rows(streams: Streams, pattern: str) -> tuple[Tensor, list[int], int]:
-    """Validate streams and fold them to rows: [N = B * T', sum D_k], the block widths
-    D_k, and the batch size B."""
+def check_streams(streams: Streams) -> list[Tensor]:
+    """Validate streams [B, K, D, T] or K tensors [B, D_k, T]; return the K tensors."""
     if isinstance(streams, Tensor):
         if streams.ndim != 4:
             raise ValueError(f"expected streams [B, K, D, T] or a list of K tensors "
@@ -195,9 +203,14 @@ def stream_rows(streams: Streams, pattern: str) -> tuple[Tensor, list[int], int]
                          "QuantizerOutput.streams")
     if not all(bool(torch.isfinite(part).all()) for part in parts):
         raise ValueError("the streams contain NaN or infinite values")
-    steps = patterns.aligned_list(parts, pattern)
-    rows = torch.cat([step.transpose(1, 2).reshape(-1, step.shape[1]) for step in steps], dim=1)
-    return rows, [part.shape[1] for part in parts], parts[0].shape[0]
+    return parts
+
+
+def stream_rows(streams: Streams, pattern: str) -> tuple[Tensor, list[int], int]:
+    """Validate streams and fold them to rows: [N = B * T', sum D_k], the block widths
+    D_k, and the batch size B."""
+    parts = check_streams(streams)
+    return fourier.fold(parts, pattern), [p.shape[1] for p in parts], parts[0].shape[0]
 
 
 def _check_options(estimator: str, pattern: str, bandwidths, normalization: str,

@@ -5,17 +5,17 @@ kernel is a sum of Gaussians over bandwidths ``a``: ``sum_a exp(-||u - v||^2 / (
 written with ``scales = 1 / (2 a)``. On the concatenated vector a Gaussian is the product
 of the Gaussians on the blocks, which is what makes the closed forms below possible.
 
-Every estimator works through the rows in blocks and recomputes each block in the
-backward pass (gradient checkpointing), so memory grows as O(N * block), never N x N.
+Both estimators work through the rows in blocks and recompute each block in the backward
+pass, which applies the gradient in closed form, so memory grows as O(N * block), never
+N x N. (The ``rff`` estimator is in :mod:`mmdtok.losses.fourier`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 # Floats a block may hold at once (each saved kernel matrix counts): 32M = 128 MiB.
 BLOCK_ELEMENTS = 1 << 25
@@ -49,12 +49,6 @@ def block_rows(num_rows: int, per_row: int, block_size: int | None) -> int:
 
 def _blocks(num_rows: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, num_rows)) for start in range(0, num_rows, size)]
-
-
-def _maybe_checkpoint(fn: Callable[..., Tensor | tuple[Tensor, ...]], *args: Tensor):
-    if torch.is_grad_enabled() and any(arg.requires_grad for arg in args):
-        return checkpoint(fn, *args, use_reentrant=False)
-    return fn(*args)
 
 
 def kernel_sums(d: Tensor, scales: Sequence[float]) -> Tensor:
@@ -244,53 +238,6 @@ def exact_mmd(joint_sums: Tensor, row_means: Tensor) -> Tensor:
     cross = row_means.prod(dim=1).mean(dim=-1)
     product = row_means.mean(dim=-1).prod(dim=1)
     return joint - 2 * cross + product
-
-
-# --- rff: random Fourier features, linear in N -------------------------------------------
-
-
-def fourier_frequencies(num_dims: int, bandwidths: Sequence[float], num_features: int,
-                        generator: torch.Generator) -> Tensor:
-    """Frequencies [P, A * F] of the Gaussian kernels: column group a is N(0, I / a)."""
-    normal = torch.randn(num_dims, len(bandwidths) * num_features, generator=generator)
-    scale = torch.tensor([a**-0.5 for a in bandwidths]).repeat_interleave(num_features)
-    return normal * scale
-
-
-def fourier_sums(x: Tensor, dims: Sequence[int], frequencies: Tensor,
-                 block_size: int | None = None) -> Tensor:
-    """Sums over rows of the joint and per-block characteristic-function terms:
-    [2 (K + 1), A * F] = (cos, sin) of the joint phase, then of each block's phase."""
-    num_rows, num_features = x.shape[0], frequencies.shape[1]
-    size = block_rows(num_rows, num_features * 4 * (len(dims) + 1), block_size)
-    freq_blocks = frequencies.split(list(dims), dim=0)
-
-    def fn(chunk: Tensor) -> Tensor:
-        phases = [part @ freqs for part, freqs in zip(chunk.split(list(dims), dim=1),
-                                                      freq_blocks)]
-        joint = phases[0]
-        for phase in phases[1:]:
-            joint = joint + phase
-        terms = []
-        for phase in [joint, *phases]:
-            terms += [torch.cos(phase).sum(0), torch.sin(phase).sum(0)]
-        return torch.stack(terms)
-
-    return torch.stack([_maybe_checkpoint(fn, x[start:stop])
-                        for start, stop in _blocks(num_rows, size)]).sum(0)
-
-
-def fourier_mmd(sums: Tensor, num_rows: int, num_bandwidths: int) -> Tensor:
-    """Per bandwidth [A]: mean over frequencies of ``|psi_joint - prod_k psi_k|^2``, an
-    unbiased estimate of the ``exact`` V-statistic."""
-    psi = sums / num_rows
-    joint_re, joint_im = psi[0], psi[1]
-    prod_re, prod_im = psi[2], psi[3]
-    for k in range(2, psi.shape[0] // 2):
-        re, im = psi[2 * k], psi[2 * k + 1]
-        prod_re, prod_im = prod_re * re - prod_im * im, prod_re * im + prod_im * re
-    gap = (joint_re - prod_re).square() + (joint_im - prod_im).square()
-    return gap.view(num_bandwidths, -1).mean(dim=1)
 
 
 # --- bandwidths ----------------------------------------------------------------------
