@@ -93,7 +93,9 @@ class _FourierSums(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, freqs: Tensor, mean: Tensor | None, inv_std: Tensor | None,  # type: ignore[override]
-                pattern: str, *parts: Tensor) -> Tensor:
+                pattern: str, *streams: Tensor) -> Tensor:
+        # streams: one stacked [B, K, D, T] tensor, or K tensors [B, D_k, T]
+        parts = list(streams[0].unbind(1)) if streams[0].ndim == 4 else list(streams)
         dims = [p.shape[1] for p in parts]
         sums = freqs.new_zeros(2 * (len(parts) + 1), freqs.shape[1], dtype=torch.float64)
         chunks = _clip_chunks(parts, pattern, 4 * freqs.shape[1] * (len(parts) + 1))
@@ -105,17 +107,21 @@ class _FourierSums(torch.autograd.Function):
             for i, phase in enumerate([joint, *each]):
                 sums[2 * i] += torch.cos(phase).sum(0, dtype=torch.float64)
                 sums[2 * i + 1] += torch.sin(phase).sum(0, dtype=torch.float64)
-        ctx.save_for_backward(freqs, mean, inv_std, *parts)
+        ctx.save_for_backward(freqs, mean, inv_std, *streams)
         ctx.pattern, ctx.chunks, ctx.dims = pattern, chunks, dims
         ctx.num_rows = parts[0].shape[0] * _steps(len(parts), parts[0].shape[-1], pattern)[0]
         return sums
 
     @staticmethod
     def backward(ctx, grad_sums: Tensor):  # type: ignore[override]
-        freqs, mean, inv_std, *parts = ctx.saved_tensors
+        freqs, mean, inv_std, *streams = ctx.saved_tensors
         pattern, dims = ctx.pattern, ctx.dims
         g = grad_sums.to(freqs.dtype)
-        grads = [torch.zeros_like(p) for p in parts]
+        # the gradient in the layout of the input (no stacking of K gradients afterwards)
+        outputs = [torch.zeros_like(s) for s in streams]
+        stacked = streams[0].ndim == 4
+        parts = list(streams[0].unbind(1)) if stacked else streams
+        grads = list(outputs[0].unbind(1)) if stacked else outputs
         sum_g = freqs.new_zeros(sum(dims), dtype=torch.float64)
         sum_gx = torch.zeros_like(sum_g)
         for clips in ctx.chunks:
@@ -140,16 +146,18 @@ class _FourierSums(torch.autograd.Function):
                 rows = (fold([p[clips] for p in parts], pattern) - mean) * inv_std
                 grad_rows = fold([grad[clips] for grad in grads], pattern)
                 _write(grads, inv_std * (grad_rows - mean_g - rows * mean_gx), clips, pattern)
-        return (None, None, None, None, *grads)
+        return (None, None, None, None, *outputs)
 
 
-def fourier_sums(parts: Sequence[Tensor], pattern: str, freqs: Tensor,
+def fourier_sums(streams: Tensor | Sequence[Tensor], pattern: str, freqs: Tensor,
                  stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Sums over this rank's rows of (cos, sin) of the joint phase and of each codebook's
-    phase: [2 (K + 1), A * F], differentiable with respect to the streams ``parts``
-    ([B, D_k, T] each). ``stats``: (mean, inverse std) to standardize the rows with."""
+    phase: [2 (K + 1), A * F], differentiable with respect to the streams ([B, K, D, T],
+    or K tensors [B, D_k, T]). ``stats``: (mean, inverse std) to standardize the rows with.
+    """
     mean, inv_std = stats if stats is not None else (None, None)
-    return _FourierSums.apply(freqs, mean, inv_std, pattern, *parts)
+    tensors = (streams,) if isinstance(streams, Tensor) else tuple(streams)
+    return _FourierSums.apply(freqs, mean, inv_std, pattern, *tensors)
 
 
 def fourier_mmd(sums: Tensor, num_rows: int, num_bandwidths: int) -> Tensor:

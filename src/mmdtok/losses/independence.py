@@ -112,7 +112,8 @@ class IndependenceLoss(nn.Module):
         generator = self._generator()
         self.num_calls += 1
         if self.estimator == "rff":
-            return self._rff(parts, dims, generator)
+            return self._rff(streams if isinstance(streams, Tensor) else parts, parts, dims,
+                             generator)
         rows = fourier.fold(parts, self.pattern)
         rows = gather_rows(rows)  # every rank now holds the whole macro-batch
         num_clips = int(shared_sum(torch.tensor(batch, device=rows.device)))
@@ -143,7 +144,8 @@ class IndependenceLoss(nn.Module):
         median = kernels.median_sqdist(*pairs)
         return tuple(factor * max(median, 1e-12) for factor in MEDIAN_FACTORS)
 
-    def _rff(self, parts: list[Tensor], dims: list[int], generator: torch.Generator) -> Tensor:
+    def _rff(self, streams: Streams, parts: list[Tensor], dims: list[int],
+             generator: torch.Generator) -> Tensor:
         """Streamed over clips: rows are never materialized (see :mod:`fourier`)."""
         steps = fourier.fold([part[:1] for part in parts], self.pattern).shape[0]
         if self.standardize:
@@ -165,7 +167,7 @@ class IndependenceLoss(nn.Module):
         freqs = fourier.frequencies(sum(dims), bandwidths, self.num_features,
                                     generator).to(parts[0])
         stats = (mean, inv_std) if mean is not None else None
-        sums = shared_sum(fourier.fourier_sums(parts, self.pattern, freqs, stats))
+        sums = shared_sum(fourier.fourier_sums(streams, self.pattern, freqs, stats))
         return fourier.fourier_mmd(sums, num_rows, len(bandwidths)).sum().to(parts[0].dtype)
 
 
