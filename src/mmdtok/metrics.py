@@ -1,6 +1,9 @@
 """Measures of how dependent a codec's codebooks are, from codes [B, K, T].
 
-Plug-in (histogram) estimates, in nats. The paper's normalized pairwise dependence is
+Plug-in (histogram) estimates, in nats. They are biased upwards unless the number of
+rows is much larger than the number of joint cells (codebook_size squared for a pair):
+independent codebooks of 256 codes need well over 65,536 rows to score near 0. The
+paper's normalized pairwise dependence is
 ``[H(Z_a) + H(Z_b) - H(Z_a, Z_b)] / [H(Z_a) + H(Z_b)]`` averaged over pairs of codebooks:
 0 for independent codebooks, 1/2 for a copied one.
 """
