@@ -183,15 +183,7 @@ def aligned(x: Tensor, pattern: Literal["parallel", "delay"]) -> Tensor:
     _check_stacked(x, "x")
     if pattern == "parallel":
         return x
-    if pattern != "delay":
-        raise ValueError(f"aligned steps exist for 'parallel' and 'delay', not {pattern!r}")
-    num_codebooks, length = x.shape[1], x.shape[-1]
-    if length < num_codebooks:
-        raise ValueError(f"the delay pattern over {num_codebooks} codebooks needs at least "
-                         f"{num_codebooks} frames, got {length}")
-    steps = length - num_codebooks + 1
-    # codebook k contributes frames (K - 1 - k) .. (K - 1 - k + steps - 1)
-    return _shifted_slices(x, [num_codebooks - 1 - k for k in range(num_codebooks)], steps)
+    return torch.stack(aligned_list(list(x.unbind(1)), pattern), dim=1)
 
 
 def aligned_list(parts: list[Tensor], pattern: Literal["parallel", "delay"]) -> list[Tensor]:
@@ -205,6 +197,7 @@ def aligned_list(parts: list[Tensor], pattern: Literal["parallel", "delay"]) -> 
         raise ValueError(f"the delay pattern over {num_codebooks} codebooks needs at least "
                          f"{num_codebooks} frames, got {length}")
     steps = length - num_codebooks + 1
+    # codebook k contributes frames (K - 1 - k) .. (K - 1 - k + steps - 1)
     return [part[..., num_codebooks - 1 - k : num_codebooks - 1 - k + steps]
             for k, part in enumerate(parts)]
 

@@ -48,6 +48,13 @@ def _write(grads: list[Tensor], rows: Tensor, clips: slice, pattern: str) -> Non
         grad[clips, :, start : start + steps] = block.view(-1, steps, grad.shape[1]).transpose(1, 2)
 
 
+def _rows(parts: Sequence[Tensor], clips: slice, pattern: str, mean: Tensor | None,
+          inv_std: Tensor | None) -> Tensor:
+    """The (standardized, when ``mean`` is given) rows of ``clips``."""
+    rows = fold([p[clips] for p in parts], pattern)
+    return rows if mean is None else (rows - mean) * inv_std
+
+
 def _clip_chunks(parts: Sequence[Tensor], pattern: str, per_row: int) -> list[slice]:
     steps, _ = _steps(len(parts), parts[0].shape[-1], pattern)
     size = max(1, CHUNK_ELEMENTS // max(1, steps * per_row))
@@ -100,10 +107,7 @@ class _FourierSums(torch.autograd.Function):
         sums = freqs.new_zeros(2 * (len(parts) + 1), freqs.shape[1], dtype=torch.float64)
         chunks = _clip_chunks(parts, pattern, 4 * freqs.shape[1] * (len(parts) + 1))
         for clips in chunks:
-            rows = fold([p[clips] for p in parts], pattern)
-            if mean is not None:
-                rows = (rows - mean) * inv_std
-            joint, each = _phases(rows, dims, freqs)
+            joint, each = _phases(_rows(parts, clips, pattern, mean, inv_std), dims, freqs)
             for i, phase in enumerate([joint, *each]):
                 sums[2 * i] += torch.cos(phase).sum(0, dtype=torch.float64)
                 sums[2 * i + 1] += torch.sin(phase).sum(0, dtype=torch.float64)
@@ -125,9 +129,7 @@ class _FourierSums(torch.autograd.Function):
         sum_g = freqs.new_zeros(sum(dims), dtype=torch.float64)
         sum_gx = torch.zeros_like(sum_g)
         for clips in ctx.chunks:
-            rows = fold([p[clips] for p in parts], pattern)
-            if mean is not None:
-                rows = (rows - mean) * inv_std
+            rows = _rows(parts, clips, pattern, mean, inv_std)
             joint, each = _phases(rows, dims, freqs)
             slope_joint = torch.cos(joint) * g[1] - torch.sin(joint) * g[0]
             grad_rows = torch.cat([
@@ -143,7 +145,7 @@ class _FourierSums(torch.autograd.Function):
             mean_g = (all_reduce_sum(sum_g) / num_rows).to(freqs.dtype)
             mean_gx = (all_reduce_sum(sum_gx) / num_rows).to(freqs.dtype)
             for clips in ctx.chunks:
-                rows = (fold([p[clips] for p in parts], pattern) - mean) * inv_std
+                rows = _rows(parts, clips, pattern, mean, inv_std)
                 grad_rows = fold([grad[clips] for grad in grads], pattern)
                 _write(grads, inv_std * (grad_rows - mean_g - rows * mean_gx), clips, pattern)
         return (None, None, None, None, *outputs)

@@ -27,7 +27,8 @@ PRESETS: dict[str, dict] = {
     # The statistically sound default: normalized by the number of rows.
     "default": {"estimator": "shuffle", "pattern": "delay", "standardize": True,
                 "bandwidths": PAPER_BANDWIDTHS, "normalization": "rows"},
-    # The published implementation, value for value: n = number of clips, clamped at 0.
+    # The published implementation, value for value on the same rows: n = number of clips,
+    # clamped at 0. (Its delay also drops the first aligned step: T - K steps, not T - K + 1.)
     "paper": {"estimator": "shuffle", "pattern": "delay", "standardize": True,
               "bandwidths": PAPER_BANDWIDTHS, "normalization": "clips"},
     # Bandwidths that see dependence on standardized high-dimensional rows.
