@@ -66,6 +66,9 @@ def test_bad_streams_raise_errors_naming_the_problem(streams, error, message):
         IndependenceLoss()(streams)
     with pytest.raises(ValueError, match="2 clips"):
         IndependenceLoss.from_preset("paper")(torch.randn(1, 3, 4, 10))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        IndependenceLoss(bandwidths="median")(torch.randn(1, 3, 4, 3))
+    assert IndependenceLoss("exact", bandwidths="median")(torch.randn(1, 3, 4, 3)) == 0
 
 
 @pytest.mark.parametrize("options, message", [

@@ -118,6 +118,11 @@ class IndependenceLoss(nn.Module):
         rows = fourier.fold(parts, self.pattern)
         rows = gather_rows(rows)  # every rank now holds the whole macro-batch
         num_clips = int(shared_sum(torch.tensor(batch, device=rows.device)))
+        if self.estimator == "shuffle" and (
+                rows.shape[0] < 2 or (self.normalization == "clips" and num_clips < 2)):
+            raise ValueError(f"the shuffle estimator needs at least 2 rows (and 2 clips with "
+                             f"normalization='clips'), got {rows.shape[0]} rows from "
+                             f"{num_clips} clips")
         if self.standardize:
             rows = standardize(rows)
         pairs = None
@@ -128,10 +133,6 @@ class IndependenceLoss(nn.Module):
         if self.estimator == "exact":
             joint_sums, row_means = kernels.exact_stats(rows, dims, scales, self.block_size)
             return kernels.exact_mmd(joint_sums, row_means).sum().to(rows.dtype)
-        if rows.shape[0] < 2 or (self.normalization == "clips" and num_clips < 2):
-            raise ValueError(f"the shuffle estimator needs at least 2 rows (and 2 clips with "
-                             f"normalization='clips'), got {rows.shape[0]} rows from "
-                             f"{num_clips} clips")
         shuffled = kernels.shuffle_rows(rows, dims, generator)
         sums, diagonals = kernels.shuffle_sums(rows, shuffled, scales, self.block_size)
         if self.normalization == "clips":

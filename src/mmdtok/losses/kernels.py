@@ -249,6 +249,8 @@ MEDIAN_PAIRS = 4096  # random pairs of rows that estimate the median distance
 def random_pairs(num_rows: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Up to ``MEDIAN_PAIRS`` index pairs (i, j) of distinct rows, drawn at random."""
     count = min(MEDIAN_PAIRS, num_rows * (num_rows - 1))
+    if count == 0:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
     first = torch.randint(num_rows, (count,), generator=generator)
     second = (first + torch.randint(1, num_rows, (count,), generator=generator)) % num_rows
     return first, second
