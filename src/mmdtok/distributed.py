@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 __all__ = ["all_reduce_sum", "gather_rows", "global_row_offset", "is_distributed", "rank",
-           "sample_global_rows", "shared_sum", "world_size"]
+           "rank_row_counts", "sample_global_rows", "shared_sum", "world_size"]
 
 
 def is_distributed() -> bool:
@@ -35,18 +35,22 @@ def all_reduce_sum(x: Tensor) -> Tensor:
     return x
 
 
+def rank_row_counts(num_rows: int, device: torch.device) -> list[int]:
+    """Every rank's ``num_rows``, in rank order (``[num_rows]`` in a single process)."""
+    if not is_distributed():
+        return [num_rows]
+    counts = torch.zeros(world_size(), dtype=torch.int64, device=device)
+    counts[rank()] = num_rows
+    return all_reduce_sum(counts).tolist()
+
+
 def global_row_offset(num_rows: int, device: torch.device) -> tuple[int, int]:
     """Where this rank's rows start in the rank-ordered concatenation, and the total.
 
     Rank r's rows come after those of ranks 0..r-1, which is the row order of one process
     holding the concatenated batch.
     """
-    if not is_distributed():
-        return 0, num_rows
-    counts = torch.zeros(world_size(), dtype=torch.int64, device=device)
-    counts[rank()] = num_rows
-    all_reduce_sum(counts)
-    counts = counts.tolist()
+    counts = rank_row_counts(num_rows, device)
     return sum(counts[: rank()]), sum(counts)
 
 
@@ -86,10 +90,7 @@ class _GatherRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows: Tensor) -> Tensor:  # type: ignore[override]
-        counts = torch.zeros(world_size(), dtype=torch.int64, device=rows.device)
-        counts[rank()] = rows.shape[0]
-        all_reduce_sum(counts)
-        sizes = counts.tolist()
+        sizes = rank_row_counts(rows.shape[0], rows.device)
         padded = rows.new_zeros(max(sizes), *rows.shape[1:])
         padded[: rows.shape[0]] = rows
         parts = [torch.empty_like(padded) for _ in sizes]

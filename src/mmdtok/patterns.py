@@ -47,6 +47,8 @@ __all__ = [
     "PatternName",
     "aligned",
     "aligned_list",
+    "aligned_offsets",
+    "aligned_rows",
     "apply_pattern",
     "delay",
     "flatten",
@@ -186,20 +188,33 @@ def aligned(x: Tensor, pattern: Literal["parallel", "delay"]) -> Tensor:
     return torch.stack(aligned_list(list(x.unbind(1)), pattern), dim=1)
 
 
-def aligned_list(parts: list[Tensor], pattern: Literal["parallel", "delay"]) -> list[Tensor]:
-    """:func:`aligned` for K separate streams [B, D_k, T] whose widths D_k may differ."""
+def aligned_offsets(pattern: str, num_codebooks: int, length: int) -> tuple[int, list[int]]:
+    """How many aligned steps ``length`` frames give, and the frame at which each codebook's
+    aligned steps start: under "delay", codebook k contributes frames (K - 1 - k) ..
+    (K - 1 - k + steps - 1)."""
     if pattern == "parallel":
-        return list(parts)
+        return length, [0] * num_codebooks
     if pattern != "delay":
         raise ValueError(f"aligned steps exist for 'parallel' and 'delay', not {pattern!r}")
-    num_codebooks, length = len(parts), parts[0].shape[-1]
     if length < num_codebooks:
         raise ValueError(f"the delay pattern over {num_codebooks} codebooks needs at least "
                          f"{num_codebooks} frames, got {length}")
-    steps = length - num_codebooks + 1
-    # codebook k contributes frames (K - 1 - k) .. (K - 1 - k + steps - 1)
-    return [part[..., num_codebooks - 1 - k : num_codebooks - 1 - k + steps]
-            for k, part in enumerate(parts)]
+    return length - num_codebooks + 1, [num_codebooks - 1 - k for k in range(num_codebooks)]
+
+
+def aligned_list(parts: list[Tensor], pattern: Literal["parallel", "delay"]) -> list[Tensor]:
+    """:func:`aligned` for K separate streams [B, D_k, T] whose widths D_k may differ."""
+    steps, starts = aligned_offsets(pattern, len(parts), parts[0].shape[-1])
+    if pattern == "parallel":
+        return list(parts)
+    return [part[..., start : start + steps] for part, start in zip(parts, starts)]
+
+
+def aligned_rows(parts: list[Tensor], pattern: Literal["parallel", "delay"]) -> Tensor:
+    """K streams [B, D_k, T] -> rows [B * T', sum D_k]: one row per aligned step (sample
+    by sample, step by step), the K vectors side by side."""
+    steps = aligned_list(list(parts), pattern)
+    return torch.cat([step.transpose(1, 2).reshape(-1, step.shape[1]) for step in steps], dim=1)
 
 
 def _shifted_slices(x: Tensor, starts: list[int], length: int) -> Tensor:

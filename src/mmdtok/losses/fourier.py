@@ -28,22 +28,9 @@ CHUNK_ELEMENTS = 1 << 25
 STANDARDIZE_EPS = 1e-6
 
 
-def fold(parts: Sequence[Tensor], pattern: str) -> Tensor:
-    """K streams [B, D_k, T] -> rows [B * T', sum D_k] of the steps an LM predicts."""
-    steps = patterns.aligned_list(list(parts), pattern)
-    return torch.cat([step.transpose(1, 2).reshape(-1, step.shape[1]) for step in steps], dim=1)
-
-
-def _steps(num_codebooks: int, length: int, pattern: str) -> tuple[int, list[int]]:
-    """Aligned steps per clip, and the first frame of each codebook in them."""
-    if pattern == "delay":
-        return length - num_codebooks + 1, [num_codebooks - 1 - k for k in range(num_codebooks)]
-    return length, [0] * num_codebooks
-
-
 def _write(grads: list[Tensor], rows: Tensor, clips: slice, pattern: str) -> None:
     """Write gradient rows [n, P] of ``clips`` into per-codebook gradients [B, D_k, T]."""
-    steps, starts = _steps(len(grads), grads[0].shape[-1], pattern)
+    steps, starts = patterns.aligned_offsets(pattern, len(grads), grads[0].shape[-1])
     for grad, start, block in zip(grads, starts, rows.split([g.shape[1] for g in grads], 1)):
         grad[clips, :, start : start + steps] = block.view(-1, steps, grad.shape[1]).transpose(1, 2)
 
@@ -51,12 +38,12 @@ def _write(grads: list[Tensor], rows: Tensor, clips: slice, pattern: str) -> Non
 def _rows(parts: Sequence[Tensor], clips: slice, pattern: str, mean: Tensor | None,
           inv_std: Tensor | None) -> Tensor:
     """The (standardized, when ``mean`` is given) rows of ``clips``."""
-    rows = fold([p[clips] for p in parts], pattern)
+    rows = patterns.aligned_rows([p[clips] for p in parts], pattern)
     return rows if mean is None else (rows - mean) * inv_std
 
 
 def _clip_chunks(parts: Sequence[Tensor], pattern: str, per_row: int) -> list[slice]:
-    steps, _ = _steps(len(parts), parts[0].shape[-1], pattern)
+    steps, _ = patterns.aligned_offsets(pattern, len(parts), parts[0].shape[-1])
     size = max(1, CHUNK_ELEMENTS // max(1, steps * per_row))
     return [slice(start, start + size) for start in range(0, parts[0].shape[0], size)]
 
@@ -67,7 +54,7 @@ def standardization(parts: Sequence[Tensor], pattern: str) -> tuple[Tensor, Tens
     chunks = _clip_chunks(parts, pattern, 4 * sum(p.shape[1] for p in parts))
     total, count = None, 0
     for clips in chunks:
-        rows = fold([p[clips] for p in parts], pattern).double()
+        rows = patterns.aligned_rows([p[clips] for p in parts], pattern).double()
         total = rows.sum(0) if total is None else total + rows.sum(0)
         count += rows.shape[0]
     counts = torch.tensor(float(count), dtype=torch.float64, device=total.device)
@@ -75,7 +62,7 @@ def standardization(parts: Sequence[Tensor], pattern: str) -> tuple[Tensor, Tens
     mean = all_reduce_sum(total) / num_rows
     squares = torch.zeros_like(mean)
     for clips in chunks:
-        squares += (fold([p[clips] for p in parts], pattern).double() - mean).square().sum(0)
+        squares += (patterns.aligned_rows([p[clips] for p in parts], pattern).double() - mean).square().sum(0)
     var = all_reduce_sum(squares) / num_rows
     dtype = parts[0].dtype
     return mean.to(dtype), torch.rsqrt(var + STANDARDIZE_EPS).to(dtype), int(num_rows)
@@ -113,7 +100,8 @@ class _FourierSums(torch.autograd.Function):
                 sums[2 * i + 1] += torch.sin(phase).sum(0, dtype=torch.float64)
         ctx.save_for_backward(freqs, mean, inv_std, *streams)
         ctx.pattern, ctx.chunks, ctx.dims = pattern, chunks, dims
-        ctx.num_rows = parts[0].shape[0] * _steps(len(parts), parts[0].shape[-1], pattern)[0]
+        ctx.num_rows = parts[0].shape[0] * patterns.aligned_offsets(pattern, len(parts),
+                                                                     parts[0].shape[-1])[0]
         return sums
 
     @staticmethod
@@ -146,7 +134,7 @@ class _FourierSums(torch.autograd.Function):
             mean_gx = (all_reduce_sum(sum_gx) / num_rows).to(freqs.dtype)
             for clips in ctx.chunks:
                 rows = _rows(parts, clips, pattern, mean, inv_std)
-                grad_rows = fold([grad[clips] for grad in grads], pattern)
+                grad_rows = patterns.aligned_rows([grad[clips] for grad in grads], pattern)
                 _write(grads, inv_std * (grad_rows - mean_g - rows * mean_gx), clips, pattern)
         return (None, None, None, None, *outputs)
 

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from mmdtok import patterns
 from mmdtok.distributed import all_reduce_sum, gather_rows, sample_global_rows, shared_sum
 from mmdtok.losses import fourier, kernels
 
@@ -115,7 +116,7 @@ class IndependenceLoss(nn.Module):
         if self.estimator == "rff":
             return self._rff(streams if isinstance(streams, Tensor) else parts, parts, dims,
                              generator)
-        rows = fourier.fold(parts, self.pattern)
+        rows = patterns.aligned_rows(parts, self.pattern)
         rows = gather_rows(rows)  # every rank now holds the whole macro-batch
         num_clips = int(shared_sum(torch.tensor(batch, device=rows.device)))
         if self.estimator == "shuffle" and (
@@ -149,7 +150,7 @@ class IndependenceLoss(nn.Module):
     def _rff(self, streams: Streams, parts: list[Tensor], dims: list[int],
              generator: torch.Generator) -> Tensor:
         """Streamed over clips: rows are never materialized (see :mod:`fourier`)."""
-        steps = fourier.fold([part[:1] for part in parts], self.pattern).shape[0]
+        steps = patterns.aligned_rows([part[:1] for part in parts], self.pattern).shape[0]
         if self.standardize:
             mean, inv_std, num_rows = fourier.standardization(parts, self.pattern)
         else:
@@ -160,7 +161,7 @@ class IndependenceLoss(nn.Module):
         if self.bandwidths == "median":  # rows of the first clips of every rank
             clips = max(1, MEDIAN_SAMPLE_ROWS // steps)
             with torch.no_grad():
-                sample = fourier.fold([part[:clips] for part in parts], self.pattern)
+                sample = patterns.aligned_rows([part[:clips] for part in parts], self.pattern)
                 if mean is not None:
                     sample = (sample - mean) * inv_std
                 sample = sample_global_rows(sample, 2 * kernels.MEDIAN_PAIRS, generator)
@@ -214,7 +215,7 @@ def stream_rows(streams: Streams, pattern: str) -> tuple[Tensor, list[int], int]
     """Validate streams and fold them to rows: [N = B * T', sum D_k], the block widths
     D_k, and the batch size B."""
     parts = check_streams(streams)
-    return fourier.fold(parts, pattern), [p.shape[1] for p in parts], parts[0].shape[0]
+    return patterns.aligned_rows(parts, pattern), [p.shape[1] for p in parts], parts[0].shape[0]
 
 
 def _check_options(estimator: str, pattern: str, bandwidths, normalization: str,

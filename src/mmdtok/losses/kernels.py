@@ -85,6 +85,13 @@ def _pair_gradient(rows: Tensor, others: Tensor, weights: Tensor) -> Tensor:
     return 2 * (rows * weights.sum(1, keepdim=True) - weights @ others)
 
 
+def _shuffle_pairs(x: Tensor, y: Tensor, x_sq: Tensor, y_sq: Tensor, start: int,
+                   stop: int) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], ...]:
+    """The (rows, others, their squared norms) of a block for (x, x), (y, y), (x, y)."""
+    xb, yb, xb_sq, yb_sq = x[start:stop], y[start:stop], x_sq[start:stop], y_sq[start:stop]
+    return (xb, x, xb_sq, x_sq), (yb, y, yb_sq, y_sq), (xb, y, xb_sq, y_sq)
+
+
 class _ShuffleSums(torch.autograd.Function):
     """Kernel sums of (x, x), (y, y), (x, y) and the diagonals of the first two, blocked.
 
@@ -100,14 +107,11 @@ class _ShuffleSums(torch.autograd.Function):
         sums = x.new_zeros(3, len(scales), dtype=torch.float64)
         diagonals = x.new_zeros(2, len(scales), dtype=torch.float64)
         for start, stop in _blocks(x.shape[0], size):
-            xb, yb = x[start:stop], y[start:stop]
-            d_xx = sqdist(xb, x, x_sq[start:stop], x_sq)
-            d_yy = sqdist(yb, y, y_sq[start:stop], y_sq)
-            d_xy = sqdist(xb, y, x_sq[start:stop], y_sq)
-            for row, d in enumerate((d_xx, d_yy, d_xy)):
+            for row, pair in enumerate(_shuffle_pairs(x, y, x_sq, y_sq, start, stop)):
+                d = sqdist(*pair)
                 sums[row] += kernel_sums(d, scales)
-            for row, d in enumerate((d_xx, d_yy)):
-                diagonals[row] += kernel_sums(d.diagonal(offset=start), scales)
+                if row < 2:  # (x, x) and (y, y)
+                    diagonals[row] += kernel_sums(d.diagonal(offset=start), scales)
         ctx.save_for_backward(x, y)
         ctx.scales, ctx.size = list(scales), size
         return sums, diagonals
@@ -120,11 +124,9 @@ class _ShuffleSums(torch.autograd.Function):
         weights_of = [[float(g) for g in row] for row in grad_sums]
         for start, stop in _blocks(x.shape[0], ctx.size):
             xb, yb = x[start:stop], y[start:stop]
-            pairs = ((xb, x, x_sq[start:stop], x_sq), (yb, y, y_sq[start:stop], y_sq),
-                     (xb, y, x_sq[start:stop], y_sq))
             weights = []
-            for row, (a, b, a_sq, b_sq) in enumerate(pairs):
-                d = sqdist(a, b, a_sq, b_sq)
+            for row, pair in enumerate(_shuffle_pairs(x, y, x_sq, y_sq, start, stop)):
+                d = sqdist(*pair)
                 w = torch.zeros_like(d)
                 for scale, g in zip(ctx.scales, weights_of[row]):
                     if g:

@@ -63,9 +63,9 @@ class ResidualVQ(Quantizer):
             step = codebook.quantize(residual)
             steps.append(step)
             residual = residual - step.code.detach()
-        codes, num_kept = self.drop_codebooks(torch.stack([s.code.detach() for s in steps]),
-                                              z.shape[0])  # [K, N, D]
-        quantized = rows + (codes.sum(dim=0) - rows).detach()
+        vectors, num_kept = self.drop_codebooks(torch.stack([s.code.detach() for s in steps]),
+                                                z.shape[0])  # [K, N, D]
+        quantized = rows + (vectors.sum(dim=0) - rows).detach()
         return vq_output(steps, quantized, num_kept, z.shape[0], self.codebook_size)
 
     @torch.no_grad()
