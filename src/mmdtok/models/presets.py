@@ -1,0 +1,51 @@
+"""Named codec configurations, in one dict.
+
+- ``musicgen-32khz``: the codec MusicGen models (and the paper regularizes): mono 32 kHz,
+  hop 640 (50 frames/s), 4 x 2048 RVQ (2.2 kbps), about 57 M parameters.
+- ``encodec-24khz``: EnCodec's causal 24 kHz model: hop 320 (75 frames/s), 32 x 1024
+  RVQ (1.5 to 24 kbps as a prefix of the codebooks), conv skips.
+- ``small-music``: a small mono 24 kHz codec meant to be trained on a CPU: 16 filters,
+  64-dim latent, one LSTM layer, 4 x 1024 RVQ with quantizer dropout (3 kbps).
+"""
+
+from __future__ import annotations
+
+from mmdtok.models.codec import Codec, CodecConfig
+from mmdtok.models.seanet import SEANetConfig
+
+PRESETS: dict[str, CodecConfig] = {
+    "musicgen-32khz": CodecConfig(
+        name="musicgen-32khz", sample_rate=32_000,
+        seanet=SEANetConfig(channels=1, dimension=128, n_filters=64, ratios=(8, 5, 4, 4),
+                            causal=False, conv_shortcut=False, lstm_layers=2),
+        quantizer={"kind": "rvq", "num_codebooks": 4, "codebook_size": 2048,
+                   "decay": 0.99, "kmeans_iters": 50, "dead_code_threshold": 2.0,
+                   "dead_code_unit": "count"}),
+    "encodec-24khz": CodecConfig(
+        name="encodec-24khz", sample_rate=24_000,
+        seanet=SEANetConfig(channels=1, dimension=128, n_filters=32, ratios=(8, 5, 4, 2),
+                            causal=True, conv_shortcut=True, lstm_layers=2),
+        quantizer={"kind": "rvq", "num_codebooks": 32, "codebook_size": 1024,
+                   "decay": 0.99, "kmeans_iters": 50, "dead_code_threshold": 2.0,
+                   "dead_code_unit": "count", "quantizer_dropout": "uniform"}),
+    "small-music": CodecConfig(
+        name="small-music", sample_rate=24_000,
+        seanet=SEANetConfig(channels=1, dimension=64, n_filters=16, ratios=(8, 5, 4, 2),
+                            causal=False, conv_shortcut=False, lstm_layers=1),
+        quantizer={"kind": "rvq", "num_codebooks": 4, "codebook_size": 1024,
+                   "decay": 0.99, "kmeans_iters": 20, "dead_code_threshold": 0.1,
+                   "dead_code_unit": "share", "quantizer_dropout": "uniform"}),
+}
+
+
+def preset(name: str) -> CodecConfig:
+    """The config registered as ``name``; ValueError listing the names otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown codec preset {name!r}; presets: {sorted(PRESETS)}") from None
+
+
+def build_codec(name: str) -> Codec:
+    """A codec with fresh (untrained) weights from the preset ``name``."""
+    return Codec.from_config(preset(name))

@@ -1,0 +1,170 @@
+"""SEANet encoder and decoder, the convolutional autoencoder of EnCodec.
+
+Encoder: conv -> [residual units -> ELU -> strided conv] per ratio -> LSTM -> ELU -> conv.
+Decoder: the mirror image with transposed convolutions. The layer list keeps EnCodec's
+order, so that a state dict converts by renaming a few keys.
+
+Both split into three stages around the LSTM, ``front`` -> ``lstm`` -> ``back``: the
+convolution stages have a finite reach (``front_context``, ``back_context`` frames) and
+the LSTM only looks back, which is what lets :mod:`mmdtok.models.streaming` cut a long
+input into pieces and get the same output as one pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from torch import Tensor, nn
+
+from mmdtok.models.layers import (
+    Conv1d,
+    ConvTranspose1d,
+    LSTMState,
+    Norm,
+    PadMode,
+    ResidualUnit,
+    SkipLSTM,
+    context_frames,
+)
+
+
+@dataclass(frozen=True)
+class SEANetConfig:
+    """Architecture of a SEANet encoder/decoder pair (EnCodec's names in brackets).
+
+    ratios: upsampling ratios in decoder order [upsampling_ratios]; the encoder uses them
+        reversed; their product is the hop length.
+    dimension: latent channels D [hidden_size]. n_filters: channels of the first
+        convolution, doubled at each downsampling [num_filters].
+    causal: left-only padding (streaming EnCodec 24 kHz) or centred (MusicGen 32 kHz).
+    conv_shortcut: a 1x1 convolution on the residual units' skip (else identity).
+    """
+
+    channels: int = 1
+    dimension: int = 128
+    n_filters: int = 64
+    ratios: tuple[int, ...] = (8, 5, 4, 4)
+    n_residual_layers: int = 1
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    compress: int = 2
+    lstm_layers: int = 2
+    causal: bool = False
+    pad_mode: PadMode = "reflect"
+    norm: Norm = "weight_norm"
+    conv_shortcut: bool = False
+    trim_right_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
+        if self.channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, got {self.channels}")
+        if not self.ratios or min(self.ratios) < 1:
+            raise ValueError(f"ratios must be positive integers, got {self.ratios}")
+        if self.lstm_layers < 1:
+            raise ValueError(f"lstm_layers must be >= 1, got {self.lstm_layers}")
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.ratios)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ratios"] = list(self.ratios)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SEANetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SEANet config keys {sorted(unknown)}; known: "
+                             f"{sorted(known)}")
+        return cls(**data)
+
+    def conv_args(self) -> dict[str, Any]:
+        return {"causal": self.causal, "pad_mode": self.pad_mode, "norm": self.norm}
+
+
+def _residual_units(cfg: SEANetConfig, dim: int) -> list[nn.Module]:
+    return [ResidualUnit(dim, cfg.residual_kernel_size, cfg.dilation_base ** j,
+                         compress=cfg.compress, conv_shortcut=cfg.conv_shortcut,
+                         **cfg.conv_args())
+            for j in range(cfg.n_residual_layers)]
+
+
+class _ThreeStages(nn.Module):
+    """``layers`` split at the LSTM into front, lstm and back."""
+
+    layers: nn.ModuleList
+    lstm_index: int
+
+    def front(self, x: Tensor) -> Tensor:
+        for layer in self.layers[: self.lstm_index]:
+            x = layer(x)
+        return x
+
+    def lstm_step(self, x: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+        return self.layers[self.lstm_index].step(x, state)
+
+    def back(self, x: Tensor) -> Tensor:
+        for layer in self.layers[self.lstm_index + 1 :]:
+            x = layer(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.back(self.lstm_step(self.front(x), None)[0])
+
+    def stage_contexts(self, samples_per_frame: float) -> tuple[int, int]:
+        front = nn.Sequential(*self.layers[: self.lstm_index])
+        back = nn.Sequential(*self.layers[self.lstm_index + 1 :])
+        scale_after_front = samples_per_frame
+        for layer in front.modules():
+            if isinstance(layer, Conv1d):
+                scale_after_front /= layer.stride
+        return (context_frames(front, samples_per_frame),
+                context_frames(back, scale_after_front))
+
+
+class SEANetEncoder(_ThreeStages):
+    """Audio [B, C, L] -> latent [B, D, ceil(L / hop)]."""
+
+    def __init__(self, cfg: SEANetConfig) -> None:
+        super().__init__()
+        args = cfg.conv_args()
+        layers: list[nn.Module] = [Conv1d(cfg.channels, cfg.n_filters, cfg.kernel_size, **args)]
+        dim = cfg.n_filters
+        for ratio in reversed(cfg.ratios):
+            layers += _residual_units(cfg, dim)
+            layers += [nn.ELU(), Conv1d(dim, dim * 2, ratio * 2, stride=ratio, **args)]
+            dim *= 2
+        self.lstm_index = len(layers)
+        layers += [SkipLSTM(dim, cfg.lstm_layers), nn.ELU(),
+                   Conv1d(dim, cfg.dimension, cfg.last_kernel_size, **args)]
+        self.layers = nn.ModuleList(layers)
+        self.front_context, self.back_context = self.stage_contexts(cfg.hop_length)
+
+
+class SEANetDecoder(_ThreeStages):
+    """Latent [B, D, T] -> audio [B, C, T * hop]."""
+
+    def __init__(self, cfg: SEANetConfig) -> None:
+        super().__init__()
+        args = cfg.conv_args()
+        dim = cfg.n_filters * 2 ** len(cfg.ratios)
+        layers: list[nn.Module] = [Conv1d(cfg.dimension, dim, cfg.kernel_size, **args)]
+        self.lstm_index = len(layers)
+        layers.append(SkipLSTM(dim, cfg.lstm_layers))
+        for ratio in cfg.ratios:
+            layers += [nn.ELU(), ConvTranspose1d(dim, dim // 2, ratio * 2, stride=ratio,
+                                                 causal=cfg.causal, norm=cfg.norm,
+                                                 trim_right_ratio=cfg.trim_right_ratio)]
+            dim //= 2
+            layers += _residual_units(cfg, dim)
+        layers += [nn.ELU(), Conv1d(dim, cfg.channels, cfg.last_kernel_size, **args)]
+        self.layers = nn.ModuleList(layers)
+        self.front_context, self.back_context = self.stage_contexts(1.0)

@@ -1,0 +1,252 @@
+"""Encode and decode long inputs, or many inputs of different lengths, in bounded memory,
+with exactly the output of one pass over each whole input.
+
+Why it is exact. Each SEANet half is ``front -> LSTM -> back``. The convolution stages
+see a bounded number of frames on each side (``front_context``, ``back_context``), so
+a piece of frames computed with that much real context on both sides equals the same
+frames of the whole pass; pieces that touch an end of the input are cut exactly at that
+end, so they pad it as the whole pass does. The LSTM only looks back: it runs over
+consecutive windows with its state carried from one window to the next. A stage after
+the LSTM waits ``context`` frames (a lag) before emitting the frames whose right
+context it now has. There is no overlap-add and no cross-fade, so there are no seams.
+
+Why it is fast. The convolutions run on pieces of ``piece`` frames stacked into
+batches (on a CPU a batch of short pieces is faster than one long sequence), pooled
+across all the inputs in flight: a scheduler drives one generator per input and runs
+every request of the same shape together. Memory is bounded by ``window`` frames per
+input and ``max_batch`` pieces per call, whatever the input lengths.
+
+    input  |<------------------------------ T frames ----------------------------->|
+    window |<----- window w ----->|<---- window w+1 ---->|
+    pieces |<-c-|== piece ==|-c->|
+                  kept frames
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mmdtok.models.codec import Codec
+
+# A request is a list of (stage name, batch-first tensors with batch 1); the scheduler
+# answers with one tuple of batch-first outputs per item.
+Item = tuple[str, tuple[Tensor, ...]]
+Job = Generator[list[Item], list[tuple[Tensor, ...]], Tensor]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Input frames [start, end) computed together; output frames [keep_start, keep_end)
+    of them (relative to ``start``) are exact."""
+
+    start: int
+    end: int
+    keep_start: int
+    keep_end: int
+
+
+def split_pieces(first: int, last: int, avail: tuple[int, int], piece: int,
+                 context: int) -> list[Piece]:
+    """Pieces covering output frames [first, last) from input frames available in
+    ``avail`` = [begin, end). Every piece that is not clipped by ``avail`` has the same
+    length ``piece + 2 * context``, so that pieces batch together."""
+    begin, end = avail
+    pieces = []
+    for p0 in range(first, last, piece):
+        p1 = min(p0 + piece, last)
+        start = max(begin, p0 - context)
+        stop = min(end, start + piece + 2 * context)
+        if stop < min(end, p1 + context):
+            raise AssertionError("piece without its right context")
+        pieces.append(Piece(start, stop, p0 - start, p1 - start))
+    return pieces
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """window: frames per window of the recurrent stage (bounds memory per input);
+    piece: frames per piece of the convolution stages; max_batch: pieces per call."""
+
+    window: int = 1500
+    piece: int = 100
+    max_batch: int = 16
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.piece < 1 or self.max_batch < 1:
+            raise ValueError(f"window, piece and max_batch must be >= 1, got {self}")
+
+
+def _lagged_stage(stage: str, buffer: Tensor, buffer_start: int, first: int, last: int,
+                  total: int, settings: StreamSettings, context: int,
+                  scale: int) -> Generator[list[Item], list[tuple[Tensor, ...]], Tensor]:
+    """Output of ``stage`` for frames [first, last) from ``buffer`` [1, D, n] holding
+    input frames [buffer_start, buffer_start + n); ``scale`` output samples per frame."""
+    avail = (buffer_start, buffer_start + buffer.shape[-1])
+    if avail[1] < total and last + context > avail[1]:
+        raise AssertionError("lagged stage asked for frames beyond its right context")
+    pieces = split_pieces(first, last, avail, settings.piece, context)
+    results = yield [(stage, (buffer[..., p.start - buffer_start : p.end - buffer_start],))
+                     for p in pieces]
+    return torch.cat([out[0][..., p.keep_start * scale : p.keep_end * scale]
+                      for out, p in zip(results, pieces)], dim=-1)
+
+
+def _recurrent(codec_half: torch.nn.Module, x: Tensor, state: tuple[Tensor, Tensor] | None,
+               stage: str) -> Generator[list[Item], list[tuple[Tensor, ...]],
+                                        tuple[Tensor, tuple[Tensor, Tensor]]]:
+    if state is None:
+        lstm = codec_half.layers[codec_half.lstm_index].lstm
+        zeros = x.new_zeros(1, lstm.num_layers, lstm.hidden_size)
+        state = (zeros, zeros)
+    (y, h, c), = yield [(stage, (x, *state))]
+    return y, (h, c)
+
+
+def _stream(front_input: Callable[[Piece], Tensor], total: int, half: torch.nn.Module,
+            names: tuple[str, str, str], out_scale: int, settings: StreamSettings,
+            finish: Callable[[Tensor], Tensor]) -> Job:
+    """front (pieces, all input available) -> LSTM (windows, state carried) -> back
+    (lagged pieces); ``finish`` maps each emitted segment of the back's output."""
+    front_name, lstm_name, back_name = names
+    state, tail, tail_start, emitted, segments = None, None, 0, 0, []
+    for w0 in range(0, total, settings.window):
+        w1 = min(w0 + settings.window, total)
+        pieces = split_pieces(w0, w1, (0, total), settings.piece, half.front_context)
+        results = yield [(front_name, (front_input(p),)) for p in pieces]
+        x = torch.cat([out[0][..., p.keep_start : p.keep_end]
+                       for out, p in zip(results, pieces)], dim=-1)
+        y, state = yield from _recurrent(half, x, state, lstm_name)
+        buffer = y if tail is None else torch.cat([tail, y], dim=-1)
+        ready = total if w1 == total else max(emitted, w1 - half.back_context)
+        if ready > emitted:
+            out = yield from _lagged_stage(back_name, buffer, tail_start, emitted, ready,
+                                           total, settings, half.back_context, out_scale)
+            segments.append(finish(out))
+            emitted = ready
+        keep_from = max(0, emitted - half.back_context)
+        tail = buffer[..., keep_from - tail_start :]
+        tail_start = keep_from
+    return torch.cat(segments, dim=-1)[0]
+
+
+def _encode_job(codec: Codec, audio: Tensor, n_q: int | None,
+                settings: StreamSettings) -> Job:
+    hop, length = codec.hop_length, audio.shape[-1]
+    total = math.ceil(length / hop)
+
+    def front_input(p: Piece) -> Tensor:
+        stop = length if p.end == total else p.end * hop
+        return audio[None, :, p.start * hop : stop]
+
+    return _stream(front_input, total, codec.encoder, ("enc_front", "enc_lstm", "enc_back"),
+                   1, settings, lambda latent: codec.quantizer.encode(latent, n_q))
+
+
+def _decode_job(codec: Codec, codes: Tensor, settings: StreamSettings) -> Job:
+    total = codes.shape[-1]
+
+    def front_input(p: Piece) -> Tensor:
+        return codec.quantizer.decode(codes[None, :, p.start : p.end])
+
+    return _stream(front_input, total, codec.decoder, ("dec_front", "dec_lstm", "dec_back"),
+                   codec.hop_length, settings, lambda audio: audio)
+
+
+def _lstm_stage(half: torch.nn.Module) -> Callable[..., tuple[Tensor, ...]]:
+    def run(x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, ...]:
+        y, (h, c) = half.lstm_step(x, (h, c))
+        return y, h, c
+    return run
+
+
+def _stages(codec: Codec) -> dict[str, Callable[..., tuple[Tensor, ...] | Tensor]]:
+    enc, dec = codec.encoder, codec.decoder
+    return {"enc_front": enc.front, "enc_lstm": _lstm_stage(enc), "enc_back": enc.back,
+            "dec_front": dec.front, "dec_lstm": _lstm_stage(dec), "dec_back": dec.back}
+
+
+def _run_group(fn: Callable[..., tuple[Tensor, ...] | Tensor], args: list[tuple[Tensor, ...]],
+               max_batch: int) -> list[tuple[Tensor, ...]]:
+    """Call ``fn`` on the items' arguments stacked along the batch, ``max_batch`` at a
+    time; split the outputs back per item."""
+    outputs: list[tuple[Tensor, ...]] = []
+    for start in range(0, len(args), max_batch):
+        chunk = args[start : start + max_batch]
+        stacked = [torch.cat(parts, dim=0) for parts in zip(*chunk)]
+        result = fn(*stacked)
+        result = result if isinstance(result, tuple) else (result,)
+        outputs += list(zip(*(r.split(1, dim=0) for r in result)))
+    return outputs
+
+
+def run_jobs(jobs: Sequence[Job], codec: Codec, max_batch: int) -> list[Tensor]:
+    """Drive the jobs together, batching the requests of equal stage and shape."""
+    stages = _stages(codec)
+    results: list[Tensor | None] = [None] * len(jobs)
+    requests: dict[int, list[Item]] = {}
+
+    def advance(index: int, answer: list[tuple[Tensor, ...]] | None) -> None:
+        try:
+            requests[index] = jobs[index].send(answer)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            results[index] = stop.value
+            requests.pop(index, None)
+
+    for index in range(len(jobs)):
+        advance(index, None)
+    while requests:
+        groups: dict[tuple, list[tuple[int, int]]] = {}
+        for index, items in requests.items():
+            for position, (stage, args) in enumerate(items):
+                key = (stage, *(tuple(a.shape[1:]) for a in args))
+                groups.setdefault(key, []).append((index, position))
+        answers = {index: [None] * len(items) for index, items in requests.items()}
+        for key, members in groups.items():
+            args = [requests[i][p][1] for i, p in members]
+            for (i, p), out in zip(members, _run_group(stages[key[0]], args, max_batch)):
+                answers[i][p] = out
+        for index in list(requests):
+            advance(index, answers[index])
+    return results  # type: ignore[return-value]
+
+
+def _check_settings(settings: StreamSettings | None, codec: Codec) -> StreamSettings:
+    settings = settings or StreamSettings()
+    needed = max(codec.encoder.back_context, codec.decoder.back_context)
+    if settings.window <= needed:
+        raise ValueError(f"window must exceed {needed} frames (the back stages' context), "
+                         f"got {settings.window}")
+    return settings
+
+
+@torch.inference_mode()
+def encode_many(codec: Codec, audios: Sequence[Tensor], n_q: int | None = None,
+                settings: StreamSettings | None = None) -> list[Tensor]:
+    """Codes [K, T_i] for each audio [C, L_i] (any lengths), equal to
+    ``codec.encode(audio[None])[0]`` up to float rounding, in bounded memory."""
+    settings = _check_settings(settings, codec)
+    for audio in audios:
+        codec.check_audio(audio[None] if isinstance(audio, Tensor) else audio)
+    jobs = [_encode_job(codec, audio, n_q, settings) for audio in audios]
+    return run_jobs(jobs, codec, settings.max_batch)
+
+
+@torch.inference_mode()
+def decode_many(codec: Codec, codes: Sequence[Tensor], lengths: Sequence[int | None] = (),
+                settings: StreamSettings | None = None) -> list[Tensor]:
+    """Audio [C, L_i] for each codes [K', T_i] (trimmed to ``lengths[i]`` when given),
+    equal to ``codec.decode(codes[None])[0]`` up to float rounding."""
+    settings = _check_settings(settings, codec)
+    for code in codes:
+        codec.quantizer.check_codes(code[None] if isinstance(code, Tensor) else code)
+    lengths = list(lengths) or [None] * len(codes)
+    if len(lengths) != len(codes):
+        raise ValueError(f"got {len(lengths)} lengths for {len(codes)} code tensors")
+    jobs = [_decode_job(codec, code.long(), settings) for code in codes]
+    audios = run_jobs(jobs, codec, settings.max_batch)
+    return [a if n is None else a[..., :n] for a, n in zip(audios, lengths)]

@@ -1,0 +1,125 @@
+"""Token files (``.mmdtok``): the codes of one audio file and what is needed to decode
+them, in a safetensors file (no pickle).
+
+Tensors: ``codes`` [K, T] (int16 when the codebook size allows, else int32).
+Metadata (strings): format, format_version, codec (name), codec_origin (folder or
+repo@commit), codec_fingerprint (hash of the weights), sample_rate, channels,
+frame_rate, num_codebooks, codebook_size, length (samples at ``sample_rate``), and
+the source's name and sample rate when known.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mmdtok.files import atomic_path
+
+FORMAT = "mmdtok-tokens"
+FORMAT_VERSION = 1
+SUFFIX = ".mmdtok"
+
+
+@dataclass(frozen=True)
+class TokenFile:
+    """Codes [K, T] int64 and their metadata."""
+
+    codes: Tensor
+    codec: str
+    codec_fingerprint: str
+    sample_rate: int
+    channels: int
+    frame_rate: float
+    codebook_size: int
+    length: int
+    codec_origin: str = ""
+    source: str = ""
+    source_sample_rate: int = 0
+
+    def __post_init__(self) -> None:
+        if self.codes.dim() != 2 or self.codes.is_floating_point():
+            raise ValueError(f"codes must be an integer tensor [K, T], got "
+                             f"{tuple(self.codes.shape)} {self.codes.dtype}")
+        if self.codes.numel() and (int(self.codes.min()) < 0
+                                   or int(self.codes.max()) >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def num_frames(self) -> int:
+        return self.codes.shape[1]
+
+    @property
+    def duration(self) -> float:
+        return self.length / self.sample_rate
+
+    def metadata(self) -> dict[str, str]:
+        return {"format": FORMAT, "format_version": str(FORMAT_VERSION), "codec": self.codec,
+                "codec_origin": self.codec_origin,
+                "codec_fingerprint": self.codec_fingerprint,
+                "sample_rate": str(self.sample_rate), "channels": str(self.channels),
+                "frame_rate": repr(float(self.frame_rate)),
+                "num_codebooks": str(self.num_codebooks),
+                "codebook_size": str(self.codebook_size), "length": str(self.length),
+                "source": self.source, "source_sample_rate": str(self.source_sample_rate)}
+
+
+def _storage_dtype(codebook_size: int) -> torch.dtype:
+    return torch.int16 if codebook_size <= 2**15 else torch.int32
+
+
+def save_tokens(path: str | os.PathLike[str], tokens: TokenFile) -> Path:
+    """Write ``tokens`` atomically (never a partial file under ``path``)."""
+    from safetensors.torch import save_file
+
+    codes = tokens.codes.detach().cpu().to(_storage_dtype(tokens.codebook_size)).contiguous()
+    with atomic_path(path) as temp:
+        save_file({"codes": codes}, str(temp), metadata=tokens.metadata())
+    return Path(path)
+
+
+def load_tokens(path: str | os.PathLike[str]) -> TokenFile:
+    """Read a token file; ValueError when it is not one, or from a newer format."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{path} is not an mmdtok token file (format "
+                                 f"{meta.get('format')!r})")
+            codes = handle.get_tensor("codes")
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a safetensors token file: {error}") from error
+    version = int(meta.get("format_version", "0"))
+    if version < 1 or version > FORMAT_VERSION:
+        raise ValueError(f"{path} has token format version {version}; this mmdtok reads "
+                         f"1..{FORMAT_VERSION}: upgrade mmdtok")
+    try:
+        return TokenFile(codes=codes.long(), codec=meta["codec"],
+                         codec_fingerprint=meta["codec_fingerprint"],
+                         sample_rate=int(meta["sample_rate"]), channels=int(meta["channels"]),
+                         frame_rate=float(meta["frame_rate"]),
+                         codebook_size=int(meta["codebook_size"]), length=int(meta["length"]),
+                         codec_origin=meta.get("codec_origin", ""),
+                         source=meta.get("source", ""),
+                         source_sample_rate=int(meta.get("source_sample_rate", "0")))
+    except KeyError as error:
+        raise ValueError(f"{path} lacks the metadata field {error.args[0]!r}") from error
+
+
+def check_same_codec(tokens: TokenFile, name: str, fingerprint: str, where: str = "") -> None:
+    """Refuse to decode codes made by another codec (other weights)."""
+    if tokens.codec_fingerprint != fingerprint:
+        made_by = f"{tokens.codec} ({tokens.codec_origin or 'unknown origin'})"
+        raise ValueError(f"{where or 'these tokens'} were encoded by codec {made_by} with "
+                         f"weights {tokens.codec_fingerprint}, but the decoding codec {name} "
+                         f"has weights {fingerprint}: decode with --model "
+                         f"{tokens.codec_origin or '<the encoding codec>'}")
