@@ -1,8 +1,18 @@
-"""The ``mmdtok`` command line: a thin layer that parses, calls the Python API, prints."""
+"""The ``mmdtok`` command line: a thin layer that parses, calls the Python API, prints.
+
+User mistakes end with a one-line message on stderr and exit code 2; files that fail
+during a run are listed at the end and the exit code is 1.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -14,7 +24,23 @@ app = typer.Typer(
          "codecs.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+
+ModelOption = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Model folder, or Hugging Face Hub repository id (owner/name), in "
+    "mmdtok's format or EnCodec's (e.g. facebook/encodec_32khz).")]
+RevisionOption = Annotated[str | None, typer.Option(
+    help="Hub revision (branch, tag or commit) of --model.")]
+DeviceOption = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, ...")]
+OverwriteOption = Annotated[bool, typer.Option(
+    "--overwrite", help="Rewrite outputs that exist (default: skip them, so that an "
+    "interrupted run resumes).")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
 
 
 @app.callback()
@@ -32,8 +58,185 @@ def version() -> None:
     typer.echo(f"python {platform.python_version()}")
 
 
+def _load_codec(model: str | None, revision: str | None, device: str):
+    from mmdtok.models import Codec
+
+    if model is None:
+        raise fail("no default codec is bundled with this version: pass --model "
+                   "(a model folder or a Hub id such as facebook/encodec_32khz)")
+    try:
+        return Codec.from_pretrained(model, revision).to(device)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise fail(str(error)) from error
+
+
+@contextmanager
+def _distributed() -> Iterator[None]:
+    """Under torchrun (WORLD_SIZE > 1), join the process group so that each rank takes
+    its share of the files."""
+    import torch.distributed as dist
+
+    started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if started:
+        dist.init_process_group("gloo")
+    try:
+        yield
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+@contextmanager
+def _progress(total: int, label: str) -> Iterator:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    columns = ("[progress.description]{task.description}", BarColumn(),
+               MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False, disable=not sys.stderr.isatty()) as bar:
+        task_id = bar.add_task(label, total=total)
+        yield lambda task, status: bar.advance(task_id)
+
+
+def _finish(report, verb: str) -> None:
+    typer.echo(f"{len(report.written)} {verb}, {len(report.skipped)} skipped (already "
+               f"there), {len(report.failed)} failed", err=True)
+    for source, reason in report.failed:
+        typer.echo(f"  failed: {source}: {reason}", err=True)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def encode(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Audio files (wav, flac, ogg, mp3) and folders, searched recursively.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; folders given "
+                                      "as input have their tree mirrored under it.")],
+    model: ModelOption = None,
+    revision: RevisionOption = None,
+    n_q: Annotated[int | None, typer.Option(
+        "--n-q", help="Keep the first N codebooks (a lower bitrate); default all.")] = None,
+    device: DeviceOption = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Files encoded together.", min=1)] = 8,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Encode audio to token files (.mmdtok): resampled to the codec's rate, long files in
+    bounded memory, resumable. Under torchrun the files are shared across ranks."""
+    from mmdtok.audio import is_audio_file
+    from mmdtok.pipeline import encode_files, plan, shard
+    from mmdtok.tokens import SUFFIX
+
+    codec = _load_codec(model, revision, device)
+    if n_q is not None and not 1 <= n_q <= codec.num_codebooks:
+        raise fail(f"--n-q must be in 1..{codec.num_codebooks}, got {n_q}")
+    try:
+        tasks = plan(paths, out, accept=is_audio_file, suffix=SUFFIX)
+    except ValueError as error:
+        raise fail(str(error)) from error
+    with _distributed():
+        tasks = shard(tasks)
+        with _progress(len(tasks), "encoding") as progress:
+            report = encode_files(codec, tasks, n_q=n_q, batch_size=batch_size,
+                                  overwrite=overwrite, progress=progress)
+    _finish(report, "encoded")
+
+
+@app.command()
+def decode(
+    tokens: Annotated[list[Path], typer.Argument(help="Token files (.mmdtok) and folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    model: ModelOption = None,
+    revision: RevisionOption = None,
+    audio_format: Annotated[str, typer.Option(
+        "--format", help="Output file type: wav, flac or ogg.")] = "wav",
+    device: DeviceOption = "cpu",
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Decode token files back to audio at the codec's sample rate. Without --model, the
+    codec recorded in the first token file (its folder or Hub commit) is used; codes made
+    by another codec are refused."""
+    from mmdtok.pipeline import decode_files, is_token_file, plan
+    from mmdtok.tokens import load_tokens
+
+    if audio_format not in {"wav", "flac", "ogg"}:
+        raise fail(f"--format must be wav, flac or ogg, got {audio_format!r}")
+    try:
+        tasks = plan(tokens, out, accept=is_token_file, suffix=f".{audio_format}")
+        if model is None and tasks:
+            model, revision = _recorded_origin(load_tokens(tasks[0].source).codec_origin)
+    except ValueError as error:
+        raise fail(str(error)) from error
+    codec = _load_codec(model, revision, device)
+    with _progress(len(tasks), "decoding") as progress:
+        report = decode_files(codec, tasks, overwrite=overwrite, progress=progress)
+    _finish(report, "decoded")
+
+
+def _recorded_origin(origin: str) -> tuple[str | None, str | None]:
+    if not origin:
+        return None, None
+    if Path(origin).is_dir():
+        return origin, None
+    name, _, revision = origin.partition("@")
+    return name, revision or None
+
+
+@app.command()
+def info(
+    target: Annotated[str, typer.Argument(help="A token file, a model folder or a Hub id.")],
+    revision: RevisionOption = None,
+) -> None:
+    """Describe a token file (codec, duration, codebooks) or a model (rates, bitrate,
+    parameters)."""
+    from mmdtok.tokens import load_tokens
+
+    path = Path(target)
+    try:
+        if path.is_file():
+            _print_rows(_token_rows(load_tokens(path)))
+            return
+        _print_rows(_model_rows(_load_codec(target, revision, "cpu")))
+    except ValueError as error:
+        raise fail(str(error)) from error
+
+
+def _token_rows(tokens) -> list[tuple[str, str]]:
+    return [("codec", tokens.codec), ("codec origin", tokens.codec_origin or "-"),
+            ("codec weights", tokens.codec_fingerprint),
+            ("codebooks", f"{tokens.num_codebooks} x {tokens.codebook_size}"),
+            ("frames", f"{tokens.num_frames} at {tokens.frame_rate:g} Hz"),
+            ("duration", (f"{tokens.duration:.2f} s ({tokens.length} samples at "
+                         f"{tokens.sample_rate} Hz, {tokens.channels} channel(s))")),
+            ("source", f"{tokens.source or '-'} ({tokens.source_sample_rate} Hz)")]
+
+
+def _model_rows(codec) -> list[tuple[str, str]]:
+    import math
+
+    bits = codec.num_codebooks * math.log2(codec.codebook_size) * codec.frame_rate
+    return [("codec", codec.config.name), ("origin", codec.origin or "-"),
+            ("weights", codec.fingerprint()),
+            ("audio", f"{codec.sample_rate} Hz, {codec.channels} channel(s)"),
+            ("frames", f"{codec.frame_rate:g} Hz (hop {codec.hop_length})"),
+            ("codebooks", (f"{codec.num_codebooks} x {codec.codebook_size} "
+                          f"({codec.config.quantizer['kind']})")),
+            ("bitrate", f"{bits / 1000:.2f} kbps"),
+            ("parameters", f"{sum(p.numel() for p in codec.parameters()) / 1e6:.2f} M")]
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished files are kept, no partial file is left; run "
+                   "again to resume", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

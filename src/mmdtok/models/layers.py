@@ -41,7 +41,7 @@ def pad1d(x: Tensor, left: int, right: int, mode: PadMode) -> Tensor:
     extra = max(left, right) - length + 1 if length <= max(left, right) else 0
     if extra:
         x = F.pad(x, (0, extra))
-    padded = F.pad(x, (left, right), mode="reflect")
+    padded = F.pad(x, (left, right) + (0, 0) * (x.dim() - 3), mode="reflect")
     return padded[..., : padded.shape[-1] - extra] if extra else padded
 
 

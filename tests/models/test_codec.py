@@ -1,0 +1,83 @@
+import json
+import math
+
+import pytest
+import torch
+
+from mmdtok.models import PRESETS, Codec, CodecConfig, build_codec, preset
+from tests.models.helpers import notes
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_encodes_decodes_and_round_trips_its_config(name):
+    config = preset(name)
+    assert CodecConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    codec = build_codec(name).for_inference()
+    length = int(0.37 * codec.sample_rate)
+    codes = codec.encode(notes(0.37, codec.sample_rate)[None])
+    frames = math.ceil(length / codec.hop_length)
+    assert codes.shape == (1, codec.num_codebooks, frames) and codes.dtype == torch.int64
+    audio = codec.decode(codes)
+    assert audio.shape == (1, codec.channels, frames * codec.hop_length)
+    assert codec.decode(codes[:, :2], length=length).shape[-1] == length
+
+
+def test_musicgen_preset_has_the_published_size_and_rate():
+    codec = build_codec("musicgen-32khz")
+    params = sum(p.numel() for p in codec.parameters())
+    assert 55e6 < params < 60e6
+    assert codec.frame_rate == 50 and codec.num_codebooks * 11 * codec.frame_rate == 2200
+
+
+def test_training_forward_reconstructs_the_input_length_and_trains_the_encoder():
+    codec = build_codec("small-music")
+    audio = notes(0.5, 24_000)[None].repeat(2, 1, 1)
+    out = codec(audio)
+    assert out.audio.shape == audio.shape
+    assert out.quantized.streams.shape == (2, 4, 64, out.latent.shape[-1])
+    loss = (out.audio - audio).abs().mean() + out.quantized.losses["commitment"]
+    loss.backward()
+    assert codec.encoder.layers[0].conv.parametrizations.weight.original1.grad.abs().sum() > 0
+
+
+def test_encode_streams_has_gradients_and_leaves_codebooks_alone():
+    codec = build_codec("small-music")
+    audio = notes(0.5, 24_000)[None].repeat(2, 1, 1)
+    codec.train()
+    codec(audio)  # initializes the codebooks
+    before = {k: v.clone() for k, v in codec.quantizer.state_dict().items()}
+    streams = codec.encode_streams(audio)
+    assert codec.quantizer.training
+    for key, value in codec.quantizer.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    streams.pow(2).sum().backward()
+    assert codec.encoder.layers[-1].conv.parametrizations.weight.original1.grad is not None
+
+
+def test_bad_audio_is_refused_with_the_expected_shape():
+    codec = build_codec("small-music")
+    with pytest.raises(ValueError, match=r"\[B, 1, L>0\]"):
+        codec.encode(torch.zeros(1, 2, 100))
+    with pytest.raises(TypeError, match="floating point"):
+        codec.encode(torch.zeros(1, 1, 100, dtype=torch.int16))
+    with pytest.raises(ValueError, match="unknown codec preset"):
+        preset("nope")
+
+
+def test_config_rejects_unknown_keys_and_quantizers():
+    data = preset("small-music").to_dict()
+    with pytest.raises(ValueError, match="unknown SEANet config keys"):
+        CodecConfig.from_dict({**data, "seanet": {**data["seanet"], "filters": 3}})
+    with pytest.raises(ValueError, match="quantizer kind"):
+        CodecConfig.from_dict({**data, "quantizer": {"kind": "lfq"}})
+    with pytest.raises(ValueError, match="bad options"):
+        Codec.from_config(CodecConfig.from_dict({**data, "quantizer": {"kind": "rvq", "x": 1}}))
+
+
+def test_fingerprint_ignores_weight_norm_folding_but_not_weights():
+    codec = build_codec("small-music")
+    before = codec.fingerprint()
+    assert codec.for_inference().fingerprint() == before
+    with torch.no_grad():
+        codec.decoder.layers[0].conv.weight.add_(1e-3)
+    assert codec.fingerprint() != before
