@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +88,17 @@ def _distributed() -> Iterator[None]:
 
 
 @contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C ends with exit code 130 and says what is on disk."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: finished files are kept and no partial file is left; run "
+                   "the same command again to resume", err=True)
+        raise typer.Exit(130) from None
+
+
+@contextmanager
 def _progress(total: int, label: str) -> Iterator:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -133,7 +145,7 @@ def encode(
         tasks = plan(paths, out, accept=is_audio_file, suffix=SUFFIX)
     except ValueError as error:
         raise fail(str(error)) from error
-    with _distributed():
+    with _interruptible(), _distributed():
         tasks = shard(tasks)
         with _progress(len(tasks), "encoding") as progress:
             report = encode_files(codec, tasks, n_q=n_q, batch_size=batch_size,
@@ -167,7 +179,7 @@ def decode(
     except ValueError as error:
         raise fail(str(error)) from error
     codec = _load_codec(model, revision, device)
-    with _progress(len(tasks), "decoding") as progress:
+    with _interruptible(), _progress(len(tasks), "decoding") as progress:
         report = decode_files(codec, tasks, overwrite=overwrite, progress=progress)
     _finish(report, "decoded")
 
@@ -230,13 +242,13 @@ def _print_rows(rows: list[tuple[str, str]]) -> None:
         typer.echo(f"{key:<{width}}  {value}")
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished files are kept, no partial file is left; run "
-                   "again to resume", err=True)
-        sys.exit(130)
+    warnings.formatwarning = _format_warning  # one line per warning on the command line
+    app()
 
 
 if __name__ == "__main__":

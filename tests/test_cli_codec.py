@@ -1,0 +1,134 @@
+"""The encode / decode / info commands on real audio files, in-process and as real
+processes (Ctrl-C, torchrun)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile
+import torch
+from typer.testing import CliRunner
+
+from mmdtok.cli import app
+from mmdtok.tokens import load_tokens
+from tests.models.helpers import notes, trained_codebooks
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("codec") / "model"
+    trained_codebooks("small-music").save_pretrained(folder)
+    return folder
+
+
+def _music(folder: Path, specs) -> list[Path]:
+    paths = []
+    for i, (name, rate, seconds, channels) in enumerate(specs):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path, notes(seconds, rate, seed=i, channels=channels).T.numpy(), rate)
+        paths.append(path)
+    return paths
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_encode_mirrors_folders_reports_failures_and_resumes(model, tmp_path):
+    _music(tmp_path / "in", [("a.wav", 24_000, 1.5, 1), ("sub/b.flac", 44_100, 0.7, 2),
+                             ("sub/deeper/c.ogg", 16_000, 2.2, 1)])
+    (tmp_path / "in" / "broken.wav").write_text("not audio")
+    result = _invoke("encode", tmp_path / "in", "-o", tmp_path / "tok", "--model", model)
+    assert result.exit_code == 1
+    assert "3 encoded, 0 skipped" in result.output and "broken.wav" in result.output
+    written = sorted(p.relative_to(tmp_path / "tok").as_posix()
+                     for p in (tmp_path / "tok").rglob("*.mmdtok"))
+    assert written == ["a.mmdtok", "sub/b.mmdtok", "sub/deeper/c.mmdtok"]
+    tokens = load_tokens(tmp_path / "tok" / "sub" / "b.mmdtok")
+    assert tokens.source_sample_rate == 44_100 and tokens.sample_rate == 24_000
+    assert abs(tokens.length - 0.7 * 24_000) <= 1 and tokens.num_frames == 53
+
+    again = _invoke("encode", tmp_path / "in", "-o", tmp_path / "tok", "--model", model)
+    assert "0 encoded, 3 skipped" in again.output
+    forced = _invoke("encode", tmp_path / "in" / "a.wav", "-o", tmp_path / "tok", "--model",
+                     model, "--overwrite", "--n-q", "2")
+    assert forced.exit_code == 0 and load_tokens(tmp_path / "tok" / "a.mmdtok").num_codebooks == 2
+
+
+def test_decode_restores_length_and_rate_and_refuses_other_codecs(model, tmp_path):
+    _music(tmp_path / "in", [("a.wav", 24_000, 1.3, 1)])
+    _invoke("encode", tmp_path / "in", "-o", tmp_path / "tok", "--model", model)
+    result = _invoke("decode", tmp_path / "tok", "-o", tmp_path / "out", "--format", "flac")
+    assert result.exit_code == 0, result.output
+    info = soundfile.info(tmp_path / "out" / "a.flac")
+    assert info.samplerate == 24_000 and info.frames == round(1.3 * 24_000)
+
+    other = tmp_path / "other"
+    trained_codebooks("small-music", seed=1).save_pretrained(other)
+    refused = _invoke("decode", tmp_path / "tok", "-o", tmp_path / "out2", "--model", other)
+    assert refused.exit_code == 1 and "were encoded by codec small-music" in refused.output
+    assert not (tmp_path / "out2" / "a.wav").exists()
+
+
+def test_info_describes_token_files_and_models(model, tmp_path):
+    _music(tmp_path / "in", [("a.wav", 24_000, 2.0, 1)])
+    _invoke("encode", tmp_path / "in", "-o", tmp_path / "tok", "--model", model)
+    tokens = _invoke("info", tmp_path / "tok" / "a.mmdtok")
+    assert "4 x 1024" in tokens.output and "150 at 75 Hz" in tokens.output
+    described = _invoke("info", model)
+    assert "3.00 kbps" in described.output and "24000 Hz" in described.output
+
+
+def test_user_mistakes_exit_2_with_a_message(model, tmp_path):
+    missing = _invoke("encode", tmp_path / "nothing.wav", "-o", tmp_path / "o", "--model", model)
+    assert missing.exit_code == 2 and "no such file or folder" in missing.output
+    no_model = _invoke("encode", tmp_path, "-o", tmp_path / "o")
+    assert no_model.exit_code == 2 and "pass --model" in no_model.output
+    bad_nq = _invoke("encode", tmp_path, "-o", tmp_path / "o", "--model", model, "--n-q", "9")
+    assert bad_nq.exit_code == 2 and "--n-q must be in 1..4" in bad_nq.output
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def test_ctrl_c_leaves_only_complete_token_files(model, tmp_path):
+    _music(tmp_path / "in", [(f"{i:02d}.wav", 24_000, 3.0, 1) for i in range(40)])
+    out = tmp_path / "tok"
+    proc = subprocess.Popen([sys.executable, "-m", "mmdtok", "encode", str(tmp_path / "in"),
+                             "-o", str(out), "--model", str(model), "--batch-size", "1"],
+                            env=_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*.mmdtok"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "no partial file is left" in err
+    done = list(out.glob("*.mmdtok"))
+    assert 3 <= len(done) < 40
+    for path in done:
+        assert load_tokens(path).num_frames == 225
+    assert not [p for p in out.iterdir() if ".part" in p.name]
+
+
+def test_torchrun_shares_the_files_across_ranks(model, tmp_path):
+    _music(tmp_path / "in", [(f"{i}.wav", 24_000, 0.5 + i / 4, 1) for i in range(5)])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "mmdtok", "encode", str(tmp_path / "in"), "-o", str(tmp_path / "dist"),
+           "--model", str(model)]
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "3 encoded" in result.stderr and "2 encoded" in result.stderr
+    _invoke("encode", tmp_path / "in", "-o", tmp_path / "one", "--model", model)
+    for path in sorted((tmp_path / "one").glob("*.mmdtok")):
+        distributed = load_tokens(tmp_path / "dist" / path.name)
+        assert torch.equal(distributed.codes, load_tokens(path).codes)

@@ -1,0 +1,109 @@
+"""Model folders, the Hugging Face cache layout, offline mode and unreachable Hubs
+(huggingface_hub for real, against local folders and a closed local port)."""
+
+import shutil
+
+import pytest
+import torch
+
+from mmdtok.hub import ModelNotFoundError
+from mmdtok.models import Codec, build_codec
+from tests.models.helpers import notes, trained_codebooks
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+CLOSED_PORT = "http://127.0.0.1:9"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    codec = trained_codebooks("small-music")
+    folder = codec.save_pretrained(tmp_path_factory.mktemp("model") / "run")
+    return codec, folder
+
+
+def _cache(tmp_path, folder, repo="owner/codec", commit=COMMIT, ref="main"):
+    """The standard Hub cache layout: refs/<ref> names a commit whose snapshot holds
+    the files."""
+    root = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, root / "snapshots" / commit)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / ref).write_text(commit)
+    return tmp_path / "hub"
+
+
+def test_a_saved_folder_loads_back_with_the_same_codes_and_weights(saved):
+    codec, folder = saved
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = Codec.from_pretrained(folder)
+    audio = notes(1.0, codec.sample_rate, seed=5)[None]
+    assert torch.equal(loaded.encode(audio), codec.encode(audio))
+    assert loaded.fingerprint() == codec.fingerprint() and loaded.config == codec.config
+    assert not loaded.training and loaded.origin == str(folder.resolve())
+
+
+def test_weight_norm_survives_a_round_trip_for_training(tmp_path):
+    codec = build_codec("small-music")
+    codec.save_pretrained(tmp_path)
+    trainable = Codec.from_pretrained(tmp_path, inference=False)
+    assert trainable.training
+    assert hasattr(trainable.encoder.layers[0].conv, "parametrizations")
+    assert trainable.fingerprint() == codec.fingerprint()
+
+
+def test_the_cache_layout_is_read_offline_by_branch_and_by_commit(saved, tmp_path, monkeypatch):
+    codec, folder = saved
+    cache = _cache(tmp_path, folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    by_branch = Codec.from_pretrained("owner/codec", cache_dir=cache)
+    by_commit = Codec.from_pretrained("owner/codec", revision=COMMIT, cache_dir=cache)
+    assert by_branch.fingerprint() == by_commit.fingerprint() == codec.fingerprint()
+    assert by_branch.origin == f"owner/codec@{COMMIT}"
+    with pytest.raises(ModelNotFoundError, match="offline mode is on"):
+        Codec.from_pretrained("owner/codec", revision="v2", cache_dir=cache)
+
+
+def test_an_unreachable_hub_without_a_cached_copy_says_so(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="could not be reached and it is not in the "
+                                                 "cache"):
+        Codec.from_pretrained("owner/absent", cache_dir=tmp_path, endpoint=CLOSED_PORT)
+
+
+def test_a_cached_copy_is_used_when_offline_is_asked_per_call(saved, tmp_path):
+    codec, folder = saved
+    cache = _cache(tmp_path, folder, repo="owner/other")
+    loaded = Codec.from_pretrained("owner/other", cache_dir=cache, local_files_only=True)
+    assert loaded.fingerprint() == codec.fingerprint()
+
+
+def test_names_that_are_neither_folders_nor_repo_ids_are_refused(saved, tmp_path):
+    _, folder = saved
+    with pytest.raises(ModelNotFoundError, match="not a Hub repository id"):
+        Codec.from_pretrained(tmp_path / "missing" / "deeper" / "folder")
+    with pytest.raises(ValueError, match="revisions only apply"):
+        Codec.from_pretrained(folder, revision="main")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="is not a model folder"):
+        Codec.from_pretrained(tmp_path / "empty")
+    (tmp_path / "empty" / "config.json").write_text('{"model_type": "bert"}')
+    shutil.copy(folder / "model.safetensors", tmp_path / "empty")
+    with pytest.raises(ValueError, match="neither an mmdtok codec"):
+        Codec.from_pretrained(tmp_path / "empty")
+
+
+def test_a_newer_format_version_asks_for_an_upgrade(saved, tmp_path):
+    _, folder = saved
+    shutil.copytree(folder, tmp_path / "m")
+    config = (tmp_path / "m" / "config.json").read_text()
+    (tmp_path / "m" / "config.json").write_text(config.replace('"format_version": 1',
+                                                               '"format_version": 99'))
+    with pytest.raises(ValueError, match="upgrade mmdtok"):
+        Codec.from_pretrained(tmp_path / "m")
+
+
+def test_push_to_hub_reports_offline_mode_and_unreachable_hubs(saved, monkeypatch):
+    codec, _ = saved
+    with pytest.raises(RuntimeError, match="pushing to owner/codec failed"):
+        codec.push_to_hub("owner/codec", endpoint=CLOSED_PORT, token="hf_fake")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="offline mode"):
+        codec.push_to_hub("owner/codec")

@@ -1,0 +1,67 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save_file
+
+from mmdtok.files import atomic_path
+from mmdtok.tokens import TokenFile, check_same_codec, load_tokens, save_tokens
+
+
+def _tokens(codes, size=2048, **extra):
+    return TokenFile(codes=codes, codec="musicgen-32khz", codec_fingerprint="abc123",
+                     sample_rate=32_000, channels=1, frame_rate=50.0, codebook_size=size,
+                     length=codes.shape[1] * 640 - 17, codec_origin="owner/codec@1234",
+                     source="song.wav", source_sample_rate=44_100, **extra)
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(1, 8), t=st.integers(0, 300), size=st.sampled_from([2, 1024, 65536]),
+       seed=st.integers(0, 2**16))
+def test_token_files_round_trip_codes_and_metadata(tmp_path_factory, k, t, size, seed):
+    codes = torch.randint(0, size, (k, t), generator=torch.Generator().manual_seed(seed))
+    path = tmp_path_factory.mktemp("tok") / "a.mmdtok"
+    save_tokens(path, _tokens(codes, size))
+    loaded = load_tokens(path)
+    assert torch.equal(loaded.codes, codes) and loaded.codes.dtype == torch.int64
+    assert loaded.metadata() == _tokens(codes, size).metadata()
+    assert loaded.duration == pytest.approx((t * 640 - 17) / 32_000)
+
+
+def test_codes_out_of_range_or_not_integer_are_refused():
+    with pytest.raises(ValueError, match=r"lie in \[0, 2048\)"):
+        _tokens(torch.tensor([[2048]]))
+    with pytest.raises(ValueError, match="integer tensor"):
+        _tokens(torch.zeros(1, 3))
+
+
+def test_other_safetensors_files_and_newer_versions_are_refused(tmp_path):
+    save_file({"codes": torch.zeros(1, 2, dtype=torch.int16)}, tmp_path / "x.mmdtok",
+              metadata={"format": "other"})
+    with pytest.raises(ValueError, match="not an mmdtok token file"):
+        load_tokens(tmp_path / "x.mmdtok")
+    meta = _tokens(torch.zeros(1, 2, dtype=torch.long)).metadata() | {"format_version": "9"}
+    save_file({"codes": torch.zeros(1, 2, dtype=torch.int16)}, tmp_path / "y.mmdtok",
+              metadata=meta)
+    with pytest.raises(ValueError, match="upgrade mmdtok"):
+        load_tokens(tmp_path / "y.mmdtok")
+    (tmp_path / "z.mmdtok").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ValueError, match="not a safetensors token file"):
+        load_tokens(tmp_path / "z.mmdtok")
+
+
+def test_decoding_with_other_weights_is_refused_naming_the_encoding_codec():
+    tokens = _tokens(torch.zeros(4, 3, dtype=torch.long))
+    check_same_codec(tokens, "musicgen-32khz", "abc123")
+    with pytest.raises(ValueError, match=r"encoded by codec musicgen-32khz \(owner/codec@1234\)"
+                                         r".*--model owner/codec@1234"):
+        check_same_codec(tokens, "other", "ffff")
+
+
+def test_a_failed_write_leaves_neither_a_partial_file_nor_the_temporary(tmp_path):
+    target = tmp_path / "out.mmdtok"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as temp:
+        temp.write_text("half")
+        raise KeyboardInterrupt
+    assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]
