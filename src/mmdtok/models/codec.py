@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmdtok.models import time_major
 from mmdtok.models.layers import fold_weight_norm
 from mmdtok.models.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from mmdtok.quantizers import FSQ, ProductVQ, Quantizer, QuantizerOutput, ResidualVQ
@@ -208,6 +209,8 @@ class Codec(nn.Module):
         In place; returns ``self``."""
         self.eval()
         fold_weight_norm(self)
+        time_major.clear_cache(self)
+        self.encoder.time_major = True
         return self
 
     def fingerprint(self) -> str:

@@ -16,8 +16,10 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
+from mmdtok.models import time_major
 from mmdtok.models.layers import (
     Conv1d,
     ConvTranspose1d,
@@ -102,8 +104,13 @@ class _ThreeStages(nn.Module):
 
     layers: nn.ModuleList
     lstm_index: int
+    # Inference without gradients runs the front in time-major layout (faster on CPUs);
+    # set by ``Codec.for_inference``.
+    time_major: bool = False
 
     def front(self, x: Tensor) -> Tensor:
+        if self.time_major and not torch.is_grad_enabled() and x.device.type == "cpu":
+            return time_major.front(list(self.layers[: self.lstm_index]), x)
         for layer in self.layers[: self.lstm_index]:
             x = layer(x)
         return x

@@ -1,0 +1,96 @@
+"""mmdtok's codec vs transformers.EncodecModel, same (random) weights, one process.
+
+Setting: the MusicGen 32 kHz network (``musicgen-32khz`` preset, facebook/encodec_32khz
+config), 10 s of mono audio, batch 1 and batch 8. The EnCodec model gets codebooks drawn
+from its own latents (its initial codebooks are zeros) and is loaded into mmdtok through
+the EnCodec import, so both sides hold the same weights. mmdtok encodes and decodes
+through ``encode_many`` / ``decode_many`` (the path of ``mmdtok encode``: weight norm
+folded, pieces of the input batched, exact); transformers through ``encode`` /
+``decode`` on the whole batch.
+
+Checks that the codes are identical (or differ only at float32 ties, which the script
+verifies) and that the decoded audio agrees, then prints speed ratios (theirs / ours:
+above 1 means mmdtok is faster). Targets: not slower anywhere, >= 1.5x on encode.
+
+    python benchmarks/bench_codec.py [--repeats 5] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from common import compare, markdown_table
+
+from mmdtok.models import Codec, StreamSettings, decode_many, encode_many
+from tests.convert.test_encodec import CONFIGS, _encodec_folder
+from tests.models.helpers import assert_same_codes_up_to_ties, notes
+
+SECONDS = 10.0
+
+
+def measure(ours: Codec, theirs: torch.nn.Module, batch: int, device: torch.device,
+            repeats: int) -> list[list[str]]:
+    """Check agreement on ``batch`` clips of 10 s, then time encode and decode."""
+    settings = StreamSettings()
+    audio = torch.stack([notes(SECONDS, ours.sample_rate, seed=s)
+                         for s in range(batch)]).to(device)
+    clips = list(audio)
+
+    def ours_encode() -> list[torch.Tensor]:
+        return encode_many(ours, clips, settings=settings)
+
+    def theirs_encode() -> torch.Tensor:
+        with torch.inference_mode():
+            return theirs.encode(audio, bandwidth=2.2).audio_codes[0]
+
+    codes_ours, codes_theirs = ours_encode(), theirs_encode()
+    with torch.inference_mode():
+        latent = ours.encoder(audio)
+    for b in range(batch):
+        assert_same_codes_up_to_ties(ours, latent[b], codes_ours[b], codes_theirs[b])
+    identical = sum(int(torch.equal(a, b)) for a, b in zip(codes_ours, codes_theirs))
+
+    def ours_decode() -> list[torch.Tensor]:
+        return decode_many(ours, list(codes_theirs), settings=settings)
+
+    def theirs_decode() -> torch.Tensor:
+        with torch.inference_mode():
+            return theirs.decode(codes_theirs[None], [None])[0]
+
+    gap = max((a - b).abs().max().item() for a, b in zip(ours_decode(), theirs_decode()))
+    assert gap < 1e-4, f"decoded audio differs by {gap}"
+    enc = compare(ours_encode, theirs_encode, repeats=repeats)
+    dec = compare(ours_decode, theirs_decode, repeats=repeats)
+    return [[f"encode, batch {batch}", f"{identical}/{batch} clips identical",
+             f"{enc[1] / enc[0]:.2f}x"],
+            [f"decode, batch {batch}", f"max diff {gap:.1e}", f"{dec[1] / dec[0]:.2f}x"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    with tempfile.TemporaryDirectory() as folder:
+        theirs = _encodec_folder(CONFIGS["encodec_32khz"], folder).to(device)
+        ours = Codec.from_pretrained(folder).to(device)
+    rows = []
+    for batch in (1, 8):
+        rows += measure(ours, theirs, batch, device, args.repeats)
+        print(rows[-2], rows[-1], flush=True)
+    print(f"\n{SECONDS:g} s of 32 kHz audio, device {device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads\n")
+    print(markdown_table(["task", "agreement", "speed-up (transformers / mmdtok)"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Inference path for the encoder's convolution stage in time-major layout [B, L, C].
+
+On a CPU the convolutions near the waveform (few channels, hundreds of thousands of
+steps) are slow in oneDNN's channels-first kernels. In time-major layout a convolution is
+a few large matrix products on views of the input, with no copy: tap ``j`` of a
+stride-1 convolution is ``x[:, j*d : j*d + L_out] @ W_j``; a strided convolution with
+kernel ``m * s`` reshapes ``x`` to [B, L/s, s*C] (free) and sums ``m`` block taps. Same
+result as the module's forward up to float rounding; no gradient (inference only).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from mmdtok.models.layers import Conv1d, ResidualUnit, conv_padding
+
+# Stride-1 convolutions with at most this many (input channel, tap) pairs run as one
+# product on a window view (im2col), not one product per tap.
+SMALL_IM2COL = 32
+
+
+def _taps(layer: Conv1d) -> Tensor:
+    """The weight as [taps, rows per tap, C_out], cached on the layer (inference only:
+    call :func:`clear_cache` after changing the weights)."""
+    cached = getattr(layer, "_time_major_taps", None)
+    if cached is None:
+        weight = layer.conv.weight.detach()  # [C_out, C_in, k]
+        c_out, c_in, k = weight.shape
+        stride = layer.stride
+        if stride == 1:
+            cached = weight.permute(2, 1, 0).contiguous()  # [k, C_in, C_out]
+        else:  # block tap m covers kernel positions m*s .. m*s+s-1: rows (position, C_in)
+            cached = weight.permute(2, 1, 0).reshape(k // stride, stride * c_in,
+                                                     c_out).contiguous()
+        layer._time_major_taps = cached
+    return cached
+
+
+def clear_cache(module: nn.Module) -> None:
+    for layer in module.modules():
+        if hasattr(layer, "_time_major_taps"):
+            del layer._time_major_taps
+
+
+def supports(layer: Conv1d) -> bool:
+    kernel, stride = layer.conv.kernel_size[0], layer.stride
+    return stride == 1 or (layer.conv.dilation[0] == 1 and kernel % stride == 0)
+
+
+def _pad(x: Tensor, left: int, right: int, mode: str) -> Tensor:
+    """Reflect (or zero) padding along the time axis of [B, L, C]."""
+    if left == right == 0:
+        return x
+    if mode == "reflect" and x.shape[1] > max(left, right):
+        parts = [x[:, 1 : left + 1].flip(1), x, x[:, -right - 1 : -1].flip(1)]
+        return torch.cat([p for p in parts if p.shape[1]], dim=1)
+    channels_first = F.pad(x.transpose(1, 2), (left, right),
+                           mode=mode if mode != "constant" else "constant")
+    return channels_first.transpose(1, 2).contiguous()
+
+
+def conv(layer: Conv1d, x: Tensor) -> Tensor:
+    """``layer`` applied to time-major x [B, L, C_in] -> [B, L_out, C_out]."""
+    left, right = conv_padding(x.shape[1], layer.kernel, layer.stride, layer.causal)
+    if layer.pad_mode == "reflect" and x.shape[1] <= max(left, right):
+        return layer(x.transpose(1, 2)).transpose(1, 2).contiguous()
+    x = _pad(x, left, right, layer.pad_mode)
+    taps, stride, dilation = _taps(layer), layer.stride, layer.conv.dilation[0]
+    batch, length, channels = x.shape
+    out_len = (length - layer.kernel) // stride + 1
+    if stride == 1:
+        views = [x[:, j * dilation : j * dilation + out_len] for j in range(taps.shape[0])]
+    else:
+        blocks = x[:, : length - length % stride].reshape(batch, length // stride,
+                                                         stride * channels)
+        views = [blocks[:, m : m + out_len] for m in range(taps.shape[0])]
+    bias = layer.conv.bias.detach()
+    if stride == 1 and channels * taps.shape[0] <= SMALL_IM2COL:  # e.g. the first conv
+        windows = x.unfold(1, layer.kernel, 1)[..., ::dilation]  # [B, L_out, C, k]
+        flat = windows.transpose(2, 3).reshape(batch, out_len, -1)
+        return torch.matmul(flat, taps.reshape(-1, taps.shape[-1])).add_(bias)
+    out = x.new_empty(batch, out_len, taps.shape[-1])
+    for b in range(batch):
+        torch.addmm(bias, views[0][b], taps[0], out=out[b])
+        for view, tap in zip(views[1:], taps[1:]):
+            out[b].addmm_(view[b], tap)
+    return out
+
+
+def run(layers: nn.Module | list[nn.Module], x: Tensor, *, owned: bool = False) -> Tensor:
+    """Apply a sequence of Conv1d, ELU and ResidualUnit layers to time-major x.
+
+    ``owned``: x may be overwritten (activations then run in place, which avoids mapping
+    a fresh large buffer per layer)."""
+    for layer in layers:
+        if isinstance(layer, Conv1d) and supports(layer):
+            x, owned = conv(layer, x), True
+        elif isinstance(layer, nn.ELU):
+            x, owned = (F.elu_(x) if owned else F.elu(x)), True
+        elif isinstance(layer, ResidualUnit):
+            skip = x if isinstance(layer.shortcut, nn.Identity) else run([layer.shortcut], x)
+            x, owned = run(layer.block, x).add_(skip), True
+        else:
+            x, owned = layer(x.transpose(1, 2)).transpose(1, 2).contiguous(), True
+    return x
+
+
+@torch.no_grad()
+def front(layers: list[nn.Module], x: Tensor) -> Tensor:
+    """[B, C, L] -> [B, C', T] through ``layers`` computed in time-major layout."""
+    return run(layers, x.transpose(1, 2).contiguous()).transpose(1, 2)
