@@ -81,3 +81,19 @@ def test_fingerprint_ignores_weight_norm_folding_but_not_weights():
     with torch.no_grad():
         codec.decoder.layers[0].conv.weight.add_(1e-3)
     assert codec.fingerprint() != before
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("length", [5, 3_333])
+def test_time_major_inference_equals_the_layers_forward(name, length):
+    codec = build_codec(name).for_inference()
+    audio = notes(length / codec.sample_rate + 1e-9, codec.sample_rate, seed=4)[None]
+    audio = torch.cat([audio, -audio])
+    latent = torch.randn(2, codec.config.seanet.dimension, 7)
+    with torch.no_grad():
+        fast = codec.encoder(audio), codec.decoder(latent)
+        codec.encoder.time_major = codec.decoder.time_major = False
+        slow = codec.encoder(audio), codec.decoder(latent)
+    for a, b in zip(fast, slow):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -210,7 +210,7 @@ class Codec(nn.Module):
         self.eval()
         fold_weight_norm(self)
         time_major.clear_cache(self)
-        self.encoder.time_major = True
+        self.encoder.time_major = self.decoder.time_major = True
         return self
 
     def fingerprint(self) -> str:

@@ -104,13 +104,16 @@ class _ThreeStages(nn.Module):
 
     layers: nn.ModuleList
     lstm_index: int
-    # Inference without gradients runs the front in time-major layout (faster on CPUs);
-    # set by ``Codec.for_inference``.
+    # Inference without gradients on a CPU runs the convolution stages in time-major
+    # layout (faster); set by ``Codec.for_inference``.
     time_major: bool = False
 
+    def _fast(self, x: Tensor) -> bool:
+        return self.time_major and not torch.is_grad_enabled() and x.device.type == "cpu"
+
     def front(self, x: Tensor) -> Tensor:
-        if self.time_major and not torch.is_grad_enabled() and x.device.type == "cpu":
-            return time_major.front(list(self.layers[: self.lstm_index]), x)
+        if self._fast(x):
+            return time_major.apply(list(self.layers[: self.lstm_index]), x)
         for layer in self.layers[: self.lstm_index]:
             x = layer(x)
         return x
@@ -119,6 +122,8 @@ class _ThreeStages(nn.Module):
         return self.layers[self.lstm_index].step(x, state)
 
     def back(self, x: Tensor) -> Tensor:
+        if self._fast(x):
+            return time_major.apply(list(self.layers[self.lstm_index + 1 :]), x)
         for layer in self.layers[self.lstm_index + 1 :]:
             x = layer(x)
         return x

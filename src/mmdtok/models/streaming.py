@@ -14,7 +14,7 @@ Why it is fast. The convolutions run on pieces of ``piece`` frames stacked into
 batches (on a CPU a batch of short pieces is faster than one long sequence), pooled
 across all the inputs in flight: a scheduler drives one generator per input and runs
 every request of the same shape together. Memory is bounded by ``window`` frames per
-input and ``max_batch`` pieces per call, whatever the input lengths.
+input and a bounded batch of pieces per call, whatever the input lengths.
 
     input  |<------------------------------ T frames ----------------------------->|
     window |<----- window w ----->|<---- window w+1 ---->|
@@ -70,15 +70,30 @@ def split_pieces(first: int, last: int, avail: tuple[int, int], piece: int,
 @dataclass(frozen=True)
 class StreamSettings:
     """window: frames per window of the recurrent stage (bounds memory per input);
-    piece: frames per piece of the convolution stages; max_batch: pieces per call."""
+    piece: frames per piece of the convolution stages; max_batch: pieces per call, or
+    ``None`` to batch as many as keep the largest activation of a call (the first
+    layer's, at the audio rate) under ``activation_bytes``.
+
+    The default budget stays under glibc's largest mmap threshold (32 MiB): bigger
+    buffers are mapped fresh from the system at every layer (page faults, zeroing),
+    smaller ones are recycled; measured on the MusicGen codec, 10 s encode 0.69 s with
+    one 100-frame piece per call against 1.07 s with four.
+    """
 
     window: int = 1500
     piece: int = 100
-    max_batch: int = 16
+    max_batch: int | None = None
+    activation_bytes: int = 24 << 20
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.piece < 1 or self.max_batch < 1:
+        if self.window < 1 or self.piece < 1 or (self.max_batch is not None
+                                                 and self.max_batch < 1):
             raise ValueError(f"window, piece and max_batch must be >= 1, got {self}")
+
+    def batch_for(self, bytes_per_item: int) -> int:
+        if self.max_batch is not None:
+            return self.max_batch
+        return max(1, self.activation_bytes // max(1, bytes_per_item))
 
 
 def _lagged_stage(stage: str, buffer: Tensor, buffer_start: int, first: int, last: int,
@@ -184,7 +199,17 @@ def _run_group(fn: Callable[..., tuple[Tensor, ...] | Tensor], args: list[tuple[
     return outputs
 
 
-def run_jobs(jobs: Sequence[Job], codec: Codec, max_batch: int) -> list[Tensor]:
+def _activation_bytes(codec: Codec, stage: str, first: Tensor) -> int:
+    """Bytes of the largest activation one item of ``stage`` makes (audio-rate layers)."""
+    filters = codec.config.seanet.n_filters * first.element_size()
+    if stage == "enc_front":
+        return first.shape[-1] * filters
+    if stage == "dec_back":
+        return first.shape[-1] * codec.hop_length * filters
+    return first[0].numel() * first.element_size()
+
+
+def run_jobs(jobs: Sequence[Job], codec: Codec, settings: StreamSettings) -> list[Tensor]:
     """Drive the jobs together, batching the requests of equal stage and shape."""
     stages = _stages(codec)
     results: list[Tensor | None] = [None] * len(jobs)
@@ -208,7 +233,8 @@ def run_jobs(jobs: Sequence[Job], codec: Codec, max_batch: int) -> list[Tensor]:
         answers = {index: [None] * len(items) for index, items in requests.items()}
         for key, members in groups.items():
             args = [requests[i][p][1] for i, p in members]
-            for (i, p), out in zip(members, _run_group(stages[key[0]], args, max_batch)):
+            batch = settings.batch_for(_activation_bytes(codec, key[0], args[0][0]))
+            for (i, p), out in zip(members, _run_group(stages[key[0]], args, batch)):
                 answers[i][p] = out
         for index in list(requests):
             advance(index, answers[index])
@@ -233,7 +259,7 @@ def encode_many(codec: Codec, audios: Sequence[Tensor], n_q: int | None = None,
     for audio in audios:
         codec.check_audio(audio[None] if isinstance(audio, Tensor) else audio)
     jobs = [_encode_job(codec, audio, n_q, settings) for audio in audios]
-    return run_jobs(jobs, codec, settings.max_batch)
+    return run_jobs(jobs, codec, settings)
 
 
 @torch.inference_mode()
@@ -248,5 +274,5 @@ def decode_many(codec: Codec, codes: Sequence[Tensor], lengths: Sequence[int | N
     if len(lengths) != len(codes):
         raise ValueError(f"got {len(lengths)} lengths for {len(codes)} code tensors")
     jobs = [_decode_job(codec, code.long(), settings) for code in codes]
-    audios = run_jobs(jobs, codec, settings.max_batch)
+    audios = run_jobs(jobs, codec, settings)
     return [a if n is None else a[..., :n] for a, n in zip(audios, lengths)]

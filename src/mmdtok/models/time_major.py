@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mmdtok.models.layers import Conv1d, ResidualUnit, conv_padding
+from mmdtok.models.layers import Conv1d, ConvTranspose1d, ResidualUnit, conv_padding
 
 # Stride-1 convolutions with at most this many (input channel, tap) pairs run as one
 # product on a window view (im2col), not one product per tap.
@@ -89,6 +89,30 @@ def conv(layer: Conv1d, x: Tensor) -> Tensor:
     return out
 
 
+def _transposed_taps(layer: ConvTranspose1d) -> Tensor:
+    cached = getattr(layer, "_time_major_taps", None)
+    if cached is None:
+        weight = layer.conv.weight.detach()  # [C_in, C_out, k]
+        cached = weight.permute(0, 2, 1).reshape(weight.shape[0], -1).contiguous()
+        layer._time_major_taps = cached  # [C_in, k * C_out], columns (tap, C_out)
+    return cached
+
+
+def conv_transpose(layer: ConvTranspose1d, x: Tensor) -> Tensor:
+    """``layer`` on time-major x [B, T, C_in] -> [B, T * s, C_out]: one product gives
+    every frame's k output samples, and ``k / s`` shifted block sums overlap-add them."""
+    stride, kernel = layer.stride, layer.kernel
+    batch, frames, _ = x.shape
+    blocks = kernel // stride
+    spread = torch.matmul(x, _transposed_taps(layer)).view(batch, frames, blocks, stride, -1)
+    out = spread.new_zeros(batch, frames + blocks - 1, stride, spread.shape[-1])
+    for m in range(blocks):
+        out[:, m : m + frames] += spread[:, :, m]
+    out = out.view(batch, -1, spread.shape[-1]).add_(layer.conv.bias.detach())
+    left, right = layer.trim
+    return out[:, left : out.shape[1] - right]
+
+
 def run(layers: nn.Module | list[nn.Module], x: Tensor, *, owned: bool = False) -> Tensor:
     """Apply a sequence of Conv1d, ELU and ResidualUnit layers to time-major x.
 
@@ -97,6 +121,8 @@ def run(layers: nn.Module | list[nn.Module], x: Tensor, *, owned: bool = False) 
     for layer in layers:
         if isinstance(layer, Conv1d) and supports(layer):
             x, owned = conv(layer, x), True
+        elif isinstance(layer, ConvTranspose1d) and layer.kernel % layer.stride == 0:
+            x, owned = conv_transpose(layer, x), True
         elif isinstance(layer, nn.ELU):
             x, owned = (F.elu_(x) if owned else F.elu(x)), True
         elif isinstance(layer, ResidualUnit):
@@ -108,6 +134,6 @@ def run(layers: nn.Module | list[nn.Module], x: Tensor, *, owned: bool = False) 
 
 
 @torch.no_grad()
-def front(layers: list[nn.Module], x: Tensor) -> Tensor:
-    """[B, C, L] -> [B, C', T] through ``layers`` computed in time-major layout."""
+def apply(layers: list[nn.Module], x: Tensor) -> Tensor:
+    """[B, C, L] -> [B, C', L'] through ``layers`` computed in time-major layout."""
     return run(layers, x.transpose(1, 2).contiguous()).transpose(1, 2)
