@@ -13,28 +13,30 @@ from __future__ import annotations
 from mmdtok.models.codec import Codec, CodecConfig
 from mmdtok.models.seanet import SEANetConfig
 
+
+def _rvq(num_codebooks: int, codebook_size: int, **options: object) -> dict[str, object]:
+    """An EMA residual VQ with k-means initialization; ``options`` override."""
+    return {"kind": "rvq", "num_codebooks": num_codebooks, "codebook_size": codebook_size,
+            "decay": 0.99, "kmeans_iters": 50, "dead_code_threshold": 2.0,
+            "dead_code_unit": "count", **options}
+
+
 PRESETS: dict[str, CodecConfig] = {
     "musicgen-32khz": CodecConfig(
         name="musicgen-32khz", sample_rate=32_000,
-        seanet=SEANetConfig(channels=1, dimension=128, n_filters=64, ratios=(8, 5, 4, 4),
-                            causal=False, conv_shortcut=False, lstm_layers=2),
-        quantizer={"kind": "rvq", "num_codebooks": 4, "codebook_size": 2048,
-                   "decay": 0.99, "kmeans_iters": 50, "dead_code_threshold": 2.0,
-                   "dead_code_unit": "count"}),
+        seanet=SEANetConfig(n_filters=64, ratios=(8, 5, 4, 4), causal=False,
+                            conv_shortcut=False),
+        quantizer=_rvq(4, 2048)),
     "encodec-24khz": CodecConfig(
         name="encodec-24khz", sample_rate=24_000,
-        seanet=SEANetConfig(channels=1, dimension=128, n_filters=32, ratios=(8, 5, 4, 2),
-                            causal=True, conv_shortcut=True, lstm_layers=2),
-        quantizer={"kind": "rvq", "num_codebooks": 32, "codebook_size": 1024,
-                   "decay": 0.99, "kmeans_iters": 50, "dead_code_threshold": 2.0,
-                   "dead_code_unit": "count", "quantizer_dropout": "uniform"}),
+        seanet=SEANetConfig(n_filters=32, ratios=(8, 5, 4, 2), causal=True,
+                            conv_shortcut=True),
+        quantizer=_rvq(32, 1024, quantizer_dropout="uniform")),
     "small-music": CodecConfig(
         name="small-music", sample_rate=24_000,
-        seanet=SEANetConfig(channels=1, dimension=64, n_filters=16, ratios=(8, 5, 4, 2),
-                            causal=False, conv_shortcut=False, lstm_layers=1),
-        quantizer={"kind": "rvq", "num_codebooks": 4, "codebook_size": 1024,
-                   "decay": 0.99, "kmeans_iters": 20, "dead_code_threshold": 0.1,
-                   "dead_code_unit": "share", "quantizer_dropout": "uniform"}),
+        seanet=SEANetConfig(dimension=64, n_filters=16, ratios=(8, 5, 4, 2), lstm_layers=1),
+        quantizer=_rvq(4, 1024, kmeans_iters=20, dead_code_threshold=0.1,
+                       dead_code_unit="share", quantizer_dropout="uniform")),
 }
 
 
