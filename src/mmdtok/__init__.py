@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from mmdtok.losses import IndependenceLoss, MacroBatchIndependence
+from mmdtok.models import Codec, CodecConfig
 from mmdtok.quantizers import (
     FSQ,
     IdentityQuantizer,
@@ -17,5 +18,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["FSQ", "IdentityQuantizer", "IndependenceLoss", "MacroBatchIndependence",
-           "ProductVQ", "Quantizer", "QuantizerOutput", "ResidualVQ", "__version__"]
+__all__ = ["FSQ", "Codec", "CodecConfig", "IdentityQuantizer", "IndependenceLoss",
+           "MacroBatchIndependence", "ProductVQ", "Quantizer", "QuantizerOutput", "ResidualVQ",
+           "__version__"]
