@@ -178,10 +178,6 @@ def context_frames(layers: nn.Module, samples_per_frame: float) -> int:
     return math.ceil(reach) + 1
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 __all__ = ["Conv1d", "ConvTranspose1d", "LSTMState", "ResidualUnit", "SkipLSTM",
-           "context_frames", "conv_padding", "count_parameters", "fold_weight_norm",
+           "context_frames", "conv_padding", "fold_weight_norm",
            "pad1d", "transposed_trim"]

@@ -270,6 +270,8 @@ def decode_many(codec: Codec, codes: Sequence[Tensor], lengths: Sequence[int | N
     settings = _check_settings(settings, codec)
     for code in codes:
         codec.quantizer.check_codes(code[None] if isinstance(code, Tensor) else code)
+        if code.shape[-1] == 0:
+            raise ValueError("codes with no frames cannot be decoded")
     lengths = list(lengths) or [None] * len(codes)
     if len(lengths) != len(codes):
         raise ValueError(f"got {len(lengths)} lengths for {len(codes)} code tensors")
