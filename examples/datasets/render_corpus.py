@@ -73,6 +73,8 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "tiny": Recipe(pieces=5, collections=("bach",), max_seconds=12.0),
+    "excerpts": Recipe(pieces=2, collections=("bach", "ryansMammoth"), max_seconds=10.0,
+                       drum_probability=0.5, seed=8),
     "small": Recipe(pieces=300, collections=("bach", "palestrina", "monteverdi", "beethoven",
                                              "mozart", "haydn", "trecento", "ryansMammoth",
                                              "oneills1850", "essenFolksong", "josquin"),
@@ -236,12 +238,17 @@ def render_tinysoundfont(midi_path: Path, sample_rate: int, timeout: float) -> n
 
 
 RENDERERS = {"timidity": render_timidity, "tinysoundfont": render_tinysoundfont}
+# What a score that music21 cannot parse, expand or write, or a failed render, raises: the
+# piece is skipped with the reason. (Import errors and interrupts are not caught.)
+SKIPPABLE = (ValueError, IndexError, KeyError, TypeError, AttributeError, ZeroDivisionError,
+             EOFError, OSError, RuntimeError, subprocess.SubprocessError)
 
 
 def render_piece(job: tuple[str, Recipe, str, str]) -> Piece | str:
     """Render one piece to ``out/audio/<split>/<name>.flac``; the reason as a string
     when it is skipped."""
     import soundfile
+    from music21.exceptions21 import Music21Exception
 
     source, recipe, renderer, out = job
     split = split_of(source, recipe.seed)
@@ -253,7 +260,7 @@ def render_piece(job: tuple[str, Recipe, str, str]) -> Piece | str:
             programs, drums = score_to_midi(source, midi, recipe)
             timeout = 30 + 2 * recipe.max_seconds
             audio = RENDERERS[renderer](midi, recipe.sample_rate, timeout)
-    except Exception as error:  # music21 raises many kinds; the piece is skipped
+    except (*SKIPPABLE, Music21Exception) as error:
         return f"{source}: {type(error).__name__}: {error}"
     audio = audio[: int((recipe.max_seconds + TAIL_SECONDS) * recipe.sample_rate)]
     peak = float(np.abs(audio).max()) if audio.size else 0.0
