@@ -4,7 +4,7 @@ Each piece: a score from music21's corpus (Bach chorales, Palestrina masses, Mon
 madrigals, Beethoven and Mozart quartets, folk tune collections, ...), repeats expanded,
 one General MIDI instrument per voice drawn from a seeded ensemble (a drum part added
 to some pieces), rendered with a SoundFont, cut to at most ``max_seconds``,
-peak-normalized to -1 dBFS and written as 16-bit FLAC. The train/valid/test split is a
+peak-normalized to -1 dBFS and written as 16-bit FLAC (or WAV). The train/valid/test split is a
 hash of the piece's corpus path, so it never depends on which other pieces were chosen.
 A manifest (JSON lines: path, duration, source, split, instruments, drums) lists the
 files. Every random choice is seeded by the recipe seed and the piece's path: re-running
@@ -69,6 +69,7 @@ class Recipe:
     max_seconds: float = 60.0
     drum_probability: float = 0.25
     seed: int = 0
+    audio_format: str = "flac"  # or "wav" (16-bit PCM either way)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -252,7 +253,7 @@ def render_piece(job: tuple[str, Recipe, str, str]) -> Piece | str:
 
     source, recipe, renderer, out = job
     split = split_of(source, recipe.seed)
-    name = source.replace("/", "__").rsplit(".", 1)[0] + ".flac"
+    name = source.replace("/", "__").rsplit(".", 1)[0] + f".{recipe.audio_format}"
     target = Path(out) / "audio" / split / name
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -268,12 +269,15 @@ def render_piece(job: tuple[str, Recipe, str, str]) -> Piece | str:
         return f"{source}: silent rendering"
     audio = (audio * (PEAK / peak)).astype(np.float32)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part.flac")
-    soundfile.write(partial, audio, recipe.sample_rate, subtype="PCM_16")
-    partial.replace(target)
+    # The parent renames it once it keeps the piece (workers render ahead of need).
+    soundfile.write(_partial(target), audio, recipe.sample_rate, subtype="PCM_16")
     return Piece(path=target.relative_to(out).as_posix(), duration=len(audio) /
                  recipe.sample_rate, source=f"music21:{source}", split=split,
                  instruments=programs, drums=drums)
+
+
+def _partial(target: Path) -> Path:
+    return target.with_suffix(f".part{target.suffix}")
 
 
 def render(recipe: Recipe, out: Path, renderer: str = "timidity", jobs: int = 2,
@@ -288,11 +292,14 @@ def render(recipe: Recipe, out: Path, renderer: str = "timidity", jobs: int = 2,
             if isinstance(result, str):
                 log.info("skipped %s", result)
                 continue
+            _partial(out / result.path).replace(out / result.path)
             pieces.append(result)
             if progress:
                 print(f"\r{len(pieces)}/{recipe.pieces} pieces", end="", file=sys.stderr)
             if len(pieces) == recipe.pieces:
                 break
+    for leftover in out.glob(f"audio/*/*.part.{recipe.audio_format}"):  # rendered ahead
+        leftover.unlink()
     if progress:
         print(file=sys.stderr)
     lines = [json.dumps(asdict(p), sort_keys=True) for p in sorted(pieces, key=lambda p: p.path)]
@@ -308,13 +315,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--renderer", choices=sorted(RENDERERS), default="timidity")
     parser.add_argument("--sample-rate", type=int, help="override the recipe's rate")
+    parser.add_argument("--format", choices=["flac", "wav"], default="flac")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("-v", "--verbose", action="store_true", help="log skipped pieces")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     recipe = RECIPES[args.recipe]
-    if args.sample_rate:
-        recipe = Recipe(**{**asdict(recipe), "sample_rate": args.sample_rate})
+    recipe = Recipe(**{**asdict(recipe), "audio_format": args.format,
+                       "sample_rate": args.sample_rate or recipe.sample_rate})
     pieces = render(recipe, args.out, args.renderer, args.jobs)
     hours = sum(p.duration for p in pieces) / 3600
     print(f"{len(pieces)} pieces, {hours:.2f} h, manifest {args.out / 'manifest.jsonl'}")
