@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmdtok.losses.spectral import (
+    MultiScaleMelLoss,
+    hz_to_mel,
+    mel_distance,
+    mel_filterbank,
+    si_sdr,
+)
+
+
+def test_mel_filters_are_triangles_that_sum_to_one_between_the_outer_centres():
+    bank = mel_filterbank(1024, 40, 24_000, f_min=64.0)
+    assert bank.shape == (40, 513) and bank.min() >= 0 and bank.max() <= 1
+    bins = torch.linspace(0, 12_000, 513)
+    centres = bins[bank.argmax(dim=1)]
+    assert torch.all(centres.diff() >= 0)
+    inside = (bins > centres[0] + 50) & (bins < centres[-1] - 50)
+    torch.testing.assert_close(bank[:, inside].sum(dim=0), torch.ones(int(inside.sum())),
+                               atol=1e-5, rtol=0)
+    assert float(hz_to_mel(700.0)) == pytest.approx(2595 * math.log10(2))
+
+
+def test_the_mel_loss_is_zero_on_equal_inputs_and_grows_with_the_difference(tiny_corpus):
+    import soundfile
+
+    folder, pieces = tiny_corpus
+    audio, rate = soundfile.read(folder / pieces[0].path, dtype="float32")
+    x = torch.from_numpy(audio[: 3 * rate])[None, None]
+    loss = MultiScaleMelLoss(rate)
+    assert loss(x, x).item() == 0
+    noise = torch.randn_like(x)
+    small, large = loss(x + 0.001 * noise, x), loss(x + 0.05 * noise, x)
+    assert 0 < small < large
+    lowpass = torch.nn.functional.avg_pool1d(x, 9, stride=1, padding=4)
+    assert loss(lowpass, x) > small
+
+
+def test_the_mel_loss_has_gradients_and_checks_shapes():
+    x = torch.randn(2, 1, 4000, requires_grad=True)
+    loss = MultiScaleMelLoss(16_000, n_mels=32)
+    loss(x, torch.randn(2, 1, 4000)).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="shapes differ"):
+        loss(x, torch.randn(2, 1, 3999))
+    assert mel_distance(x.detach(), x.detach(), 16_000).item() == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(scale=st.floats(0.01, 100), seed=st.integers(0, 1000))
+def test_si_sdr_is_invariant_to_the_estimate_scale(scale, seed):
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.randn(2, 1, 500, generator=gen)
+    estimate = target + 0.3 * torch.randn(2, 1, 500, generator=gen)
+    torch.testing.assert_close(si_sdr(scale * estimate, target), si_sdr(estimate, target),
+                               atol=1e-4, rtol=1e-5)
+
+
+def test_si_sdr_of_an_orthogonal_error_is_the_energy_ratio():
+    t = torch.arange(8000) / 8000
+    target = torch.sin(2 * math.pi * 50 * t)
+    error = 0.1 * torch.sin(2 * math.pi * 120 * t)  # orthogonal over whole periods
+    value = si_sdr((target + error)[None, None], target[None, None])
+    assert value.item() == pytest.approx(20.0, abs=0.01)
