@@ -39,13 +39,15 @@ def resample(audio: Tensor, source_rate: int, target_rate: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(out.T))
 
 
-def match_channels(audio: Tensor, channels: int, source: str = "audio") -> Tensor:
+def match_channels(audio: Tensor, channels: int, source: str = "audio", *,
+                   warn: bool = True) -> Tensor:
     """Audio [C, L] down-mixed (mean) or up-mixed (copied) to ``channels``, with a
-    warning when it changes."""
+    warning when it changes (unless ``warn`` is False)."""
     if audio.shape[0] == channels:
         return audio
-    warnings.warn(f"{source}: {audio.shape[0]} channel(s) mixed to {channels} for the codec",
-                  stacklevel=2)
+    if warn:
+        warnings.warn(f"{source}: {audio.shape[0]} channel(s) mixed to {channels} for the "
+                      "codec", stacklevel=2)
     if channels == 1:
         return audio.mean(dim=0, keepdim=True)
     if audio.shape[0] == 1:

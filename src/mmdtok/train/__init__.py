@@ -1,0 +1,1 @@
+"""The codec trainer: data, steps, checkpoints, torch.distributed."""

@@ -1,0 +1,122 @@
+"""Training data for the codec: random crops of audio files, as batches that depend only
+on (seed, step, rank), so that a resumed run sees exactly the batches it would have seen.
+
+Sources are folders (searched recursively) or manifests (JSON lines with ``path`` and
+optionally ``split``, as written by ``examples/datasets/render_corpus.py``). Files in a
+folder are split by a hash of their path (``valid_fraction`` of them for validation).
+A file that cannot be read is logged once and never drawn again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmdtok.audio import is_audio_file, match_channels, resample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    path: Path
+    split: str
+
+
+def _hash_split(path: str, valid_fraction: float) -> str:
+    fraction = int(hashlib.sha256(path.encode()).hexdigest()[:8], 16) / 2**32
+    return "valid" if fraction < valid_fraction else "train"
+
+
+def find_audio(sources: Sequence[str | os.PathLike[str]], valid_fraction: float = 0.05
+               ) -> list[AudioFile]:
+    """Audio files of folders and manifests, with their split ("train", "valid",
+    "test"); ValueError for a missing source or a malformed manifest line."""
+    files: list[AudioFile] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            for path in sorted(p for p in source.rglob("*") if p.is_file() and is_audio_file(p)):
+                rel = path.relative_to(source).as_posix()
+                files.append(AudioFile(path, _hash_split(rel, valid_fraction)))
+        elif source.is_file() and source.suffix in {".jsonl", ".json"}:
+            for number, line in enumerate(source.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    path = Path(entry["path"])
+                except (json.JSONDecodeError, KeyError, TypeError) as error:
+                    raise ValueError(f"{source}:{number}: not a manifest line with a 'path' "
+                                     f"({error})") from error
+                path = path if path.is_absolute() else source.parent / path
+                split = entry.get("split") or _hash_split(path.as_posix(), valid_fraction)
+                files.append(AudioFile(path, split))
+        else:
+            raise ValueError(f"no such folder or manifest (.jsonl): {source}")
+    return files
+
+
+class ClipSampler:
+    """Batches [B, C, L] of random crops of ``segment`` samples at ``sample_rate``.
+
+    ``batch(step)`` draws its files and offsets from a generator seeded by
+    (seed, step, rank): no state to save for an exact resume. Crops of files shorter than
+    the segment are zero-padded at the end.
+    """
+
+    def __init__(self, files: Sequence[AudioFile], *, sample_rate: int, channels: int,
+                 segment: int, batch_size: int, seed: int = 0, rank: int = 0) -> None:
+        if not files:
+            raise ValueError("no audio files to train on")
+        self.files, self.sample_rate, self.channels = list(files), sample_rate, channels
+        self.segment, self.batch_size, self.seed, self.rank = segment, batch_size, seed, rank
+        self.bad: set[Path] = set()
+
+    def _generator(self, step: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, step, self.rank])
+
+    def batch(self, step: int) -> Tensor:
+        rng = self._generator(step)
+        clips = []
+        while len(clips) < self.batch_size:
+            if len(self.bad) == len(self.files):
+                raise RuntimeError("every audio file failed to load; see the log")
+            file = self.files[int(rng.integers(len(self.files)))]
+            if file.path in self.bad:
+                continue
+            try:
+                clips.append(self.crop(file.path, float(rng.random())))
+            except (ValueError, RuntimeError, OSError) as error:
+                log.warning("skipping %s: %s", file.path, error)
+                self.bad.add(file.path)
+        return torch.stack(clips)
+
+    def crop(self, path: Path, position: float) -> Tensor:
+        """A crop [C, segment] starting at ``position`` (0..1) of the free range."""
+        import soundfile
+
+        with soundfile.SoundFile(str(path)) as handle:
+            rate, frames = handle.samplerate, handle.frames
+            need = math.ceil(self.segment * rate / self.sample_rate) + (
+                0 if rate == self.sample_rate else 64)
+            start = int(position * max(0, frames - need))
+            handle.seek(start)
+            data = handle.read(min(need, frames), dtype="float32", always_2d=True)
+        if data.shape[0] == 0:
+            raise ValueError("no audio samples")
+        audio = torch.from_numpy(np.ascontiguousarray(data.T))
+        audio = resample(match_channels(audio, self.channels, warn=False), rate,
+                         self.sample_rate)[:, : self.segment]
+        if audio.shape[-1] < self.segment:
+            audio = torch.nn.functional.pad(audio, (0, self.segment - audio.shape[-1]))
+        return audio
