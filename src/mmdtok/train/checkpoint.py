@@ -1,0 +1,59 @@
+"""Training checkpoints (written atomically, read without unpickling code) and the
+exponential moving average of the weights."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmdtok.files import atomic_path
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists and dicts of them) so that the
+    file under ``path`` is always a complete checkpoint, old or new."""
+    with atomic_path(path) as temp:
+        torch.save(state, temp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str],
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``: plain data only, never code."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+
+
+class WeightEma:
+    """``ema = decay * ema + (1 - decay) * weights`` after each step; buffers (codebooks,
+    counters) are copied as they are. ``model`` is a deep copy used for evaluation and
+    for the exported codec."""
+
+    def __init__(self, module: nn.Module, decay: float = 0.999) -> None:
+        if not 0 <= decay < 1:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        ema_params = dict(self.model.named_parameters())
+        for name, param in module.named_parameters():
+            ema_params[name].lerp_(param.detach(), 1 - self.decay)
+        ema_buffers = dict(self.model.named_buffers())
+        for name, buffer in module.named_buffers():
+            ema_buffers[name].copy_(buffer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state)
