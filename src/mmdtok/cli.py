@@ -184,6 +184,38 @@ def decode(
     _finish(report, "decoded")
 
 
+@app.command("train-codec")
+def train_codec(
+    data: Annotated[list[str], typer.Argument(
+        help="Folders of audio (searched recursively) or manifests (.jsonl with 'path' and "
+             "'split'), then key=value settings over the --config file, e.g. steps=5000 "
+             "independence=true.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory: the trained codec "
+                                      "(usable as --model), its settings and checkpoints.")],
+    config: Annotated[Path | None, typer.Option(
+        help="Settings file (JSON, or YAML with PyYAML); see mmdtok.train.TrainConfig.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    max_steps: Annotated[int | None, typer.Option(
+        help="Stop after this many steps (the schedule still spans 'steps').")] = None,
+) -> None:
+    """Train a codec (EnCodec losses, optional independence loss) on your audio."""
+    from mmdtok.train.config import load_config
+    from mmdtok.train.loop import train
+
+    paths = [Path(item) for item in data if "=" not in item]
+    settings = [item for item in data if "=" in item]
+    try:
+        cfg = load_config(config).with_overrides(settings)
+        with _interruptible(), _progress(min(cfg.steps, max_steps or cfg.steps),
+                                         "training") as progress:
+            run = train(cfg, paths, out, resume=resume, max_steps=max_steps,
+                        progress=lambda step, values: progress(None, "step"))
+    except ValueError as error:
+        raise fail(str(error)) from error
+    typer.echo(f"trained to step {run.step} ({run.skipped} skipped); codec in {out}", err=True)
+
+
 def _recorded_origin(origin: str) -> tuple[str | None, str | None]:
     if not origin:
         return None, None

@@ -61,6 +61,14 @@ class MacroBatchIndependence:
         self._inputs.append(inputs.detach())
         return self.flush() if len(self._inputs) >= self.every else None
 
+    def refill(self, inputs: Sequence[Tensor]) -> None:
+        """Put back the inputs accumulated before a restart (a resumed trainer re-creates
+        them), so that the next macro-batch is the one an uninterrupted run would see."""
+        if len(self._inputs) + len(inputs) >= self.every:
+            raise ValueError(f"at most {self.every - 1} pending inputs, got "
+                             f"{len(self._inputs) + len(inputs)}")
+        self._inputs.extend(x.detach() for x in inputs)
+
     def flush(self) -> Tensor | None:
         """Run the loss on whatever is accumulated (e.g. at the end of an epoch)."""
         if not self._inputs:

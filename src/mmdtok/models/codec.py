@@ -229,9 +229,19 @@ class Codec(nn.Module):
 
 
 def _folded_state(codec: Codec) -> dict[str, Tensor]:
-    folded = Codec.from_config(codec.config)
-    folded.load_state_dict(codec.state_dict())
-    return fold_weight_norm(folded).state_dict()
+    """The state dict with each weight-norm pair (g, v) replaced by ``g * v / ||v||``
+    (norm over all but the first axis, as torch's weight norm with dim 0): the weights of
+    the folded model, computed without building one (and without touching any RNG)."""
+    state, folded = codec.state_dict(), {}
+    for name, tensor in state.items():
+        if name.endswith(".parametrizations.weight.original1"):
+            prefix = name[: -len(".parametrizations.weight.original1")]
+            g = state[f"{prefix}.parametrizations.weight.original0"]
+            # the function torch's weight-norm parametrization calls: bit-identical
+            folded[f"{prefix}.weight"] = torch._weight_norm(tensor, g, 0)
+        elif not name.endswith(".parametrizations.weight.original0"):
+            folded[name] = tensor
+    return folded
 
 
 def load_codec_state(codec: Codec, state: dict[str, Tensor]) -> Codec:

@@ -1,0 +1,104 @@
+"""The codec trainer's settings: one dataclass, read from JSON (or YAML when PyYAML is
+installed) and overridden by ``key=value`` strings from the command line.
+
+Defaults follow EnCodec and the paper (Adam with betas 0.5/0.9, lr 3e-4; loss weights l1
+0.1, mel 2, adversarial 4, feature matching 4 through the gradient balancer; the
+independence loss every 32 steps with weight 1e3, off unless asked), at a batch size and
+length that fit a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """All settings of a codec training run (see the module docstring for defaults)."""
+
+    codec: str = "small-music"  # a preset name
+    steps: int = 2000
+    batch_size: int = 8
+    segment_seconds: float = 1.0
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    schedule: str = "cosine"  # "constant" or "cosine" (after warmup)
+    warmup_steps: int = 100
+    weights: dict[str, float] = field(default_factory=lambda: {
+        "l1": 0.1, "mel": 2.0, "adversarial": 4.0, "features": 4.0})
+    balancer: bool = True
+    commitment_weight: float = 1.0
+    adversarial_from: int = 0  # the step from which the discriminator trains and judges
+    discriminator_filters: int = 32
+    ema_decay: float = 0.999
+    independence: bool = False
+    independence_every: int = 32
+    independence_weight: float = 1e3
+    independence_preset: str = "default"
+    valid_fraction: float = 0.05
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.schedule not in {"constant", "cosine"}:
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        for name in ("steps", "batch_size", "checkpoint_every", "independence_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        unknown = set(self.weights) - {"l1", "mel", "adversarial", "features"}
+        if unknown:
+            raise ValueError(f"unknown loss weights {sorted(unknown)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}; known: "
+                             f"{sorted(known)}")
+        return cls(**data)
+
+    def with_overrides(self, overrides: list[str]) -> TrainConfig:
+        """Apply ``key=value`` strings; values are parsed as JSON when they can be
+        (numbers, booleans, lists, objects), else taken as strings."""
+        changes: dict[str, Any] = {}
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"override {item!r} is not key=value")
+            try:
+                changes[key] = json.loads(text)
+            except json.JSONDecodeError:
+                changes[key] = text
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def load_config(path: str | Path | None) -> TrainConfig:
+    """Settings from a JSON or YAML file, or the defaults."""
+    if path is None:
+        return TrainConfig()
+    text = Path(path).read_text()
+    if Path(path).suffix in {".yaml", ".yml"}:
+        try:
+            import yaml
+        except ImportError as error:
+            raise ValueError("reading YAML needs PyYAML (pip install pyyaml); or use JSON"
+                             ) from error
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of settings")  # noqa: TRY004
+    return TrainConfig.from_dict(data)
+
+
+__all__ = ["TrainConfig", "load_config"]

@@ -1,0 +1,106 @@
+"""The trainer on the tiny corpus: losses fall, a killed run resumes exactly, NaN steps
+are skipped, settings are checked."""
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmdtok.models import Codec
+from mmdtok.train.checkpoint import load_checkpoint
+from mmdtok.train.config import TrainConfig, load_config
+from mmdtok.train.loop import learning_rate_factor, train
+
+ROOT = Path(__file__).parents[2]
+SETTINGS = ["steps=8", "batch_size=2", "segment_seconds=0.25", "discriminator_filters=4",
+            "independence=true", "independence_every=3", "checkpoint_every=2",
+            "warmup_steps=2"]
+
+
+def _command(manifest, out, *extra):
+    return [sys.executable, "-m", "mmdtok", "train-codec", str(manifest), "-o", str(out),
+            *SETTINGS, *extra]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def test_a_killed_run_resumes_exactly_like_an_uninterrupted_one(tiny_corpus, tmp_path):
+    manifest = tiny_corpus[0] / "manifest.jsonl"
+    subprocess.run(_command(manifest, tmp_path / "whole"), env=_env(), check=True,
+                   capture_output=True, timeout=600)
+    proc = subprocess.Popen(_command(manifest, tmp_path / "killed"), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # kill between checkpoints, work in flight is lost
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(checkpoint)["step"]
+    assert killed_at < 8
+    subprocess.run(_command(manifest, tmp_path / "killed", "--resume"), env=_env(),
+                   check=True, capture_output=True, timeout=600)
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(checkpoint)
+    assert resumed["step"] == whole["step"] == 8
+    for part in ("codec", "ema", "discriminator"):
+        for key, value in whole[part].items():
+            assert torch.equal(value, resumed[part][key]), f"{part}.{key}"
+    assert (Codec.from_pretrained(tmp_path / "whole").fingerprint()
+            == Codec.from_pretrained(tmp_path / "killed").fingerprint())
+
+
+def test_training_lowers_the_reconstruction_loss_and_writes_a_model_folder(tiny_corpus,
+                                                                           tmp_path):
+    config = TrainConfig(steps=30, batch_size=4, segment_seconds=0.5, warmup_steps=5,
+                         checkpoint_every=30, adversarial_from=1000, discriminator_filters=4)
+    mels = []
+    train(config, [tiny_corpus[0] / "manifest.jsonl"], tmp_path,
+          progress=lambda step, values: mels.append(values["mel"]))
+    assert sum(mels[-5:]) / 5 < 0.8 * sum(mels[:5]) / 5
+    assert json.loads((tmp_path / "train_config.json").read_text())["steps"] == 30
+    codec = Codec.from_pretrained(tmp_path)
+    assert codec.config.name == "small-music"
+
+
+def test_steps_with_non_finite_losses_are_skipped(tiny_corpus, tmp_path):
+    import numpy as np
+    import soundfile
+
+    poisoned = tmp_path / "data"
+    poisoned.mkdir()
+    samples = np.full((24_000, 1), np.nan, dtype=np.float32)
+    soundfile.write(poisoned / "nan.wav", samples, 24_000, subtype="FLOAT")
+    config = TrainConfig(steps=8, batch_size=2, segment_seconds=0.25, checkpoint_every=8,
+                         discriminator_filters=4, valid_fraction=0.0)
+    run = train(config, [tiny_corpus[0] / "manifest.jsonl", poisoned], tmp_path / "run")
+    assert 0 < run.skipped < 8
+    assert all(torch.isfinite(p).all() for p in run.codec.parameters())
+    assert all(torch.isfinite(p).all() for p in run.ema.model.parameters())
+
+
+def test_settings_are_checked_and_overridden(tmp_path):
+    config = TrainConfig().with_overrides(["steps=10", "betas=[0.8, 0.99]", "codec=small-music"])
+    assert config.steps == 10 and config.betas == (0.8, 0.99)
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainConfig().with_overrides(["stepz=3"])
+    with pytest.raises(ValueError, match="not key=value"):
+        TrainConfig().with_overrides(["steps"])
+    (tmp_path / "c.json").write_text(json.dumps({"steps": 5, "schedule": "constant"}))
+    assert load_config(tmp_path / "c.json").steps == 5
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+    factors = [learning_rate_factor(s, TrainConfig(steps=100, warmup_steps=10))
+               for s in range(100)]
+    assert factors[0] == 0.1 and factors[9] == 1.0 and factors[-1] < 0.01
+    assert all(a >= b for a, b in itertools.pairwise(factors[9:]))
