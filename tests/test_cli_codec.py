@@ -45,7 +45,8 @@ def test_encode_mirrors_folders_reports_failures_and_resumes(model, tmp_path):
     _music(tmp_path / "in", [("a.wav", 24_000, 1.5, 1), ("sub/b.flac", 44_100, 0.7, 2),
                              ("sub/deeper/c.ogg", 16_000, 2.2, 1)])
     (tmp_path / "in" / "broken.wav").write_text("not audio")
-    result = _invoke("encode", tmp_path / "in", "-o", tmp_path / "tok", "--model", model)
+    with pytest.warns(UserWarning, match=r"b\.flac: 2 channel\(s\) mixed to 1"):
+        result = _invoke("encode", tmp_path / "in", "-o", tmp_path / "tok", "--model", model)
     assert result.exit_code == 1
     assert "3 encoded, 0 skipped" in result.output and "broken.wav" in result.output
     written = sorted(p.relative_to(tmp_path / "tok").as_posix()
