@@ -92,7 +92,7 @@ def test_steps_with_non_finite_losses_are_skipped(tiny_corpus, tmp_path):
 def test_settings_are_checked_and_overridden(tmp_path):
     config = TrainConfig().with_overrides(["steps=10", "betas=[0.8, 0.99]", "codec=small-music"])
     assert config.steps == 10 and config.betas == (0.8, 0.99)
-    with pytest.raises(ValueError, match="unknown training settings"):
+    with pytest.raises(ValueError, match="unknown training setting keys"):
         TrainConfig().with_overrides(["stepz=3"])
     with pytest.raises(ValueError, match="not key=value"):
         TrainConfig().with_overrides(["steps"])

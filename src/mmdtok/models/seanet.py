@@ -13,12 +13,13 @@ input into pieces and get the same output as one pass.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mmdtok.configuration import config_from_dict, config_to_dict
 from mmdtok.models import time_major
 from mmdtok.models.layers import (
     Conv1d,
@@ -75,18 +76,11 @@ class SEANetConfig:
         return math.prod(self.ratios)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["ratios"] = list(self.ratios)
-        return data
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SEANetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SEANet config keys {sorted(unknown)}; known: "
-                             f"{sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "SEANet config")
 
     def conv_args(self) -> dict[str, Any]:
         return {"causal": self.causal, "pad_mode": self.pad_mode, "norm": self.norm}

@@ -10,9 +10,11 @@ length that fit a CPU.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mmdtok.configuration import config_from_dict, config_to_dict
 
 
 @dataclass(frozen=True)
@@ -54,18 +56,11 @@ class TrainConfig:
             raise ValueError(f"unknown loss weights {sorted(unknown)}")
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["betas"] = list(self.betas)
-        return data
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}; known: "
-                             f"{sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "training setting")
 
     def with_overrides(self, overrides: list[str]) -> TrainConfig:
         """Apply ``key=value`` strings; values are parsed as JSON when they can be
