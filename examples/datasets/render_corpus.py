@@ -24,7 +24,6 @@ Renderers (each call bounded in time):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -37,6 +36,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from mmdtok.train.data import hash_fraction
 
 log = logging.getLogger("render_corpus")
 
@@ -97,7 +98,7 @@ class Piece:
 
 def split_of(source: str, seed: int) -> str:
     """train (90 %), valid (5 %) or test (5 %) from a hash of the piece's corpus path."""
-    fraction = int(hashlib.sha256(f"{seed}:{source}".encode()).hexdigest()[:8], 16) / 2**32
+    fraction = hash_fraction(f"{seed}:{source}")
     return "test" if fraction < 0.05 else "valid" if fraction < 0.10 else "train"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,9 +159,6 @@ class Codec(nn.Module):
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
 
-    def num_frames(self, length: int) -> int:
-        return math.ceil(length / self.hop_length)
-
     def check_audio(self, audio: Tensor) -> None:
         if not isinstance(audio, Tensor):
             raise TypeError(f"audio must be a tensor [B, C, L], got {type(audio).__name__}")
@@ -217,9 +213,7 @@ class Codec(nn.Module):
         """A hash of the weights as used for inference (independent of weight norm
         being folded or not): token files carry it so that decoding with other weights
         is refused."""
-        state = self.state_dict()
-        if any(".parametrizations." in name for name in state):
-            state = _folded_state(self)
+        state = _folded_state(self.state_dict())
         digest = hashlib.sha256()
         for name in sorted(state):
             tensor = state[name].detach().cpu().contiguous()
@@ -228,11 +222,12 @@ class Codec(nn.Module):
         return digest.hexdigest()[:16]
 
 
-def _folded_state(codec: Codec) -> dict[str, Tensor]:
-    """The state dict with each weight-norm pair (g, v) replaced by ``g * v / ||v||``
-    (norm over all but the first axis, as torch's weight norm with dim 0): the weights of
-    the folded model, computed without building one (and without touching any RNG)."""
-    state, folded = codec.state_dict(), {}
+def _folded_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with each weight-norm pair (g, v) replaced by ``g * v / ||v||`` (norm
+    over all but the first axis, as torch's weight norm with dim 0): the weights of the
+    folded model, computed without building one (and without touching any RNG). A state
+    without weight norm comes back unchanged."""
+    folded = {}
     for name, tensor in state.items():
         if name.endswith(".parametrizations.weight.original1"):
             prefix = name[: -len(".parametrizations.weight.original1")]

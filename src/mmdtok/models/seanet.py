@@ -105,35 +105,32 @@ class _ThreeStages(nn.Module):
     def _fast(self, x: Tensor) -> bool:
         return self.time_major and not torch.is_grad_enabled() and x.device.type == "cpu"
 
-    def front(self, x: Tensor) -> Tensor:
+    def _run(self, layers: list[nn.Module], x: Tensor) -> Tensor:
         if self._fast(x):
-            return time_major.apply(list(self.layers[: self.lstm_index]), x)
-        for layer in self.layers[: self.lstm_index]:
+            return time_major.apply(layers, x)
+        for layer in layers:
             x = layer(x)
         return x
+
+    def front(self, x: Tensor) -> Tensor:
+        return self._run(list(self.layers[: self.lstm_index]), x)
 
     def lstm_step(self, x: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
         return self.layers[self.lstm_index].step(x, state)
 
     def back(self, x: Tensor) -> Tensor:
-        if self._fast(x):
-            return time_major.apply(list(self.layers[self.lstm_index + 1 :]), x)
-        for layer in self.layers[self.lstm_index + 1 :]:
-            x = layer(x)
-        return x
+        return self._run(list(self.layers[self.lstm_index + 1 :]), x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.back(self.lstm_step(self.front(x), None)[0])
 
     def stage_contexts(self, samples_per_frame: float) -> tuple[int, int]:
+        """Context frames of the front (whose input spans ``samples_per_frame`` per
+        frame) and of the back, whose input is at the frame rate: the LSTM between them
+        runs on frames in both halves."""
         front = nn.Sequential(*self.layers[: self.lstm_index])
         back = nn.Sequential(*self.layers[self.lstm_index + 1 :])
-        scale_after_front = samples_per_frame
-        for layer in front.modules():
-            if isinstance(layer, Conv1d):
-                scale_after_front /= layer.stride
-        return (context_frames(front, samples_per_frame),
-                context_frames(back, scale_after_front))
+        return context_frames(front, samples_per_frame), context_frames(back, 1.0)
 
 
 class SEANetEncoder(_ThreeStages):

@@ -56,8 +56,7 @@ def _pad(x: Tensor, left: int, right: int, mode: str) -> Tensor:
     if mode == "reflect" and x.shape[1] > max(left, right):
         parts = [x[:, 1 : left + 1].flip(1), x, x[:, -right - 1 : -1].flip(1)]
         return torch.cat([p for p in parts if p.shape[1]], dim=1)
-    channels_first = F.pad(x.transpose(1, 2), (left, right),
-                           mode=mode if mode != "constant" else "constant")
+    channels_first = F.pad(x.transpose(1, 2), (left, right), mode=mode)
     return channels_first.transpose(1, 2).contiguous()
 
 
@@ -70,17 +69,17 @@ def conv(layer: Conv1d, x: Tensor) -> Tensor:
     taps, stride, dilation = _taps(layer), layer.stride, layer.conv.dilation[0]
     batch, length, channels = x.shape
     out_len = (length - layer.kernel) // stride + 1
+    bias = layer.conv.bias.detach()
+    if stride == 1 and channels * taps.shape[0] <= SMALL_IM2COL:  # e.g. the first conv
+        windows = x.unfold(1, layer.kernel, 1)[..., ::dilation]  # [B, L_out, C, k]
+        flat = windows.transpose(2, 3).reshape(batch, out_len, -1)
+        return torch.matmul(flat, taps.reshape(-1, taps.shape[-1])).add_(bias)
     if stride == 1:
         views = [x[:, j * dilation : j * dilation + out_len] for j in range(taps.shape[0])]
     else:
         blocks = x[:, : length - length % stride].reshape(batch, length // stride,
                                                          stride * channels)
         views = [blocks[:, m : m + out_len] for m in range(taps.shape[0])]
-    bias = layer.conv.bias.detach()
-    if stride == 1 and channels * taps.shape[0] <= SMALL_IM2COL:  # e.g. the first conv
-        windows = x.unfold(1, layer.kernel, 1)[..., ::dilation]  # [B, L_out, C, k]
-        flat = windows.transpose(2, 3).reshape(batch, out_len, -1)
-        return torch.matmul(flat, taps.reshape(-1, taps.shape[-1])).add_(bias)
     out = x.new_empty(batch, out_len, taps.shape[-1])
     for b in range(batch):
         torch.addmm(bias, views[0][b], taps[0], out=out[b])

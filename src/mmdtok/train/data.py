@@ -33,9 +33,14 @@ class AudioFile:
     split: str
 
 
+def hash_fraction(key: str) -> float:
+    """A number in [0, 1) fixed by ``key`` (sha256): assigns items to splits without
+    depending on which other items exist."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
+
+
 def _hash_split(path: str, valid_fraction: float) -> str:
-    fraction = int(hashlib.sha256(path.encode()).hexdigest()[:8], 16) / 2**32
-    return "valid" if fraction < valid_fraction else "train"
+    return "valid" if hash_fraction(path) < valid_fraction else "train"
 
 
 def find_audio(sources: Sequence[str | os.PathLike[str]], valid_fraction: float = 0.05
