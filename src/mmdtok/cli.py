@@ -72,14 +72,14 @@ def _load_codec(model: str | None, revision: str | None, device: str):
 
 
 @contextmanager
-def _distributed() -> Iterator[None]:
-    """Under torchrun (WORLD_SIZE > 1), join the process group so that each rank takes
-    its share of the files."""
+def _distributed(backend: str = "gloo") -> Iterator[None]:
+    """Under torchrun (WORLD_SIZE > 1), join the process group (each rank takes its share
+    of the files, or of the training batch)."""
     import torch.distributed as dist
 
     started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     if started:
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend)
     try:
         yield
     finally:
@@ -99,14 +99,20 @@ def _interruptible() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(total: int, label: str) -> Iterator:
+def _progress(total: int, label: str, enabled: bool = True) -> Iterator:
+    """A progress bar on a terminal; the callback takes (task, status, text to show)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     columns = ("[progress.description]{task.description}", BarColumn(),
-               MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=False, disable=not sys.stderr.isatty()) as bar:
-        task_id = bar.add_task(label, total=total)
-        yield lambda task, status: bar.advance(task_id)
+               MofNCompleteColumn(), TimeRemainingColumn(), "{task.fields[info]}")
+    with Progress(*columns, transient=False,
+                  disable=not (enabled and sys.stderr.isatty())) as bar:
+        task_id = bar.add_task(label, total=total, info="")
+
+        def advance(task, status, info: str | None = None) -> None:
+            bar.update(task_id, advance=1, **({"info": info} if info is not None else {}))
+
+        yield advance
 
 
 def _finish(report, verb: str) -> None:
@@ -189,9 +195,10 @@ def train_codec(
     data: Annotated[list[str], typer.Argument(
         help="Folders of audio (searched recursively) or manifests (.jsonl with 'path' and "
              "'split'), then key=value settings over the --config file, e.g. steps=5000 "
-             "independence=true.")],
+             "independence=true tensorboard=true.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory: the trained codec "
-                                      "(usable as --model), its settings and checkpoints.")],
+                                      "(usable as --model), its settings, checkpoints, "
+                                      "validation results and logs.")],
     config: Annotated[Path | None, typer.Option(
         help="Settings file (JSON, or YAML with PyYAML); see mmdtok.train.TrainConfig.")] = None,
     resume: Annotated[bool, typer.Option(
@@ -199,21 +206,35 @@ def train_codec(
     max_steps: Annotated[int | None, typer.Option(
         help="Stop after this many steps (the schedule still spans 'steps').")] = None,
 ) -> None:
-    """Train a codec (EnCodec losses, optional independence loss) on your audio."""
+    """Train a codec (EnCodec losses, optional independence loss) on your audio. Under
+    torchrun every rank trains on its own batches with DDP (batch_size is per rank)."""
+    from mmdtok.distributed import rank
     from mmdtok.train.config import load_config
     from mmdtok.train.loop import train
+    from mmdtok.train.parallel import process_group_backend
 
     paths = [Path(item) for item in data if "=" not in item]
     settings = [item for item in data if "=" in item]
     try:
         cfg = load_config(config).with_overrides(settings)
-        with _interruptible(), _progress(min(cfg.steps, max_steps or cfg.steps),
-                                         "training") as progress:
-            run = train(cfg, paths, out, resume=resume, max_steps=max_steps,
-                        progress=lambda step, values: progress(None, "step"))
+        with _interruptible(), _distributed(process_group_backend(cfg.device)):
+            main_rank = rank() == 0
+            with _progress(min(cfg.steps, max_steps or cfg.steps), "training",
+                           enabled=main_rank) as progress:
+                run = train(cfg, paths, out, resume=resume, max_steps=max_steps,
+                            progress=lambda step, values: progress(
+                                None, "step", _loss_summary(values)))
     except ValueError as error:
         raise fail(str(error)) from error
-    typer.echo(f"trained to step {run.step} ({run.skipped} skipped); codec in {out}", err=True)
+    if main_rank:
+        typer.echo(f"trained to step {run.step} ({run.skipped} skipped); codec in {out}",
+                   err=True)
+
+
+def _loss_summary(values: dict[str, float]) -> str | None:
+    """The main losses for the progress bar (None keeps the last ones: skipped step)."""
+    shown = [f"{k} {values[k]:.3g}" for k in ("mel", "l1", "independence") if k in values]
+    return "  ".join(shown) or None
 
 
 def _recorded_origin(origin: str) -> tuple[str | None, str | None]:

@@ -3,6 +3,7 @@ are skipped, settings are checked."""
 
 import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -104,3 +105,40 @@ def test_settings_are_checked_and_overridden(tmp_path):
                for s in range(100)]
     assert factors[0] == 0.1 and factors[9] == 1.0 and factors[-1] < 0.01
     assert all(a >= b for a, b in itertools.pairwise(factors[9:]))
+
+
+def test_validation_and_tensorboard_logs(tiny_corpus, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = TrainConfig(steps=6, batch_size=2, segment_seconds=0.25, checkpoint_every=6,
+                         discriminator_filters=4, valid_fraction=0.5, valid_every=3,
+                         valid_files=2, valid_seconds=1.0, tensorboard=True, log_every=2)
+    train(config, [tiny_corpus[0] / "audio"], tmp_path / "run")
+    lines = [json.loads(line) for line in
+             (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [3, 6]
+    for line in lines:
+        assert math.isfinite(line["si_sdr"]) and line["mel_distance"] > 0
+        assert all(1 <= line[f"perplexity_{k}"] <= 1024 for k in range(4))
+        assert all(0 < line[f"utilization_{k}"] <= 1 for k in range(4))
+    events = EventAccumulator(str(tmp_path / "run" / "logs")).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/mel", "train/l1", "train/perplexity_0", "train/lr", "valid/si_sdr",
+            "valid/mel_distance", "valid/perplexity_3"} <= scalars
+    assert [e.step for e in events.Scalars("train/mel")] == [2, 4, 6]
+    assert set(events.Tags()["audio"]) == {"audio/original", "audio/reconstruction"}
+    assert events.Scalars("valid/si_sdr")[-1].value == pytest.approx(lines[-1]["si_sdr"])
+
+
+def test_resume_accepts_other_runtime_settings_only(tiny_corpus, tmp_path):
+    config = TrainConfig(steps=4, batch_size=1, segment_seconds=0.25, checkpoint_every=2,
+                         discriminator_filters=4, valid_every=0)
+    manifest = [tiny_corpus[0] / "manifest.jsonl"]
+    train(config, manifest, tmp_path, max_steps=2)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(config, manifest, tmp_path)
+    with pytest.raises(ValueError, match="other settings"):
+        train(config.with_overrides(["lr=0.1"]), manifest, tmp_path, resume=True)
+    run = train(config.with_overrides(["checkpoint_every=1"]), manifest, tmp_path, resume=True)
+    assert run.step == 4

@@ -39,18 +39,30 @@ class TrainConfig:
     independence: bool = False
     independence_every: int = 32
     independence_weight: float = 1e3
-    independence_preset: str = "default"
-    valid_fraction: float = 0.05
+    independence_preset: str = "default"  # an IndependenceLoss preset: "rff" is linear
+    valid_fraction: float = 0.05  # of the files of a folder (manifests carry their split)
+    valid_every: int = 500  # validation of the moving-average codec; 0: never
+    valid_files: int = 16  # the first N validation files ...
+    valid_seconds: float = 10.0  # ... each cut to this length
     checkpoint_every: int = 500
+    tensorboard: bool = False  # TensorBoard logs in RUN_DIR/logs (pip install tensorboard)
+    log_every: int = 10  # training scalars to TensorBoard every N steps
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"; one GPU per rank
     seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.schedule not in {"constant", "cosine"}:
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        for name in ("steps", "batch_size", "checkpoint_every", "independence_every"):
+        for name in ("steps", "batch_size", "checkpoint_every", "independence_every",
+                     "log_every", "valid_files"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.valid_every < 0 or self.valid_seconds <= 0:
+            raise ValueError("valid_every must be >= 0 and valid_seconds > 0, got "
+                             f"{self.valid_every} and {self.valid_seconds}")
+        if self.device.split(":")[0] not in {"auto", "cpu", "cuda"}:
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         unknown = set(self.weights) - {"l1", "mel", "adversarial", "features"}
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}")

@@ -1,0 +1,40 @@
+"""Held-out quality of a codec: the figures match their definitions."""
+
+import math
+
+import pytest
+import torch
+
+from mmdtok.losses.spectral import mel_distance, si_sdr
+from mmdtok.metrics import entropy
+from mmdtok.models import build_codec
+from mmdtok.train.validation import evaluate_codec, load_clips
+
+
+def test_quality_is_the_mean_of_per_clip_figures(tiny_corpus):
+    folder, pieces = tiny_corpus
+    codec = build_codec("small-music").eval()
+    clips = load_clips([folder / p.path for p in pieces[:3]], codec.sample_rate, 1, 0.5)
+    assert [c.shape for c in clips] == [torch.Size([1, 12_000])] * 3
+    quality, first = evaluate_codec(codec, clips)
+    scores, mels, codes = [], [], []
+    with torch.inference_mode():
+        for clip in clips:
+            frames = codec.encode(clip[None])
+            decoded = codec.decode(frames, length=clip.shape[-1])
+            scores.append(float(si_sdr(decoded, clip[None])[0]))
+            mels.append(float(mel_distance(decoded, clip[None], codec.sample_rate)))
+            codes.append(frames[0])
+    assert quality.si_sdr == pytest.approx(sum(scores) / 3, abs=1e-4)
+    assert quality.mel_distance == pytest.approx(sum(mels) / 3, rel=1e-5)
+    joined = torch.cat(codes, dim=-1)
+    assert quality.perplexities[0] == pytest.approx(math.exp(float(entropy(joined[0], 1024))))
+    assert quality.utilization[1] == len(torch.unique(joined[1])) / 1024
+    assert quality.clips == 3 and quality.seconds == pytest.approx(1.5)
+    assert first.shape == (1, 12_000)
+    assert set(quality.as_dict()) >= {"si_sdr", "mel_distance", "perplexity_3", "utilization_0"}
+
+
+def test_no_clips_is_an_error():
+    with pytest.raises(ValueError, match="no clips"):
+        evaluate_codec(build_codec("small-music"), [])
