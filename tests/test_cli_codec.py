@@ -133,3 +133,19 @@ def test_torchrun_shares_the_files_across_ranks(model, tmp_path):
     for path in sorted((tmp_path / "one").glob("*.mmdtok")):
         distributed = load_tokens(tmp_path / "dist" / path.name)
         assert torch.equal(distributed.codes, load_tokens(path).codes)
+
+
+def test_encode_and_decode_use_the_bundled_codec_without_model(tmp_path):
+    excerpt = ROOT / "examples" / "audio" / "bach_bwv154.3_woodwinds.flac"
+    result = _invoke("encode", excerpt, "-o", tmp_path / "tok")
+    assert result.exit_code == 0, result.output
+    tokens = load_tokens(tmp_path / "tok" / "bach_bwv154.3_woodwinds.mmdtok")
+    assert tokens.codec_origin == "mmdtok:small-music" and tokens.num_codebooks == 4
+    result = _invoke("decode", tmp_path / "tok", "-o", tmp_path / "dec")
+    assert result.exit_code == 0, result.output
+    decoded, rate = soundfile.read(tmp_path / "dec" / "bach_bwv154.3_woodwinds.wav")
+    assert rate == 24_000 and len(decoded) == tokens.length
+    assert _invoke("encode", excerpt, "-o", tmp_path / "x", "--model", "mmdtok:nope"
+                   ).exit_code == 2
+    refused = _invoke("encode", excerpt, "-o", tmp_path / "x", "--revision", "v1")
+    assert refused.exit_code == 2 and "Hub repositories" in refused.output

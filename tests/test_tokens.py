@@ -65,3 +65,16 @@ def test_a_failed_write_leaves_neither_a_partial_file_nor_the_temporary(tmp_path
         temp.write_text("half")
         raise KeyboardInterrupt
     assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from mmdtok.files import _UMASK
+
+    with atomic_path(tmp_path / "model.safetensors") as temp:
+        temp.write_bytes(b"x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "model.safetensors").st_mode)
+    assert mode == 0o666 & ~_UMASK
+    assert _UMASK & 0o044 or mode & 0o044  # readable by others where the umask allows

@@ -29,8 +29,9 @@ app = typer.Typer(
 )
 
 ModelOption = Annotated[str | None, typer.Option(
-    "--model", "-m", help="Model folder, or Hugging Face Hub repository id (owner/name), in "
-    "mmdtok's format or EnCodec's (e.g. facebook/encodec_32khz).")]
+    "--model", "-m", help="Model folder, Hugging Face Hub repository id (owner/name), in "
+    "mmdtok's format or EnCodec's (e.g. facebook/encodec_32khz), or a codec shipped with "
+    "mmdtok (mmdtok:small-music). Default: mmdtok:small-music.")]
 RevisionOption = Annotated[str | None, typer.Option(
     help="Hub revision (branch, tag or commit) of --model.")]
 DeviceOption = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, ...")]
@@ -60,12 +61,17 @@ def version() -> None:
 
 
 def _load_codec(model: str | None, revision: str | None, device: str):
+    """``None`` or ``mmdtok:NAME``: a codec shipped in the package; else a folder or Hub id
+    (a Hub id never contains a colon, so the forms cannot be confused)."""
     from mmdtok.models import Codec
+    from mmdtok.models.pretrained import BUNDLED_PREFIX, DEFAULT_CODEC
 
-    if model is None:
-        raise fail("no default codec is bundled with this version: pass --model "
-                   "(a model folder or a Hub id such as facebook/encodec_32khz)")
+    model = model or f"{BUNDLED_PREFIX}{DEFAULT_CODEC}"
     try:
+        if model.startswith(BUNDLED_PREFIX):
+            if revision is not None:
+                raise ValueError(f"--revision applies to Hub repositories, not to {model}")
+            return Codec.bundled(model.removeprefix(BUNDLED_PREFIX)).to(device)
         return Codec.from_pretrained(model, revision).to(device)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise fail(str(error)) from error
@@ -238,9 +244,11 @@ def _loss_summary(values: dict[str, float]) -> str | None:
 
 
 def _recorded_origin(origin: str) -> tuple[str | None, str | None]:
+    from mmdtok.models.pretrained import BUNDLED_PREFIX
+
     if not origin:
         return None, None
-    if Path(origin).is_dir():
+    if origin.startswith(BUNDLED_PREFIX) or Path(origin).is_dir():
         return origin, None
     name, _, revision = origin.partition("@")
     return name, revision or None

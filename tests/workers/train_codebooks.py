@@ -24,7 +24,7 @@ def build(kind: str):
     options = {"num_codebooks": 4, "codebook_size": 64, "kmeans_iters": 10,
                "dead_code_threshold": 0.5}
     if kind == "rvq":
-        return ResidualVQ(DIM, quantizer_dropout="uniform", **options)
+        return ResidualVQ(DIM, quantizer_dropout="uniform", standardize=True, **options)
     return ProductVQ(DIM, hierarchical_dropout="uniform", **options)
 
 

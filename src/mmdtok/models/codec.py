@@ -122,6 +122,15 @@ class Codec(nn.Module):
 
         return load_pretrained(name_or_dir, revision, **options)
 
+    @classmethod
+    def bundled(cls, name: str = "small-music", **options: Any) -> Codec:
+        """A codec shipped inside the package, loaded without any download (``small-music``
+        is the default codec of ``mmdtok encode``); see
+        :func:`mmdtok.models.pretrained.load_bundled`."""
+        from mmdtok.models.pretrained import load_bundled
+
+        return load_bundled(name, **options)
+
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (atomically) to ``folder``."""
         from mmdtok.models.pretrained import save_pretrained

@@ -36,7 +36,8 @@ PRESETS: dict[str, CodecConfig] = {
         name="small-music", sample_rate=24_000,
         seanet=SEANetConfig(dimension=64, n_filters=16, ratios=(8, 5, 4, 2), lstm_layers=1),
         quantizer=_rvq(4, 1024, kmeans_iters=20, dead_code_threshold=0.1,
-                       dead_code_unit="share", quantizer_dropout="uniform")),
+                       dead_code_unit="share", quantizer_dropout="uniform",
+                       standardize=True)),
 }
 
 

@@ -19,6 +19,11 @@ from mmdtok.models.codec import Codec, CodecConfig, load_codec_state
 FORMAT = "mmdtok-codec"
 FORMAT_VERSION = 1
 
+# Codecs shipped inside the package, by name; their origin reads "mmdtok:<name>".
+BUNDLED_DIR = Path(__file__).parents[1] / "weights"
+BUNDLED_PREFIX = "mmdtok:"
+DEFAULT_CODEC = "small-music"
+
 
 def save_pretrained(codec: Codec, folder: str | os.PathLike[str]) -> Path:
     """Write ``config.json`` (format, version, codec config) and ``model.safetensors``."""
@@ -55,6 +60,32 @@ def load_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None = 
     codec = load_codec_state(Codec.from_config(config), state)
     codec.origin = _origin(name_or_dir, folder, revision)
     return codec.for_inference() if inference else codec
+
+
+def bundled_names() -> list[str]:
+    """Names of the codecs shipped inside the package."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def load_bundled(name: str = DEFAULT_CODEC, *, inference: bool = True) -> Codec:
+    """A codec shipped inside the package (no download): ``small-music`` is the default
+    codec of ``mmdtok encode``. Its model card is ``bundled_model_card(name)``."""
+    if name not in bundled_names():
+        raise ValueError(f"no codec named {name!r} ships with mmdtok {__version__}; "
+                         f"bundled: {bundled_names() or 'none'}")
+    codec = load_pretrained(BUNDLED_DIR / name, inference=inference)
+    codec.origin = f"{BUNDLED_PREFIX}{name}"
+    return codec
+
+
+def bundled_model_card(name: str = DEFAULT_CODEC) -> str:
+    """The model card (Markdown) of a bundled codec: data, training, measured quality."""
+    path = BUNDLED_DIR / name / "MODEL_CARD.md"
+    if not path.is_file():
+        raise ValueError(f"no model card for {name!r}; bundled: {bundled_names() or 'none'}")
+    return path.read_text()
 
 
 def push_to_hub(codec: Codec, repo_id: str, *, revision: str | None = None,

@@ -14,6 +14,7 @@ from mmdtok.quantizers.base import (
     to_rows,
 )
 from mmdtok.quantizers.codebook import DeadCodeUnit, make_codebooks, vq_output
+from mmdtok.quantizers.standardize import RunningStandardizer
 
 
 class ResidualVQ(Quantizer):
@@ -37,13 +38,20 @@ class ResidualVQ(Quantizer):
             of the uniform share of the batch; "count": an absolute EMA count).
         quantizer_dropout: in training, how many stages each sample keeps: ``None``
             (all), ``"uniform"`` (1..K equally likely) or K weights for 1..K.
+        standardize: quantize the latent standardized per channel (batch statistics in
+            training, their moving average at inference; see
+            :class:`~mmdtok.quantizers.standardize.RunningStandardizer`) and return it
+            unstandardized. Codebooks and streams live in the standardized space. Keeps
+            EMA codebooks alive while a fresh encoder's output drifts; off by default
+            (EnCodec's weights expect it off).
         seed: seeds the codebooks' random draws (identical on every rank).
     """
 
     def __init__(self, dim: int = 128, num_codebooks: int = 4, codebook_size: int = 2048, *,
                  decay: float | None = 0.99, kmeans_iters: int = 50,
                  dead_code_threshold: float = 0.1, dead_code_unit: DeadCodeUnit = "share",
-                 quantizer_dropout: KeepDistribution = None, seed: int = 0) -> None:
+                 quantizer_dropout: KeepDistribution = None, standardize: bool = False,
+                 seed: int = 0) -> None:
         super().__init__()
         if num_codebooks < 1:
             raise ValueError(f"num_codebooks must be >= 1, got {num_codebooks}")
@@ -53,10 +61,17 @@ class ResidualVQ(Quantizer):
                                         dead_code_threshold=dead_code_threshold,
                                         dead_code_unit=dead_code_unit, seed=seed)
         self.set_codebook_dropout(quantizer_dropout)
+        self.standardizer = RunningStandardizer(dim) if standardize else None
+
+    def _scale(self, rows: Tensor, update: bool) -> tuple[Tensor, Tensor] | None:
+        return None if self.standardizer is None else self.standardizer.scale(rows, update)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_latent(z)
         rows = to_rows(z)
+        scale = self._scale(rows, update=self.training)
+        if scale is not None:  # constants: the gradient to z is still the identity
+            rows = (rows - scale[0]) / scale[1]
         residual = rows
         steps = []
         for codebook in self.codebooks:
@@ -66,6 +81,8 @@ class ResidualVQ(Quantizer):
         vectors, num_kept = self.drop_codebooks(torch.stack([s.code.detach() for s in steps]),
                                                 z.shape[0])  # [K, N, D]
         quantized = rows + (vectors.sum(dim=0) - rows).detach()
+        if scale is not None:
+            quantized = quantized * scale[1] + scale[0]
         return vq_output(steps, quantized, num_kept, z.shape[0], self.codebook_size)
 
     @torch.no_grad()
@@ -73,6 +90,9 @@ class ResidualVQ(Quantizer):
         self.check_latent(z)
         n_q = self.resolve_n_q(n_q)
         residual = to_rows(z)
+        scale = self._scale(residual, update=False)
+        if scale is not None:
+            residual = (residual - scale[0]) / scale[1]
         indices = []
         for codebook in self.codebooks[:n_q]:
             index = codebook.nearest(residual)
@@ -86,4 +106,7 @@ class ResidualVQ(Quantizer):
         codes = codes.long()
         latent = sum(codebook.lookup(codes[:, k]) for k, codebook in
                      zip(range(codes.shape[1]), self.codebooks))
+        if self.standardizer is not None:
+            mean, std = self.standardizer.scale(latent, update=False)
+            latent = latent * std + mean
         return latent.transpose(1, 2)  # [B, T, D] -> [B, D, T]

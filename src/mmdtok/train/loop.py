@@ -82,7 +82,10 @@ def codec_step(run: Run, config: TrainConfig, audio: Tensor) -> dict[str, float]
     extra = config.commitment_weight * commitment
     if run.balancer is not None:
         gradient, _ = run.balancer.combine(losses, out.audio)
-        torch.autograd.backward([out.audio, extra], [gradient, torch.ones_like(extra)])
+        # FSQ has no commitment loss: then there is nothing to add
+        outputs, grads = ([out.audio, extra], [gradient, torch.ones_like(extra)]) if (
+            extra.requires_grad) else ([out.audio], [gradient])
+        torch.autograd.backward(outputs, grads)
     else:
         total = sum(config.weights.get(k, 0.0) * v for k, v in losses.items()) + extra
         total.backward()

@@ -56,9 +56,11 @@ def load_clips(paths: Sequence[str | Path], sample_rate: int, channels: int,
 
 
 @torch.inference_mode()
-def evaluate_codec(codec: Codec, clips: Sequence[Tensor]) -> tuple[CodecQuality, Tensor]:
-    """Encode and decode each clip [C, L] alone (no padding shared between clips); returns
-    the quality and the first clip's reconstruction [C, L] (for listening)."""
+def evaluate_codec(codec: Codec, clips: Sequence[Tensor], n_q: int | None = None
+                   ) -> tuple[CodecQuality, Tensor]:
+    """Encode and decode each clip [C, L] alone (no padding shared between clips) with the
+    first ``n_q`` codebooks (default all); returns the quality and the first clip's
+    reconstruction [C, L] (for listening)."""
     if not clips:
         raise ValueError("no clips to evaluate on")
     was_training = codec.training
@@ -68,7 +70,7 @@ def evaluate_codec(codec: Codec, clips: Sequence[Tensor]) -> tuple[CodecQuality,
         device = next(codec.parameters()).device
         for clip in clips:
             audio = clip.to(device)[None]
-            frames = codec.encode(audio)
+            frames = codec.encode(audio, n_q)
             decoded = codec.decode(frames, length=audio.shape[-1])
             scores.append(float(si_sdr(decoded, audio)[0]))
             mels.append(float(mel_distance(decoded, audio, codec.sample_rate)))

@@ -1,0 +1,96 @@
+"""Training speed of ``mmdtok train-codec``: steps per second of the small and the
+MusicGen 32 kHz presets, with and without the independence loss, in one process.
+
+A step is one generator update (losses, gradient balancer, Adam, weight average) plus,
+with the discriminator on, one discriminator update, on 1-second crops of the music in
+examples/audio. The independence loss runs once every M = 32 steps on the M stored
+batches, re-encoded with gradient checkpointing; its cost is timed on one full
+macro-batch and spread over the M steps. Prints steps/s and the ratio with / without.
+
+    python benchmarks/bench_train.py                 # CPU (and the GPU when there is one)
+    python benchmarks/bench_train.py --device cpu --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import markdown_table
+
+from mmdtok.train.config import TrainConfig
+from mmdtok.train.data import ClipSampler, find_audio
+from mmdtok.train.loop import codec_step
+from mmdtok.train.state import build_run
+
+AUDIO = Path(__file__).parents[1] / "examples" / "audio"
+MACRO = 32
+
+
+def _sampler(run, config: TrainConfig) -> ClipSampler:
+    files = find_audio([AUDIO], valid_fraction=0.0)
+    return ClipSampler(files, sample_rate=run.codec.sample_rate, channels=run.codec.channels,
+                       segment=round(config.segment_seconds * run.codec.sample_rate),
+                       batch_size=config.batch_size)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_step(config: TrainConfig, steps: int) -> tuple[float, float]:
+    """(seconds of a plain step, seconds of one macro-batch of the independence loss or
+    0), measured after two warm-up steps."""
+    run = build_run(config)
+    sampler = _sampler(run, config)
+    batches = [sampler.batch(i).to(run.device) for i in range(steps + 2)]
+    independence, run.independence = run.independence, None
+    for audio in batches[:2]:
+        codec_step(run, config, audio)
+    _sync(run.device)
+    start = time.perf_counter()
+    for audio in batches[2:]:
+        codec_step(run, config, audio)
+    _sync(run.device)
+    plain = (time.perf_counter() - start) / steps
+    if independence is None:
+        return plain, 0.0
+    independence.refill([batches[i % len(batches)] for i in range(MACRO - 1)])
+    start = time.perf_counter()
+    assert independence.step(batches[0]) is not None  # the M-th input: one macro-batch
+    _sync(run.device)
+    return plain, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--quick", action="store_true", help="the small preset only")
+    args = parser.parse_args()
+    devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else (
+        ["cpu"] if args.device == "auto" else [args.device])
+    presets = [("small-music", 8, 6)] + ([] if args.quick else [("musicgen-32khz", 2, 3)])
+    rows = []
+    for device in devices:
+        for preset, batch, steps in presets:
+            config = TrainConfig(codec=preset, batch_size=batch, segment_seconds=1.0,
+                                 independence=True, independence_every=MACRO,
+                                 independence_preset="rff", device=device, valid_every=0)
+            plain, macro = seconds_per_step(config, steps)
+            with_loss = plain + macro / MACRO
+            rows.append([device, preset, f"{batch} x 1 s", f"{1 / plain:.2f}",
+                         f"{1 / with_loss:.2f}", f"{with_loss / plain:.2f}x",
+                         f"{macro:.1f} s"])
+            print(rows[-1], flush=True)
+    print(markdown_table(["device", "preset", "batch", "steps/s", "steps/s with "
+                          "independence (M = 32)", "time ratio", "one macro-batch"], rows))
+
+
+if __name__ == "__main__":
+    main()
