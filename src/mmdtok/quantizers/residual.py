@@ -39,11 +39,12 @@ class ResidualVQ(Quantizer):
         quantizer_dropout: in training, how many stages each sample keeps: ``None``
             (all), ``"uniform"`` (1..K equally likely) or K weights for 1..K.
         standardize: quantize the latent standardized per channel (batch statistics in
-            training, their moving average at inference; see
-            :class:`~mmdtok.quantizers.standardize.RunningStandardizer`) and return it
-            unstandardized. Codebooks and streams live in the standardized space. Keeps
-            EMA codebooks alive while a fresh encoder's output drifts; off by default
-            (EnCodec's weights expect it off).
+            training, with their gradient; their moving averages at inference; see
+            :class:`~mmdtok.quantizers.standardize.RunningStandardizer`). ``quantized``,
+            ``decode``, the codebooks and the streams are then in the standardized
+            space: the decoder never sees the encoder's offset or scale, so the loss does
+            not push them and EMA codebooks do not collapse. Off by default (EnCodec's
+            weights expect it off).
         seed: seeds the codebooks' random draws (identical on every rank).
     """
 
@@ -63,15 +64,12 @@ class ResidualVQ(Quantizer):
         self.set_codebook_dropout(quantizer_dropout)
         self.standardizer = RunningStandardizer(dim) if standardize else None
 
-    def _scale(self, rows: Tensor, update: bool) -> tuple[Tensor, Tensor] | None:
-        return None if self.standardizer is None else self.standardizer.scale(rows, update)
+    def _standardized(self, rows: Tensor) -> Tensor:
+        return rows if self.standardizer is None else self.standardizer(rows)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_latent(z)
-        rows = to_rows(z)
-        scale = self._scale(rows, update=self.training)
-        if scale is not None:  # constants: the gradient to z is still the identity
-            rows = (rows - scale[0]) / scale[1]
+        rows = self._standardized(to_rows(z))
         residual = rows
         steps = []
         for codebook in self.codebooks:
@@ -81,8 +79,6 @@ class ResidualVQ(Quantizer):
         vectors, num_kept = self.drop_codebooks(torch.stack([s.code.detach() for s in steps]),
                                                 z.shape[0])  # [K, N, D]
         quantized = rows + (vectors.sum(dim=0) - rows).detach()
-        if scale is not None:
-            quantized = quantized * scale[1] + scale[0]
         return vq_output(steps, quantized, num_kept, z.shape[0], self.codebook_size)
 
     @torch.no_grad()
@@ -90,9 +86,8 @@ class ResidualVQ(Quantizer):
         self.check_latent(z)
         n_q = self.resolve_n_q(n_q)
         residual = to_rows(z)
-        scale = self._scale(residual, update=False)
-        if scale is not None:
-            residual = (residual - scale[0]) / scale[1]
+        if self.standardizer is not None:
+            residual = self.standardizer.fixed(residual)
         indices = []
         for codebook in self.codebooks[:n_q]:
             index = codebook.nearest(residual)
@@ -106,7 +101,4 @@ class ResidualVQ(Quantizer):
         codes = codes.long()
         latent = sum(codebook.lookup(codes[:, k]) for k, codebook in
                      zip(range(codes.shape[1]), self.codebooks))
-        if self.standardizer is not None:
-            mean, std = self.standardizer.scale(latent, update=False)
-            latent = latent * std + mean
         return latent.transpose(1, 2)  # [B, T, D] -> [B, D, T]

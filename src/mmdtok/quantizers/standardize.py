@@ -1,13 +1,16 @@
-"""Per-channel standardization of latent rows before quantization.
+"""Per-channel standardization of latent rows before quantization (a batch norm without
+affine parameters, synchronized over ranks).
 
-An encoder's output drifts during training: early on its common offset moves by more per
-step than the rows spread around it, so every row lands on one code and EMA codebooks
-collapse (measured on the small-music codec: the latent mean moved from norm 0.4 to 7 in
-30 steps while the rows' spread stayed near 0.05; codebook 0 fell to one code by step 5
-and never recovered, whatever the dead-code settings). Quantizing standardized rows
-removes the drift from the codebook's view. Training uses the batch's statistics (over
-all ranks); inference uses their moving average, fixed, so encoding stays
-frame-by-frame exact (streaming, batching).
+A fresh encoder's output drifts: to make the decoder louder, the mel loss pushes the
+latent's offset up faster than EMA codebooks can follow, every row lands on one code, the
+gradient through the straight-through estimator stops carrying information and the
+drift goes on (measured on the small-music codec: the latent mean went from norm 0.4 to
+7 in 30 steps while the rows spread by 0.05; codebook 0 fell to one code by step 5 and
+stayed there whatever the dead-code settings). Standardizing with the batch's statistics,
+with the gradient through them, makes the loss blind to the latent's per-channel offset
+and scale, so nothing pushes them; the codebooks and the decoder work in the
+standardized space. Inference uses the statistics' moving averages, fixed, so encoding
+stays frame-by-frame exact (streaming, batching).
 """
 
 from __future__ import annotations
@@ -15,19 +18,40 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mmdtok.distributed import all_reduce_sum
+from mmdtok.distributed import all_reduce_sum, is_distributed, world_size
+
+
+class _SyncedSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the gradients over ranks too: every rank's
+    loss depends on every rank's rows through the shared statistics."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return all_reduce_sum(x.clone())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return all_reduce_sum(grad.clone())
+
+
+def synced_sum(x: Tensor) -> Tensor:
+    return _SyncedSum.apply(x) if is_distributed() else x
 
 
 class RunningStandardizer(nn.Module):
-    """``(rows - mean) / std`` per channel of rows [N, D]; ``unstandardize`` inverts it.
+    """``(rows - mean) / std`` per channel of rows [N, D].
+
+    In training: the statistics of this batch over all ranks, differentiable (as in a
+    synchronized batch norm), and their moving averages are updated. In inference: the
+    moving averages.
 
     Args:
         dim: channels D.
-        momentum: weight of each training batch in the moving averages used at inference.
+        momentum: weight of each training batch in the moving averages.
         eps: added to the variance.
     """
 
-    def __init__(self, dim: int, momentum: float = 0.01, eps: float = 1e-5) -> None:
+    def __init__(self, dim: int, momentum: float = 0.05, eps: float = 1e-5) -> None:
         super().__init__()
         if not 0 < momentum <= 1:
             raise ValueError(f"momentum must be in (0, 1], got {momentum}")
@@ -36,16 +60,18 @@ class RunningStandardizer(nn.Module):
         self.register_buffer("var", torch.ones(dim))
         self.register_buffer("initialized", torch.tensor(False))
 
-    @torch.no_grad()
     def batch_stats(self, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and variance per channel over the rows of every rank (float64 sums)."""
-        sums = torch.cat([rows.new_full((1,), rows.shape[0]).double(),
-                          rows.double().sum(dim=0), rows.double().pow(2).sum(dim=0)])
-        sums = all_reduce_sum(sums)
-        count, dim = sums[0], rows.shape[1]
-        mean = sums[1 : 1 + dim] / count
-        var = (sums[1 + dim :] / count - mean.pow(2)).clamp(min=0)
-        return mean.to(rows.dtype), var.to(rows.dtype)
+        """Mean and (biased) variance per channel over the rows of every rank. The sums
+        are taken around a shift (the first row, the same on every rank after a sum), so
+        a large common offset does not cancel the variance in float32."""
+        shift = synced_sum(rows[:1].detach()) / world_size()
+        centred = rows - shift
+        count = synced_sum(rows.new_full((1,), rows.shape[0]))
+        sums = synced_sum(torch.cat([centred.sum(dim=0), centred.pow(2).sum(dim=0)]))
+        dim = rows.shape[1]
+        mean_c = sums[:dim] / count
+        var = (sums[dim:] / count - mean_c.pow(2)).clamp(min=0)
+        return mean_c + shift[0], var
 
     @torch.no_grad()
     def _update(self, mean: Tensor, var: Tensor) -> None:
@@ -54,18 +80,20 @@ class RunningStandardizer(nn.Module):
             self.var.copy_(var)
             self.initialized.fill_(True)
         else:
-            self.mean.lerp_(mean, self.momentum)
-            self.var.lerp_(var, self.momentum)
+            self.mean.lerp_(mean.to(self.mean.dtype), self.momentum)
+            self.var.lerp_(var.to(self.var.dtype), self.momentum)
 
-    def scale(self, rows: Tensor, update: bool) -> tuple[Tensor, Tensor]:
-        """(mean, std) to use: this batch's (and the averages updated) when ``update``,
-        else the averages. Constants for autograd."""
-        if update:
-            mean, var = self.batch_stats(rows)
-            self._update(mean, var)
-        else:
-            mean, var = self.mean.to(rows.dtype), self.var.to(rows.dtype)
-        return mean, (var + self.eps).sqrt()
+    def forward(self, rows: Tensor) -> Tensor:
+        if not self.training:
+            return self.fixed(rows)
+        mean, var = self.batch_stats(rows)
+        self._update(mean.detach(), var.detach())
+        return (rows - mean) / (var + self.eps).sqrt()
+
+    def fixed(self, rows: Tensor) -> Tensor:
+        """Standardized with the moving averages, in any mode (for encoding)."""
+        return (rows - self.mean.to(rows.dtype)) / (self.var.to(rows.dtype) + self.eps).sqrt()
 
     def extra_repr(self) -> str:
         return f"{self.mean.shape[0]}, momentum={self.momentum}"
+
