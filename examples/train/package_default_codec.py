@@ -27,16 +27,28 @@ from mmdtok.hub import write_folder
 from mmdtok.metrics import normalized_pairwise_dependence
 from mmdtok.models import Codec
 from mmdtok.models.pretrained import FORMAT, FORMAT_VERSION, load_pretrained
-from mmdtok.train.data import find_audio
-from mmdtok.train.validation import evaluate_codec, load_clips
+from mmdtok.train.data import ClipSampler, find_audio
+from mmdtok.train.validation import evaluate_codec, load_clips, recalibrate
 
 ROOT = Path(__file__).parents[2]
 EXCERPTS = sorted((ROOT / "examples" / "audio").glob("*.flac"))
 WINDOW_SECONDS = 10.0  # code windows for the dependence measure
 
 
-def export(run_dir: Path, out: Path, half: bool) -> Codec:
+def calibration_batches(run_dir: Path, manifest: Path, count: int):
+    """The batches the trainer recalibrates on: beyond the last step, rank 0."""
+    settings = json.loads((run_dir / "train_config.json").read_text())
+    files = [f for f in find_audio([manifest]) if f.split == "train"]
+    sampler = ClipSampler(files, sample_rate=24_000, channels=1,
+                          segment=round(settings["segment_seconds"] * 24_000),
+                          batch_size=settings["batch_size"], seed=settings["seed"])
+    return (sampler.batch(settings["steps"] + i, rank=0) for i in range(count))
+
+
+def export(run_dir: Path, manifest: Path, out: Path, half: bool, calibrate: int) -> Codec:
     codec = Codec.from_pretrained(run_dir)  # the moving average, weight norm folded
+    if calibrate:  # what train-codec does at the end of a run (calibration_batches)
+        recalibrate(codec, calibration_batches(run_dir, manifest, calibrate))
     state = {k: (v.half() if half and v.is_floating_point() else v)
              for k, v in codec.state_dict().items()}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -97,11 +109,15 @@ def main() -> None:
     parser.add_argument("manifest", type=Path, help="the corpus manifest (its test split)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--half", action="store_true", help="store float16 weights")
+    parser.add_argument("--calibrate", type=int, default=0, metavar="N",
+                        help="recalibrate the standardization on N training batches first "
+                             "(for runs made before train-codec did it itself)")
     args = parser.parse_args()
     start = time.time()
-    codec = export(args.run_dir, args.out, args.half)
+    codec = export(args.run_dir, args.manifest, args.out, args.half, args.calibrate)
     figures = {"codec": codec.config.name, "fingerprint": codec.fingerprint(),
-               "half": args.half, "training": training_facts(args.run_dir),
+               "half": args.half, "recalibrated_on": args.calibrate,
+               "training": training_facts(args.run_dir),
                "bitrate_kbps": codec.num_codebooks * math.log2(codec.codebook_size)
                * codec.frame_rate / 1000,
                "parameters": sum(p.numel() for p in codec.parameters())} | measure(
@@ -127,6 +143,9 @@ def model_card(f: dict) -> str:
                     if s["independence"] else "off")
     adversarial = ("from step " + str(s["adversarial_from"])
                    if s["adversarial_from"] < s["steps"] else "off (CPU budget)")
+    recal = (f", its latent standardization recalibrated on {f['recalibrated_on']} training "
+             "batches of its own encoder (what train-codec now does at the end of a run)"
+             if f["recalibrated_on"] else "")
     return f"""# {f['codec']}: the default codec of mmdtok
 
 A small mono 24 kHz music codec ({f['parameters'] / 1e6:.2f} M parameters), shipped inside
@@ -155,6 +174,7 @@ replacement for EnCodec or DAC in production.
   adversarial and feature-matching losses {adversarial}.
 - Independence loss: {independence}, delay pattern.
 - Time: {t['hours']:.2f} h of wall-clock time on 2 CPU cores (shared with other work).
+- Export: the weight moving average{recal}, weight norm folded.
 
 ## Quality on held-out music
 The test split of the corpus: {test['clips']} pieces never used in training,

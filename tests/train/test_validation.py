@@ -38,3 +38,21 @@ def test_quality_is_the_mean_of_per_clip_figures(tiny_corpus):
 def test_no_clips_is_an_error():
     with pytest.raises(ValueError, match="no clips"):
         evaluate_codec(build_codec("small-music"), [])
+
+
+def test_recalibration_sets_the_statistics_of_the_codecs_own_encoder(tiny_corpus):
+    from mmdtok.train.validation import recalibrate
+
+    folder, pieces = tiny_corpus
+    clips = load_clips([folder / p.path for p in pieces], 24_000, 1, 0.5)
+    codec = build_codec("small-music").eval()
+    standardizer = codec.quantizer.standardizer
+    standardizer.mean.fill_(123.0)
+    batches = [torch.stack(clips[:3]), torch.stack(clips[3:])]
+    assert recalibrate(codec, iter(batches))
+    with torch.inference_mode():
+        rows = torch.cat([codec.encoder(b).transpose(1, 2).reshape(-1, 64) for b in batches])
+    torch.testing.assert_close(standardizer.mean, rows.mean(dim=0), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(standardizer.var, rows.var(dim=0, unbiased=False), rtol=1e-3,
+                               atol=1e-9)
+    assert not recalibrate(build_codec("musicgen-32khz"), iter(batches))

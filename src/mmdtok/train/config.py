@@ -45,6 +45,7 @@ class TrainConfig:
     valid_files: int = 16  # the first N validation files ...
     valid_seconds: float = 10.0  # ... each cut to this length
     checkpoint_every: int = 500
+    calibration_batches: int = 32  # recalibrate the exported codec's standardization
     tensorboard: bool = False  # TensorBoard logs in RUN_DIR/logs (pip install tensorboard)
     log_every: int = 10  # training scalars to TensorBoard every N steps
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"; one GPU per rank

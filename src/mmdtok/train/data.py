@@ -87,11 +87,9 @@ class ClipSampler:
         self.segment, self.batch_size, self.seed, self.rank = segment, batch_size, seed, rank
         self.bad: set[Path] = set()
 
-    def _generator(self, step: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, step, self.rank])
-
-    def batch(self, step: int) -> Tensor:
-        rng = self._generator(step)
+    def batch(self, step: int, rank: int | None = None) -> Tensor:
+        """The batch of ``step`` on this sampler's rank (or on ``rank``)."""
+        rng = np.random.default_rng([self.seed, step, self.rank if rank is None else rank])
         clips = []
         while len(clips) < self.batch_size:
             if len(self.bad) == len(self.files):

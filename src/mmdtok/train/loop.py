@@ -40,7 +40,7 @@ from mmdtok.train.data import AudioFile, ClipSampler, find_audio
 from mmdtok.train.parallel import average_gradients, barrier, step_seed
 from mmdtok.train.state import Run, build_run
 from mmdtok.train.tensorboard import TrainLog
-from mmdtok.train.validation import evaluate_codec, load_clips
+from mmdtok.train.validation import evaluate_codec, load_clips, recalibrate
 
 log = logging.getLogger(__name__)
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -181,6 +181,14 @@ class Validation:
         return values
 
 
+def _recalibrate(run: Run, config: TrainConfig, sampler: ClipSampler) -> None:
+    """The finished codec standardizes with its own encoder's statistics, measured on
+    batches beyond the last step, the same on every rank."""
+    batches = (sampler.batch(config.steps + i, rank=0)
+               for i in range(config.calibration_batches))
+    recalibrate(run.ema.model, batches)
+
+
 def _save(run: Run, config: TrainConfig, out: Path) -> None:
     if rank() == 0:
         save_checkpoint(out / CHECKPOINT, run.state(config))
@@ -223,6 +231,8 @@ def train(config: TrainConfig, sources: Sequence[str | Path], out: str | Path, *
             if values and run.step % config.log_every == 0:
                 board.scalars("train", values | {"lr": lr}, run.step)
             progress(run.step, values or {})
+            if run.step == config.steps and config.calibration_batches:
+                _recalibrate(run, config, sampler)
             if config.valid_every and (run.step % config.valid_every == 0 or run.step == stop):
                 validate(run)
             if run.step % config.checkpoint_every == 0 or run.step == stop:

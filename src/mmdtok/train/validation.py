@@ -6,7 +6,7 @@ shipped codec reports it on the test split.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +87,39 @@ def evaluate_codec(codec: Codec, clips: Sequence[Tensor], n_q: int | None = None
     quality = CodecQuality(sum(scores) / len(scores), sum(mels) / len(mels), perplexities,
                            utilization, len(clips), seconds)
     return quality, first
+
+
+@torch.no_grad()
+def recalibrate(codec: Codec, batches: Iterable[Tensor]) -> bool:
+    """Set the quantizer's standardization statistics (``ResidualVQ(standardize=True)``)
+    to those of ``codec``'s own encoder over ``batches`` of audio [B, C, L].
+
+    During training the moving averages follow a moving encoder; a codec exported from a
+    weight average has an encoder of its own. Recalibrating (as one does for batch norms
+    after averaging weights) makes inference standardize with the statistics of the
+    weights that are used. Returns False (and changes nothing) for a codec without
+    standardization."""
+    standardizer = getattr(codec.quantizer, "standardizer", None)
+    if standardizer is None:
+        return False
+    count, first, second = 0, 0.0, 0.0
+    was_training = codec.training
+    codec.eval()
+    try:
+        for audio in batches:
+            z = codec.encoder(audio.to(standardizer.mean.device))  # [B, D, T]
+            rows = z.transpose(1, 2).reshape(-1, z.shape[1]).double()
+            mean, var = rows.mean(dim=0), rows.var(dim=0, unbiased=False)
+            count += rows.shape[0]
+            first = first + mean * rows.shape[0]
+            second = second + (var + mean.pow(2)) * rows.shape[0]
+    finally:
+        codec.train(was_training)
+    if count == 0:
+        raise ValueError("no batches to recalibrate on")
+    mean = first / count
+    standardizer.mean.copy_(mean.to(standardizer.mean.dtype))
+    standardizer.var.copy_((second / count - mean.pow(2)).clamp(min=0).to(
+        standardizer.var.dtype))
+    standardizer.initialized.fill_(True)
+    return True
