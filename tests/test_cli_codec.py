@@ -90,8 +90,8 @@ def test_info_describes_token_files_and_models(model, tmp_path):
 def test_user_mistakes_exit_2_with_a_message(model, tmp_path):
     missing = _invoke("encode", tmp_path / "nothing.wav", "-o", tmp_path / "o", "--model", model)
     assert missing.exit_code == 2 and "no such file or folder" in missing.output
-    no_model = _invoke("encode", tmp_path, "-o", tmp_path / "o")
-    assert no_model.exit_code == 2 and "pass --model" in no_model.output
+    no_model = _invoke("encode", tmp_path, "-o", tmp_path / "o", "--model", tmp_path / "none")
+    assert no_model.exit_code == 2 and "no model folder" in no_model.output
     bad_nq = _invoke("encode", tmp_path, "-o", tmp_path / "o", "--model", model, "--n-q", "9")
     assert bad_nq.exit_code == 2 and "--n-q must be in 1..4" in bad_nq.output
 
