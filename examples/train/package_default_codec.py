@@ -143,9 +143,11 @@ def model_card(f: dict) -> str:
                     if s["independence"] else "off")
     adversarial = ("from step " + str(s["adversarial_from"])
                    if s["adversarial_from"] < s["steps"] else "off (CPU budget)")
-    recal = (f", its latent standardization recalibrated on {f['recalibrated_on']} training "
-             "batches of its own encoder (what train-codec now does at the end of a run)"
+    recal = (f",\n  its latent standardization recalibrated on {f['recalibrated_on']} training "
+             "batches of its own\n  encoder (what train-codec now does at the end of a run)"
              if f["recalibrated_on"] else "")
+    half = (";\n  stored as float16 (on the excerpts below, float32 weights give SI-SDR within "
+            "0.01 dB)" if f["half"] else "")
     return f"""# {f['codec']}: the default codec of mmdtok
 
 A small mono 24 kHz music codec ({f['parameters'] / 1e6:.2f} M parameters), shipped inside
@@ -172,9 +174,10 @@ replacement for EnCodec or DAC in production.
 - Losses: L1 on the waveform and the multi-scale mel loss through the gradient balancer
   (weights {s['weights']['l1']:g} and {s['weights']['mel']:g}), the commitment loss;
   adversarial and feature-matching losses {adversarial}.
-- Independence loss: {independence}, delay pattern.
+- Independence loss: {independence},
+  delay pattern.
 - Time: {t['hours']:.2f} h of wall-clock time on 2 CPU cores (shared with other work).
-- Export: the weight moving average{recal}, weight norm folded.
+- Export: the weight moving average{recal}, weight norm folded{half}.
 
 ## Quality on held-out music
 The test split of the corpus: {test['clips']} pieces never used in training,
