@@ -43,3 +43,57 @@ def test_bad_codes_raise():
     with pytest.raises(ValueError, match="must align"):
         metrics.mutual_information(torch.zeros(3, dtype=torch.long),
                                    torch.zeros(4, dtype=torch.long), 2, 2)
+
+
+def test_usage_of_a_known_code_distribution():
+    codes = torch.tensor([[[0, 0, 1, 1], [3, 3, 3, 3]]])  # [1, 2, 4], codebook size 4
+    usage = metrics.codebook_usage(codes, 4)
+    torch.testing.assert_close(usage.entropy, torch.tensor([math.log(2), 0.0],
+                                                           dtype=torch.float64))
+    torch.testing.assert_close(usage.perplexity, torch.tensor([2.0, 1.0],
+                                                              dtype=torch.float64))
+    torch.testing.assert_close(usage.utilization, torch.tensor([0.5, 0.25],
+                                                               dtype=torch.float64))
+
+
+def test_miller_madow_removes_most_of_the_bias_on_independent_codes():
+    codes = torch.randint(0, 64, (1, 3, 20_000), generator=torch.Generator().manual_seed(0))
+    plug_in = metrics.pairwise_mutual_information(codes, 64, "parallel", "none")
+    corrected = metrics.pairwise_mutual_information(codes, 64, "parallel")
+    off = ~torch.eye(3, dtype=torch.bool)
+    assert plug_in[off].min() > 0.05  # (64 - 1)^2 / (2 * 20,000) ~ 0.1 nats of bias
+    assert corrected[off].abs().max() < 0.2 * plug_in[off].min()
+
+
+def test_a_copied_codebook_has_normalized_mutual_information_one():
+    base = torch.randint(0, 16, (2, 1, 20_000))
+    other = torch.randint(0, 16, (2, 1, 20_000))
+    codes = torch.cat([base, base, other], dim=1)
+    table = metrics.pairwise_mutual_information(codes, 16, "parallel", normalized=True)
+    assert float(table[0, 1]) == pytest.approx(1.0, abs=1e-3)
+    assert abs(float(table[0, 2])) < 5e-3
+    torch.testing.assert_close(table, table.T)
+
+
+def test_total_correlation_of_copies_and_of_a_known_joint():
+    base = torch.randint(0, 8, (1, 1, 50_000))
+    copies = torch.cat([base] * 3, dim=1)
+    assert float(metrics.total_correlation(copies, 8, "parallel")) == pytest.approx(2 / 3,
+                                                                                     abs=1e-3)
+    # Z_2 = Z_0 xor Z_1 on bits: pairwise independent, jointly dependent: TC = log 2
+    bits = torch.randint(0, 2, (1, 2, 200_000))
+    xor = torch.cat([bits, bits[:, :1] ^ bits[:, 1:]], dim=1)
+    assert float(metrics.total_correlation(xor, 2, "parallel", normalized=False)) == (
+        pytest.approx(math.log(2), abs=2e-3))
+    assert metrics.pairwise_mutual_information(xor, 2, "parallel")[0, 2].abs() < 1e-3
+
+
+def test_the_report_gathers_the_measures_under_the_delay_pattern():
+    base = torch.randint(0, 8, (2, 1, 5_001))
+    codes = torch.cat([base[..., :-1], base[..., 1:]], dim=1)  # z_1[t] = z_0[t + 1]
+    report = metrics.dependence_report(codes, 8, "delay")
+    assert report.rows == 2 * 4_999
+    assert float(report.normalized_mutual_information[0, 1]) == pytest.approx(1, abs=1e-3)
+    assert report.pairwise_dependence == pytest.approx(0.5, abs=1e-3)
+    assert report.normalized_total_correlation == pytest.approx(0.5, abs=1e-3)
+    assert report.usage.perplexity.shape == (2,)

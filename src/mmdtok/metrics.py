@@ -1,46 +1,69 @@
-"""Measures of how dependent a codec's codebooks are, from codes [B, K, T].
+"""Measures of how a codec uses its codebooks and how dependent they are, from codes
+[B, K, T] (in nats).
 
-Plug-in (histogram) estimates, in nats. They are biased upwards unless the number of
-rows is much larger than the number of joint cells (codebook_size squared for a pair):
-independent codebooks of 256 codes need well over 65,536 rows to score near 0. The
-paper's normalized pairwise dependence is
+Plug-in (histogram) estimates are biased: entropies downwards, mutual information and
+total correlation upwards, unless the number of rows is much larger than the number of
+joint cells (codebook_size squared for a pair): independent codebooks of 256 codes need
+well over 65,536 rows to score near 0. ``correction="miller-madow"`` adds the first-order
+bias term ``(m - 1) / (2 N)`` to each entropy (m: cells seen, N: rows), which removes
+most of it while m is well below N. The paper's normalized pairwise dependence is
 ``[H(Z_a) + H(Z_b) - H(Z_a, Z_b)] / [H(Z_a) + H(Z_b)]`` averaged over pairs of codebooks:
-0 for independent codebooks, 1/2 for a copied one.
+0 for independent codebooks, 1/2 for a copied one. Dependence is measured at the steps
+an LM predicts together under a pattern (``mmdtok.patterns.aligned``): "delay" pairs
+``z_k[t - k]``, "parallel" the codes of one frame.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from mmdtok import patterns
 
-__all__ = ["entropy", "mutual_information", "normalized_pairwise_dependence"]
+__all__ = ["CodebookUsage", "DependenceReport", "codebook_usage", "dependence_report",
+           "entropy", "mutual_information", "normalized_pairwise_dependence",
+           "pairwise_mutual_information", "total_correlation"]
+
+Correction = Literal["none", "miller-madow"]
 
 
-def _entropy_of_counts(counts: Tensor) -> Tensor:
-    probs = counts.double() / counts.sum()
+def _entropy_of_counts(counts: Tensor, correction: Correction = "none") -> Tensor:
+    if correction not in ("none", "miller-madow"):
+        raise ValueError(f"correction must be 'none' or 'miller-madow', got {correction!r}")
+    total = counts.sum()
+    probs = counts.double() / total
     probs = probs[probs > 0]
-    return -(probs * probs.log()).sum()
+    value = -(probs * probs.log()).sum()
+    if correction == "miller-madow":
+        value = value + (probs.numel() - 1) / (2 * float(total))
+    return value
 
 
-def entropy(codes: Tensor, codebook_size: int) -> Tensor:
-    """Plug-in entropy of a code sequence of any shape, in nats."""
-    return _entropy_of_counts(torch.bincount(codes.reshape(-1), minlength=codebook_size))
+def entropy(codes: Tensor, codebook_size: int, correction: Correction = "none") -> Tensor:
+    """Entropy of a code sequence of any shape, in nats (plug-in, or Miller-Madow)."""
+    return _entropy_of_counts(torch.bincount(codes.reshape(-1), minlength=codebook_size),
+                              correction)
 
 
-def _joint_entropy(a: Tensor, b: Tensor, size_b: int) -> Tensor:
-    return _entropy_of_counts(torch.bincount(a.reshape(-1) * size_b + b.reshape(-1)))
+def _joint_entropy(a: Tensor, b: Tensor, size_b: int, correction: Correction = "none"
+                   ) -> Tensor:
+    return _entropy_of_counts(torch.bincount(a.reshape(-1) * size_b + b.reshape(-1)),
+                              correction)
 
 
-def mutual_information(a: Tensor, b: Tensor, size_a: int, size_b: int) -> Tensor:
-    """Plug-in I(A; B) = H(A) + H(B) - H(A, B) of two aligned code sequences, in nats."""
+def mutual_information(a: Tensor, b: Tensor, size_a: int, size_b: int,
+                       correction: Correction = "none") -> Tensor:
+    """I(A; B) = H(A) + H(B) - H(A, B) of two aligned code sequences, in nats."""
     if a.shape != b.shape:
         raise ValueError(f"code sequences must align, got shapes {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
-    return entropy(a, size_a) + entropy(b, size_b) - _joint_entropy(a, b, size_b)
+    return (entropy(a, size_a, correction) + entropy(b, size_b, correction)
+            - _joint_entropy(a, b, size_b, correction))
 
 
 def normalized_pairwise_dependence(codes: Tensor, codebook_size: int,
@@ -56,3 +79,100 @@ def normalized_pairwise_dependence(codes: Tensor, codebook_size: int,
         joint = _joint_entropy(steps[:, a], steps[:, b], codebook_size)
         values.append((h_a + h_b - joint) / (h_a + h_b).clamp(min=1e-12))
     return torch.stack(values).mean()
+
+
+def _check_codes(codes: Tensor) -> None:
+    if codes.ndim != 3 or codes.shape[1] < 1 or codes.dtype.is_floating_point:
+        raise ValueError(f"expected integer codes [B, K, T], got {codes.dtype} of shape "
+                         f"{tuple(codes.shape)}")
+
+
+@dataclass(frozen=True)
+class CodebookUsage:
+    """Per codebook (tensors [K]): ``entropy`` (nats, plug-in), ``perplexity``
+    (``exp(entropy)``, at most the codebook size) and ``utilization`` (share of the
+    entries used at least once)."""
+
+    entropy: Tensor
+    perplexity: Tensor
+    utilization: Tensor
+
+
+def codebook_usage(codes: Tensor, codebook_size: int) -> CodebookUsage:
+    """How codes [B, K, T] use each codebook."""
+    _check_codes(codes)
+    counts = torch.stack([torch.bincount(codes[:, k].reshape(-1), minlength=codebook_size)
+                          for k in range(codes.shape[1])])  # [K, C]
+    entropies = torch.stack([_entropy_of_counts(row) for row in counts])
+    return CodebookUsage(entropies, entropies.exp(),
+                         counts.gt(0).double().sum(dim=1) / codebook_size)
+
+
+def pairwise_mutual_information(codes: Tensor, codebook_size: int, pattern: str = "delay",
+                                correction: Correction = "miller-madow",
+                                normalized: bool = False) -> Tensor:
+    """[K, K] mutual information between codebooks at the steps ``pattern`` aligns; the
+    diagonal is each codebook's entropy. ``normalized``: ``I / sqrt(H_a H_b)``, 1 for a
+    copied codebook, 0 for independent ones."""
+    _check_codes(codes)
+    steps = patterns.aligned(codes, pattern)
+    k = codes.shape[1]
+    entropies = [entropy(steps[:, i], codebook_size, correction) for i in range(k)]
+    table = torch.diag(torch.stack(entropies))
+    for a, b in itertools.combinations(range(k), 2):
+        joint = _joint_entropy(steps[:, a], steps[:, b], codebook_size, correction)
+        table[a, b] = table[b, a] = entropies[a] + entropies[b] - joint
+    if normalized:
+        scale = torch.stack(entropies).clamp(min=1e-12).sqrt()
+        table = table / (scale[:, None] * scale[None, :])
+    return table
+
+
+def total_correlation(codes: Tensor, codebook_size: int, pattern: str = "delay",
+                      correction: Correction = "miller-madow", normalized: bool = True
+                      ) -> Tensor:
+    """``TC = sum_k H(Z_k) - H(Z_1, ..., Z_K)`` at the steps ``pattern`` aligns, divided by
+    ``sum_k H(Z_k)`` when ``normalized`` (0: independent; (K - 1) / K: all copies). The
+    joint has up to ``codebook_size ** K`` cells: with realistic row counts the joint
+    entropy is capped near ``log(rows)`` and TC is biased upwards; compare codecs at equal
+    row counts, or use the pairwise measures."""
+    _check_codes(codes)
+    steps = patterns.aligned(codes, pattern)  # [B, K, T']
+    marginals = sum(entropy(steps[:, k], codebook_size, correction)
+                    for k in range(steps.shape[1]))
+    rows = steps.transpose(1, 2).reshape(-1, steps.shape[1])  # [N, K]
+    _, counts = torch.unique(rows, dim=0, return_counts=True)
+    value = marginals - _entropy_of_counts(counts, correction)
+    return value / max(float(marginals), 1e-12) if normalized else value
+
+
+@dataclass(frozen=True)
+class DependenceReport:
+    """Usage and dependence of codes [B, K, T] under one pattern (see the functions of
+    the same names); ``pairwise_dependence`` is the paper's averaged normalized form."""
+
+    pattern: str
+    rows: int
+    usage: CodebookUsage
+    mutual_information: Tensor
+    normalized_mutual_information: Tensor
+    total_correlation: float
+    normalized_total_correlation: float
+    pairwise_dependence: float
+
+
+def dependence_report(codes: Tensor, codebook_size: int, pattern: str = "delay",
+                      correction: Correction = "miller-madow") -> DependenceReport:
+    """Everything above in one call."""
+    _check_codes(codes)
+    steps = patterns.aligned(codes, pattern)
+    rows = steps.shape[0] * steps.shape[-1]
+    pairwise = (float(normalized_pairwise_dependence(codes, codebook_size, pattern))
+                if codes.shape[1] > 1 else math.nan)
+    return DependenceReport(
+        pattern, rows, codebook_usage(codes, codebook_size),
+        pairwise_mutual_information(codes, codebook_size, pattern, correction),
+        pairwise_mutual_information(codes, codebook_size, pattern, correction, True),
+        float(total_correlation(codes, codebook_size, pattern, correction, False)),
+        float(total_correlation(codes, codebook_size, pattern, correction, True)),
+        pairwise)
