@@ -149,3 +149,25 @@ def test_encode_and_decode_use_the_bundled_codec_without_model(tmp_path):
                    ).exit_code == 2
     refused = _invoke("encode", excerpt, "-o", tmp_path / "x", "--revision", "v1")
     assert refused.exit_code == 2 and "Hub repositories" in refused.output
+
+
+def test_inspect_reports_dependence_of_token_files_and_plots_it(tmp_path):
+    from mmdtok.tokens import TokenFile, save_tokens
+
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randint(0, 16, (1, 3_000), generator=generator)
+    codes = torch.cat([base, base, torch.randint(0, 16, (2, 3_000), generator=generator)])
+    for i, part in enumerate((codes[:, :1_000], codes[:, 1_000:])):
+        save_tokens(tmp_path / "tok" / f"{i}.mmdtok",
+                    TokenFile(codes=part, codec="toy", codec_fingerprint="0",
+                              sample_rate=24_000, channels=1, frame_rate=75.0,
+                              codebook_size=16, length=part.shape[1] * 320))
+    result = _invoke("inspect", tmp_path / "tok", "--pattern", "parallel", "--plot",
+                     tmp_path / "mi.png")
+    assert result.exit_code == 0, result.output
+    assert "files                2 (3,000 frames)" in result.output
+    row0 = next(line for line in result.output.splitlines() if line.startswith("     0  1.0000"))
+    assert float(row0.split()[2]) == pytest.approx(1.0, abs=1e-3)  # the copied codebook
+    assert abs(float(row0.split()[3])) < 0.05
+    assert (tmp_path / "mi.png").read_bytes()[:4] == b"\x89PNG"
+    assert _invoke("inspect", tmp_path / "none").exit_code == 2

@@ -243,6 +243,56 @@ def _loss_summary(values: dict[str, float]) -> str | None:
     return "  ".join(shown) or None
 
 
+@app.command()
+def inspect(
+    paths: Annotated[list[Path], typer.Argument(help="Token files (.mmdtok) and folders.")],
+    pattern: Annotated[str, typer.Option(
+        help="Steps compared: 'delay' (codebook k at frame t - k, what a delay-pattern LM "
+             "predicts together) or 'parallel' (one frame).")] = "delay",
+    plot: Annotated[Path | None, typer.Option(
+        help="Also write a heatmap PNG of the normalized pairwise mutual information "
+             "(needs matplotlib).")] = None,
+) -> None:
+    """How the codebooks of token files are used and how dependent they are: per-codebook
+    entropy, perplexity and utilization; pairwise mutual information (Miller-Madow
+    corrected), normalized total correlation and the paper's pairwise dependence."""
+    from mmdtok.inspection import inspect_token_files, plot_mutual_information
+
+    try:
+        result = inspect_token_files(paths, pattern)
+        if plot is not None:
+            plot_mutual_information(result, plot)
+    except ValueError as error:
+        raise fail(str(error)) from error
+    _print_inspection(result)
+    cells = result.codebook_size ** 2
+    if result.report.rows < 10 * cells:
+        typer.echo(f"warning: {result.report.rows:,} steps for {cells:,} joint cells of a "
+                   "pair: mutual information and total correlation are biased upwards even "
+                   "after the correction; compare codecs at equal step counts", err=True)
+    if plot is not None:
+        typer.echo(f"heatmap written to {plot}", err=True)
+
+
+def _print_inspection(result) -> None:
+    report, usage = result.report, result.report.usage
+    _print_rows([("codec", result.codec), ("files", f"{result.files} ({result.frames:,} "
+                 "frames)"), ("steps compared", f"{report.rows:,} ({report.pattern} pattern)"),
+                 ("total correlation", f"{report.total_correlation:.4f} nats, normalized "
+                  f"{report.normalized_total_correlation:.4f}"),
+                 ("pairwise dependence", f"{report.pairwise_dependence:.4f} (the paper's "
+                  "normalized form, mean over pairs)")])
+    typer.echo("\ncodebook  entropy (nats)  perplexity  utilization")
+    for k in range(len(usage.entropy)):
+        typer.echo(f"{k:>8}  {float(usage.entropy[k]):>14.3f}  "
+                   f"{float(usage.perplexity[k]):>10.1f}  {float(usage.utilization[k]):>10.1%}")
+    typer.echo("\nnormalized mutual information I / sqrt(H_a H_b)")
+    table = report.normalized_mutual_information
+    typer.echo("      " + "".join(f"{j:>8}" for j in range(len(table))))
+    for i, row in enumerate(table.tolist()):
+        typer.echo(f"{i:>6}" + "".join(f"{value:>8.4f}" for value in row))
+
+
 def _recorded_origin(origin: str) -> tuple[str | None, str | None]:
     from mmdtok.models.pretrained import BUNDLED_PREFIX
 
