@@ -35,12 +35,12 @@ EXCERPTS = sorted((ROOT / "examples" / "audio").glob("*.flac"))
 WINDOW_SECONDS = 10.0  # code windows for the dependence measure
 
 
-def calibration_batches(run_dir: Path, manifest: Path, count: int):
+def calibration_batches(codec: Codec, run_dir: Path, manifest: Path, count: int):
     """The batches the trainer recalibrates on: beyond the last step, rank 0."""
     settings = json.loads((run_dir / "train_config.json").read_text())
     files = [f for f in find_audio([manifest]) if f.split == "train"]
-    sampler = ClipSampler(files, sample_rate=24_000, channels=1,
-                          segment=round(settings["segment_seconds"] * 24_000),
+    sampler = ClipSampler(files, sample_rate=codec.sample_rate, channels=codec.channels,
+                          segment=round(settings["segment_seconds"] * codec.sample_rate),
                           batch_size=settings["batch_size"], seed=settings["seed"])
     return (sampler.batch(settings["steps"] + i, rank=0) for i in range(count))
 
@@ -48,7 +48,7 @@ def calibration_batches(run_dir: Path, manifest: Path, count: int):
 def export(run_dir: Path, manifest: Path, out: Path, half: bool, calibrate: int) -> Codec:
     codec = Codec.from_pretrained(run_dir)  # the moving average, weight norm folded
     if calibrate:  # what train-codec does at the end of a run (calibration_batches)
-        recalibrate(codec, calibration_batches(run_dir, manifest, calibrate))
+        recalibrate(codec, calibration_batches(codec, run_dir, manifest, calibrate))
     state = {k: (v.half() if half and v.is_floating_point() else v)
              for k, v in codec.state_dict().items()}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION,

@@ -122,10 +122,14 @@ def pairwise_mutual_information(codes: Tensor, codebook_size: int, pattern: str 
     for a, b in itertools.combinations(range(k), 2):
         joint = _joint_entropy(steps[:, a], steps[:, b], codebook_size, correction)
         table[a, b] = table[b, a] = entropies[a] + entropies[b] - joint
-    if normalized:
-        scale = torch.stack(entropies).clamp(min=1e-12).sqrt()
-        table = table / (scale[:, None] * scale[None, :])
-    return table
+    return _normalized_table(table) if normalized else table
+
+
+def _normalized_table(table: Tensor) -> Tensor:
+    """``I / sqrt(H_a H_b)`` from a mutual-information table with entropies on its
+    diagonal."""
+    scale = table.diagonal().clamp(min=1e-12).sqrt()
+    return table / (scale[:, None] * scale[None, :])
 
 
 def total_correlation(codes: Tensor, codebook_size: int, pattern: str = "delay",
@@ -136,14 +140,20 @@ def total_correlation(codes: Tensor, codebook_size: int, pattern: str = "delay",
     joint has up to ``codebook_size ** K`` cells: with realistic row counts the joint
     entropy is capped near ``log(rows)`` and TC is biased upwards; compare codecs at equal
     row counts, or use the pairwise measures."""
+    value, marginals = _total_correlation(codes, codebook_size, pattern, correction)
+    return value / max(float(marginals), 1e-12) if normalized else value
+
+
+def _total_correlation(codes: Tensor, codebook_size: int, pattern: str,
+                       correction: Correction) -> tuple[Tensor, Tensor]:
+    """(TC, sum of the marginal entropies)."""
     _check_codes(codes)
     steps = patterns.aligned(codes, pattern)  # [B, K, T']
     marginals = sum(entropy(steps[:, k], codebook_size, correction)
                     for k in range(steps.shape[1]))
     rows = steps.transpose(1, 2).reshape(-1, steps.shape[1])  # [N, K]
     _, counts = torch.unique(rows, dim=0, return_counts=True)
-    value = marginals - _entropy_of_counts(counts, correction)
-    return value / max(float(marginals), 1e-12) if normalized else value
+    return marginals - _entropy_of_counts(counts, correction), marginals
 
 
 @dataclass(frozen=True)
@@ -169,10 +179,8 @@ def dependence_report(codes: Tensor, codebook_size: int, pattern: str = "delay",
     rows = steps.shape[0] * steps.shape[-1]
     pairwise = (float(normalized_pairwise_dependence(codes, codebook_size, pattern))
                 if codes.shape[1] > 1 else math.nan)
+    table = pairwise_mutual_information(codes, codebook_size, pattern, correction)
+    value, marginals = _total_correlation(codes, codebook_size, pattern, correction)
     return DependenceReport(
-        pattern, rows, codebook_usage(codes, codebook_size),
-        pairwise_mutual_information(codes, codebook_size, pattern, correction),
-        pairwise_mutual_information(codes, codebook_size, pattern, correction, True),
-        float(total_correlation(codes, codebook_size, pattern, correction, False)),
-        float(total_correlation(codes, codebook_size, pattern, correction, True)),
-        pairwise)
+        pattern, rows, codebook_usage(codes, codebook_size), table, _normalized_table(table),
+        float(value), float(value) / max(float(marginals), 1e-12), pairwise)

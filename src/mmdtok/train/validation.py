@@ -5,7 +5,6 @@ shipped codec reports it on the test split.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,9 @@ from torch import Tensor
 
 from mmdtok.audio import load_audio
 from mmdtok.losses.spectral import mel_distance, si_sdr
-from mmdtok.metrics import entropy
+from mmdtok.metrics import codebook_usage
 from mmdtok.models import Codec
+from mmdtok.quantizers.base import to_rows
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,11 @@ def evaluate_codec(codec: Codec, clips: Sequence[Tensor], n_q: int | None = None
             first = decoded[0].cpu() if first is None else first
     finally:
         codec.train(was_training)
-    joined = torch.cat(codes, dim=-1)  # [K, total frames]
-    size = codec.codebook_size
-    perplexities = tuple(math.exp(float(entropy(row, size))) for row in joined)
-    utilization = tuple(int(torch.bincount(row, minlength=size).gt(0).sum()) / size
-                        for row in joined)
+    usage = codebook_usage(torch.cat(codes, dim=-1)[None], codec.codebook_size)
     seconds = sum(clip.shape[-1] for clip in clips) / codec.sample_rate
-    quality = CodecQuality(sum(scores) / len(scores), sum(mels) / len(mels), perplexities,
-                           utilization, len(clips), seconds)
+    quality = CodecQuality(sum(scores) / len(scores), sum(mels) / len(mels),
+                           tuple(usage.perplexity.tolist()), tuple(usage.utilization.tolist()),
+                           len(clips), seconds)
     return quality, first
 
 
@@ -107,8 +104,7 @@ def recalibrate(codec: Codec, batches: Iterable[Tensor]) -> bool:
     codec.eval()
     try:
         for audio in batches:
-            z = codec.encoder(audio.to(standardizer.mean.device))  # [B, D, T]
-            rows = z.transpose(1, 2).reshape(-1, z.shape[1]).double()
+            rows = to_rows(codec.encoder(audio.to(standardizer.mean.device))).double()
             mean, var = rows.mean(dim=0), rows.var(dim=0, unbiased=False)
             count += rows.shape[0]
             first = first + mean * rows.shape[0]
