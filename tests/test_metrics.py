@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from mmdtok import metrics
+from mmdtok import IndependenceLoss, metrics
+from mmdtok.metrics import stream_independence
 
 
 def test_independent_uniform_codes_score_about_zero():
@@ -97,3 +98,26 @@ def test_the_report_gathers_the_measures_under_the_delay_pattern():
     assert report.pairwise_dependence == pytest.approx(0.5, abs=1e-3)
     assert report.normalized_total_correlation == pytest.approx(0.5, abs=1e-3)
     assert report.usage.perplexity.shape == (2,)
+
+
+def test_stream_independence_is_the_loss_value_and_sees_the_delayed_copy():
+    torch.manual_seed(0)
+    streams = torch.randn(64, 2, 8, 40)
+    anticipating = streams.clone()  # codebook 1 at frame t - 1 copies codebook 0 at t:
+    anticipating[:, 1, :, :-1] = streams[:, 0, :, 1:]  # dependent at the delayed steps
+    independent = stream_independence(streams)
+    assert abs(independent) < 0.01 * stream_independence(anticipating)
+    loss = IndependenceLoss.from_preset("median", pattern="parallel")
+    same_frame = streams.clone()
+    same_frame[:, 1] = streams[:, 0]
+    expected = float(IndependenceLoss.from_preset("median", pattern="parallel")(same_frame))
+    assert stream_independence(same_frame, loss) == pytest.approx(expected)
+    assert int(loss.num_calls) == 1
+
+
+def test_stream_independence_needs_no_gradient_and_leaves_the_streams_untouched():
+    streams = torch.randn(16, 3, 4, 20, requires_grad=True)
+    before = streams.detach().clone()
+    value = stream_independence(streams)
+    assert isinstance(value, float) and streams.grad is None
+    assert torch.equal(streams.detach(), before)

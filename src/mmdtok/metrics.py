@@ -24,10 +24,11 @@ import torch
 from torch import Tensor
 
 from mmdtok import patterns
+from mmdtok.losses.independence import IndependenceLoss, Streams
 
 __all__ = ["CodebookUsage", "DependenceReport", "codebook_usage", "dependence_report",
            "entropy", "mutual_information", "normalized_pairwise_dependence",
-           "pairwise_mutual_information", "total_correlation"]
+           "pairwise_mutual_information", "stream_independence", "total_correlation"]
 
 Correction = Literal["none", "miller-madow"]
 
@@ -184,3 +185,14 @@ def dependence_report(codes: Tensor, codebook_size: int, pattern: str = "delay",
     return DependenceReport(
         pattern, rows, codebook_usage(codes, codebook_size), table, _normalized_table(table),
         float(value), float(value) / max(float(marginals), 1e-12), pairwise)
+
+
+@torch.no_grad()
+def stream_independence(streams: Streams, loss: IndependenceLoss | None = None) -> float:
+    """The :class:`~mmdtok.IndependenceLoss` value of per-codebook streams [B, K, D, T]
+    (or K tensors [B, D_k, T], e.g. ``codec.encode_streams(audio)``), without gradients:
+    dependence as the training loss sees it, on vectors rather than codes. ``loss``
+    defaults to a fresh ``IndependenceLoss.from_preset("rff")`` (linear in the number of
+    rows, seed 0); a given loss advances its random draws by one call."""
+    loss = IndependenceLoss.from_preset("rff") if loss is None else loss
+    return float(loss(streams))

@@ -10,11 +10,13 @@ length that fit a CPU.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mmdtok.configuration import config_from_dict, config_to_dict
+from mmdtok.models.codec import CodecConfig
+from mmdtok.models.presets import preset
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,8 @@ class TrainConfig:
     """All settings of a codec training run (see the module docstring for defaults)."""
 
     codec: str = "small-music"  # a preset name
+    quantizer: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's
+    # quantizer settings, e.g. {"codebook_size": 256}
     steps: int = 2000
     batch_size: int = 8
     segment_seconds: float = 1.0
@@ -64,9 +68,19 @@ class TrainConfig:
                              f"{self.valid_every} and {self.valid_seconds}")
         if self.device.split(":")[0] not in {"auto", "cpu", "cuda"}:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if "kind" in self.quantizer:
+            raise ValueError("the quantizer overrides cannot change its kind; choose "
+                             "another codec preset")
         unknown = set(self.weights) - {"l1", "mel", "adversarial", "features"}
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}")
+
+    def codec_config(self) -> CodecConfig:
+        """The preset ``codec`` with the ``quantizer`` overrides applied."""
+        base = preset(self.codec)
+        if not self.quantizer:
+            return base
+        return replace(base, quantizer={**base.quantizer, **self.quantizer})
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)

@@ -11,7 +11,7 @@ from torch import nn
 from mmdtok.losses import IndependenceLoss, MacroBatchIndependence
 from mmdtok.losses.balancer import GradientBalancer
 from mmdtok.losses.spectral import MultiScaleMelLoss
-from mmdtok.models import Codec, build_codec
+from mmdtok.models import Codec
 from mmdtok.models.discriminator import MultiScaleSTFTDiscriminator
 from mmdtok.train.checkpoint import WeightEma
 from mmdtok.train.config import TrainConfig
@@ -76,7 +76,7 @@ def build_run(config: TrainConfig) -> Run:
     every rank)."""
     device = training_device(config.device)
     torch.manual_seed(config.seed)
-    codec = build_codec(config.codec).to(device)
+    codec = Codec.from_config(config.codec_config()).to(device)
     codec.train()
     disc = MultiScaleSTFTDiscriminator(codec.channels, config.discriminator_filters).to(device)
     optimizer = torch.optim.Adam(codec.parameters(), lr=config.lr, betas=config.betas)

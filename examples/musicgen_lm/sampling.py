@@ -1,0 +1,71 @@
+"""Top-k sampling with temperature, and generation of codes [B, K, T] under any pattern.
+
+Generation reruns the transformer on the whole prefix at every step (no key/value
+cache): simple and exact, quadratic in the number of steps, fine for the few seconds a
+small LM's context holds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from model import MusicGenLM
+
+from mmdtok import patterns
+
+
+def sample_top_k(logits: Tensor, top_k: int, temperature: float,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """One draw per row of logits [..., C] from the ``top_k`` most likely codes, their
+    probabilities ``softmax(logits / temperature)`` renormalized; ``top_k = 0`` keeps all.
+    ``temperature = 0`` is greedy (argmax)."""
+    if temperature < 0 or top_k < 0:
+        raise ValueError(f"temperature and top_k must be >= 0, got {temperature} and {top_k}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    if 0 < top_k < logits.shape[-1]:
+        threshold = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < threshold, float("-inf"))
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    draws = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+    return draws.view(probs.shape[:-1])
+
+
+def _writable(config, step: int, frames: int) -> Tensor:
+    """Which of the S codes of pattern step ``step`` belong to a frame < ``frames`` (the
+    others stay padding): [S] booleans."""
+    if config.pattern == "delay":
+        frame = step - torch.arange(config.num_codebooks)
+        return (frame >= 0) & (frame < frames)
+    if config.pattern == "flatten":
+        return torch.tensor([step // config.num_codebooks < frames])
+    return torch.ones(config.num_codebooks, dtype=torch.bool)
+
+
+@torch.no_grad()
+def generate(model: MusicGenLM, frames: int, batch_size: int = 1, *, top_k: int = 250,
+             temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Sample ``batch_size`` clips of ``frames`` frames (at most the context): codes
+    [B, K, T], unconditionally."""
+    config = model.config
+    if not 1 <= frames <= config.frames:
+        raise ValueError(f"frames must be in [1, {config.frames}] (the LM's context), got "
+                         f"{frames}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    special = config.codebook_size
+    steps = patterns.num_steps(config.pattern, config.num_codebooks, frames)
+    sequence = torch.full((batch_size, config.streams, steps), special, device=device)
+    try:
+        for step in range(steps):
+            start = torch.full((batch_size, config.streams, 1), special, device=device)
+            inputs = torch.cat([start, sequence[..., :step]], dim=-1)
+            logits = model(inputs)[:, :, -1]  # [B, S, C]
+            draw = sample_top_k(logits, top_k, temperature, generator)
+            keep = _writable(config, step, frames).to(device)
+            sequence[:, :, step] = torch.where(keep, draw, special)
+    finally:
+        model.train(was_training)
+    return patterns.revert_pattern(sequence, config.pattern, config.num_codebooks)
