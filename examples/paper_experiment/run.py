@@ -75,8 +75,10 @@ def train_codec(name: str, manifest: Path, out: Path, overrides: list[str]) -> d
     return {"steps": run.step, "config": config.to_dict()}
 
 
-def encode_split(codec: Codec, files: list[Path], source_root: Path, out: Path) -> None:
-    tasks = [Task(f, out / f.relative_to(source_root).with_suffix(SUFFIX)) for f in files]
+def encode_split(codec: Codec, files: list[Path], out: Path) -> None:
+    tasks = [Task(f, out / f.with_suffix(SUFFIX).name) for f in files]
+    if len({task.target for task in tasks}) < len(tasks):
+        raise ValueError(f"two audio files of {out.name} share a name")
     report = encode_files(codec, tasks)
     if report.failed:
         raise RuntimeError(f"encoding failed: {report.failed[:3]}")
@@ -118,7 +120,6 @@ def run(args: argparse.Namespace) -> dict:
     by_split = {s: [f.path for f in files if f.split == s] for s in ("train", "test")}
     if not by_split["train"] or not by_split["test"]:
         raise ValueError(f"{args.manifest} needs files in its 'train' and 'test' splits")
-    root = args.manifest.parent
     training = LMTraining(steps=args.lm_steps, batch_size=args.lm_batch_size,
                           warmup_steps=min(100, args.lm_steps // 10 + 1))
     lm_shape = {"dim": args.lm_dim, "layers": args.lm_layers, "heads": args.lm_heads}
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
         codec = Codec.from_pretrained(out / f"codec-{name}")
         tokens = out / f"tokens-{name}"
         for split, split_files in by_split.items():
-            encode_split(codec, split_files, root, tokens / split)
+            encode_split(codec, split_files, tokens / split)
         measures = stage(out / "results" / f"quality-{name}.json", measure_codec, codec,
                          by_split["test"], tokens / "test", args.window_seconds)
         lms = {pattern: stage(out / "results" / f"lm-{name}-{pattern}.json",
