@@ -107,6 +107,18 @@ def test_settings_are_checked_and_overridden(tmp_path):
     assert all(a >= b for a, b in itertools.pairwise(factors[9:]))
 
 
+
+def test_quantizer_overrides_reach_the_trained_codec_and_cannot_change_its_kind():
+    from mmdtok.train.state import build_run
+
+    config = TrainConfig().with_overrides(['quantizer={"codebook_size": 64}'])
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    run = build_run(config)
+    assert run.codec.codebook_size == 64 and run.codec.num_codebooks == 4
+    assert run.codec.config.quantizer["standardize"] is True  # the rest of the preset
+    with pytest.raises(ValueError, match="kind"):
+        TrainConfig(quantizer={"kind": "fsq"})
+
 def test_validation_and_tensorboard_logs(tiny_corpus, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
