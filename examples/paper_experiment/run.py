@@ -72,6 +72,7 @@ def train_codec(name: str, manifest: Path, out: Path, overrides: list[str]) -> d
     with tqdm(total=config.steps, desc=f"codec ({name})") as bar:
         run = train(config, [manifest], run_dir, resume=resume,
                     progress=lambda step, values: bar.update(step - bar.n))
+        bar.update(run.step - bar.n)  # a finished run resumes at its end
     return {"steps": run.step, "config": config.to_dict()}
 
 
@@ -122,7 +123,8 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"{args.manifest} needs files in its 'train' and 'test' splits")
     training = LMTraining(steps=args.lm_steps, batch_size=args.lm_batch_size,
                           warmup_steps=min(100, args.lm_steps // 10 + 1))
-    lm_shape = {"dim": args.lm_dim, "layers": args.lm_layers, "heads": args.lm_heads}
+    lm_shape = {"dim": args.lm_dim, "layers": args.lm_layers, "heads": args.lm_heads,
+                "dropout": args.lm_dropout}
     results: dict = {}
     for name in CODECS:
         stage(out / "results" / f"codec-{name}.json", train_codec, name, args.manifest, out,
@@ -165,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="training settings over both codec configs, e.g. steps=200")
     parser.add_argument("--window-seconds", type=float, default=10.0,
                         help="test windows for the dependence measures")
-    parser.add_argument("--lm-steps", type=int, default=600)
+    parser.add_argument("--lm-steps", type=int, default=2000)
     parser.add_argument("--lm-batch-size", type=int, default=16)
-    parser.add_argument("--lm-frames", type=int, default=75, help="LM context in frames")
+    parser.add_argument("--lm-frames", type=int, default=50, help="LM context in frames")
     parser.add_argument("--lm-dim", type=int, default=128)
     parser.add_argument("--lm-layers", type=int, default=4)
     parser.add_argument("--lm-heads", type=int, default=4)
+    parser.add_argument("--lm-dropout", type=float, default=0.0,
+                        help="none by default: the LMs see the data about twice")
     args = parser.parse_args(argv)
     try:
         results = run(args)
