@@ -8,9 +8,8 @@ small LM's context holds.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
 from model import MusicGenLM
+from torch import Tensor
 
 from mmdtok import patterns
 

@@ -45,8 +45,8 @@ from mmdtok.models import Codec  # noqa: E402
 from mmdtok.pipeline import Task, encode_files  # noqa: E402
 from mmdtok.tokens import SUFFIX  # noqa: E402
 from mmdtok.train.config import load_config  # noqa: E402
-from mmdtok.train.loop import train  # noqa: E402
 from mmdtok.train.data import find_audio  # noqa: E402
+from mmdtok.train.loop import train  # noqa: E402
 from mmdtok.train.validation import evaluate_codec, load_clips  # noqa: E402
 
 CODECS = {"baseline": HERE / "codec_baseline.json",
