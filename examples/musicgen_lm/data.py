@@ -45,6 +45,9 @@ def load_token_set(paths: Sequence[str | Path]) -> TokenSet:
         if other.codec_fingerprint != first.codec_fingerprint:
             raise ValueError(f"{path} was made by another codec than {files[0]} "
                              f"({other.codec_fingerprint} vs {first.codec_fingerprint})")
+        if other.num_codebooks != first.num_codebooks:
+            raise ValueError(f"{path} holds {other.num_codebooks} codebooks, {files[0]} "
+                             f"{first.num_codebooks}: encode all files with the same --n-q")
     return TokenSet([t.codes for t in tokens], first.codebook_size, first.codec_fingerprint,
                     first.codec_origin, first.frame_rate)
 

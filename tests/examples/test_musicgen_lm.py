@@ -195,3 +195,22 @@ def test_the_scripts_train_save_and_generate_audio_through_the_codec(codec_and_t
                           str(root / "wrong")]) == 2
     assert "not the codec" in capsys.readouterr().err
     assert not (root / "wrong").exists()
+
+
+def test_token_sets_refuse_mixed_codecs_and_mixed_bitrates(codec_and_tokens, tmp_path):
+    from dataclasses import replace
+
+    from mmdtok.tokens import load_tokens, save_tokens
+
+    root, codec = codec_and_tokens
+    first = sorted((root / "tokens").glob("*.mmdtok"))[0]
+    tokens = load_tokens(first)
+    save_tokens(tmp_path / "fewer.mmdtok", replace(tokens, codes=tokens.codes[:2]))
+    with pytest.raises(ValueError, match="same --n-q"):
+        data_lib.load_token_set([first, tmp_path / "fewer.mmdtok"])
+    save_tokens(tmp_path / "other.mmdtok", replace(tokens, codec_fingerprint="0" * 16))
+    with pytest.raises(ValueError, match="another codec"):
+        data_lib.load_token_set([first, tmp_path / "other.mmdtok"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no token files"):
+        data_lib.load_token_set([tmp_path / "empty"])
