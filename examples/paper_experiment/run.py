@@ -40,6 +40,7 @@ from model import LMConfig, nll_per_frame  # noqa: E402
 from train import LMTraining, train_lm  # noqa: E402
 
 from mmdtok import IndependenceLoss  # noqa: E402
+from mmdtok.files import atomic_path  # noqa: E402
 from mmdtok.metrics import dependence_report, stream_independence  # noqa: E402
 from mmdtok.models import Codec  # noqa: E402
 from mmdtok.pipeline import Task, encode_files  # noqa: E402
@@ -60,8 +61,8 @@ def stage(path: Path, compute, *args) -> dict:
         return json.loads(path.read_text())
     started = time.time()
     result = compute(*args) | {"seconds": round(time.time() - started, 1)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_path(path) as temp:  # never a half-written result
+        temp.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -109,10 +110,11 @@ def train_and_score_lm(pattern: str, train_dir: Path, test_dir: Path, frames: in
     tokens, held_out = load_token_set([train_dir]), load_token_set([test_dir])
     config = LMConfig(tokens.num_codebooks, tokens.codebook_size, pattern, frames, **lm_shape)
     model, history = train_lm(config, training, tokens)
+    test = windows(held_out, frames)
     return {"pattern": pattern, "lm": config.to_dict(), "training": asdict(training),
             "final_train_loss": sum(history[-50:]) / len(history[-50:]),
-            "test_nll_per_frame": nll_per_frame(model, windows(held_out, frames)),
-            "test_frames": held_out.frames}
+            "test_nll_per_frame": nll_per_frame(model, test),
+            "test_frames": test.shape[0] * test.shape[-1]}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -142,7 +144,8 @@ def run(args: argparse.Namespace) -> dict:
         results[name] = {**measures, "lm": lms,
                          "nll_gap": lms["delay"]["test_nll_per_frame"]
                          - lms["flatten"]["test_nll_per_frame"]}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    with atomic_path(out / "results.json") as temp:
+        temp.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
