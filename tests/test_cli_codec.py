@@ -105,7 +105,10 @@ def test_ctrl_c_leaves_only_complete_token_files(model, tmp_path):
     out = tmp_path / "tok"
     proc = subprocess.Popen([sys.executable, "-m", "mmdtok", "encode", str(tmp_path / "in"),
                              "-o", str(out), "--model", str(model), "--batch-size", "1"],
-                            env=_env(), stderr=subprocess.PIPE, text=True)
+                            env=_env(), stderr=subprocess.PIPE, text=True,
+                            # A job started in the background (nohup, `&`, some CI runners)
+                            # inherits SIGINT ignored; give the child the terminal's default.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     finished = lambda: [p for p in out.glob("*.mmdtok") if not p.name.startswith(".")]
     while time.time() < deadline and len(finished()) < 3:  # not counting .part files
