@@ -36,9 +36,7 @@ class TokenSet:
 def load_token_set(paths: Sequence[str | Path]) -> TokenSet:
     """Every ``.mmdtok`` file under ``paths``; ValueError when none, or when they come
     from different codecs (an LM is trained on one codec's codes)."""
-    files = find_token_files(paths)
-    if not files:
-        raise ValueError(f"no .mmdtok files under {', '.join(map(str, paths))}")
+    files = find_token_files(paths)  # ValueError when there are none
     tokens = [load_tokens(path) for path in files]
     first = tokens[0]
     for path, other in zip(files, tokens):

@@ -20,15 +20,8 @@ from train import load_lm
 
 from mmdtok.audio import write_audio
 from mmdtok.models import Codec
-from mmdtok.models.pretrained import BUNDLED_PREFIX
+from mmdtok.models.pretrained import load_codec
 from mmdtok.tokens import TokenFile, save_tokens
-
-
-def load_codec(name: str) -> Codec:
-    """``mmdtok:NAME`` (shipped in the package), a folder or a Hub id."""
-    if name.startswith(BUNDLED_PREFIX):
-        return Codec.bundled(name.removeprefix(BUNDLED_PREFIX))
-    return Codec.from_pretrained(name)
 
 
 def write_samples(codec: Codec, codes: torch.Tensor, out: Path) -> list[Path]:

@@ -61,18 +61,11 @@ def version() -> None:
 
 
 def _load_codec(model: str | None, revision: str | None, device: str):
-    """``None`` or ``mmdtok:NAME``: a codec shipped in the package; else a folder or Hub id
-    (a Hub id never contains a colon, so the forms cannot be confused)."""
-    from mmdtok.models import Codec
-    from mmdtok.models.pretrained import BUNDLED_PREFIX, DEFAULT_CODEC
+    """``mmdtok.models.pretrained.load_codec`` on ``device``, its errors as user errors."""
+    from mmdtok.models.pretrained import load_codec
 
-    model = model or f"{BUNDLED_PREFIX}{DEFAULT_CODEC}"
     try:
-        if model.startswith(BUNDLED_PREFIX):
-            if revision is not None:
-                raise ValueError(f"--revision applies to Hub repositories, not to {model}")
-            return Codec.bundled(model.removeprefix(BUNDLED_PREFIX)).to(device)
-        return Codec.from_pretrained(model, revision).to(device)
+        return load_codec(model, revision).to(device)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise fail(str(error)) from error
 

@@ -57,3 +57,18 @@ def test_it_is_trained_better_than_untrained_weights_and_uses_its_codebooks(code
 def test_unknown_bundled_names_are_refused():
     with pytest.raises(ValueError, match="bundled: \\['small-music'\\]"):
         Codec.bundled("large-music")
+
+
+def test_one_naming_rule_shipped_codecs_folders_and_the_default(tmp_path):
+    from mmdtok.models import build_codec
+    from mmdtok.models.pretrained import load_codec
+
+    assert load_codec().origin == load_codec("").origin == "mmdtok:small-music"
+    with pytest.raises(ValueError, match="--revision applies to Hub repositories"):
+        load_codec("mmdtok:small-music", revision="main")
+    with pytest.raises(ValueError, match="bundled"):
+        load_codec("mmdtok:large-music")
+    build_codec("small-music").save_pretrained(tmp_path / "model")
+    from_folder = load_codec(tmp_path / "model")
+    assert from_folder.origin != "mmdtok:small-music"
+    assert from_folder.fingerprint() == Codec.from_pretrained(tmp_path / "model").fingerprint()

@@ -80,6 +80,20 @@ def load_bundled(name: str = DEFAULT_CODEC, *, inference: bool = True) -> Codec:
     return codec
 
 
+def load_codec(name: str | os.PathLike[str] | None = None, revision: str | None = None
+               ) -> Codec:
+    """A codec by the one naming rule of mmdtok: ``mmdtok:NAME`` is a codec shipped in the
+    package, anything else a model folder or a Hub repository id (a Hub id never
+    contains a colon, so the forms cannot be confused); ``None`` (or "") is the default
+    codec. ValueError for a revision of a shipped codec."""
+    text = str(name) if name else f"{BUNDLED_PREFIX}{DEFAULT_CODEC}"
+    if text.startswith(BUNDLED_PREFIX):
+        if revision is not None:
+            raise ValueError(f"--revision applies to Hub repositories, not to {text}")
+        return load_bundled(text.removeprefix(BUNDLED_PREFIX))
+    return load_pretrained(name, revision)
+
+
 def bundled_model_card(name: str = DEFAULT_CODEC) -> str:
     """The model card (Markdown) of a bundled codec: data, training, measured quality."""
     path = BUNDLED_DIR / name / "MODEL_CARD.md"
