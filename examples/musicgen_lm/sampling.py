@@ -56,15 +56,14 @@ def generate(model: MusicGenLM, frames: int, batch_size: int = 1, *, top_k: int 
     device = next(model.parameters()).device
     special = config.codebook_size
     steps = patterns.num_steps(config.pattern, config.num_codebooks, frames)
-    sequence = torch.full((batch_size, config.streams, steps), special, device=device)
+    # The start token, then the steps as they are drawn: step s reads inputs[..., : s + 1].
+    inputs = torch.full((batch_size, config.streams, steps + 1), special, device=device)
     try:
         for step in range(steps):
-            start = torch.full((batch_size, config.streams, 1), special, device=device)
-            inputs = torch.cat([start, sequence[..., :step]], dim=-1)
-            logits = model(inputs)[:, :, -1]  # [B, S, C]
+            logits = model(inputs[..., : step + 1])[:, :, -1]  # [B, S, C]
             draw = sample_top_k(logits, top_k, temperature, generator)
             keep = _writable(config, step, frames).to(device)
-            sequence[:, :, step] = torch.where(keep, draw, special)
+            inputs[:, :, step + 1] = torch.where(keep, draw, special)
     finally:
         model.train(was_training)
-    return patterns.revert_pattern(sequence, config.pattern, config.num_codebooks)
+    return patterns.revert_pattern(inputs[..., 1:], config.pattern, config.num_codebooks)

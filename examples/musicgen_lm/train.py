@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from model import LMConfig, MusicGenLM, loss_per_codebook, nll_per_frame
 from tqdm import tqdm
 
 from mmdtok.files import atomic_path
+from mmdtok.train.loop import warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,6 @@ class LMTraining:
     warmup_steps: int = 100
     weight_decay: float = 0.1
     seed: int = 0
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup over ``warmup`` steps, then a cosine from 1 down to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def train_lm(config: LMConfig, training: LMTraining, tokens: TokenSet,
@@ -68,7 +60,8 @@ def train_lm(config: LMConfig, training: LMTraining, tokens: TokenSet,
     bar = tqdm(range(training.steps), desc=f"LM ({config.pattern})", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = training.lr * lr_factor(step, training.warmup_steps, training.steps)
+            group["lr"] = training.lr * warmup_cosine(step, training.warmup_steps,
+                                                       training.steps)
         losses = loss_per_codebook(model, sampler.batch(training.batch_size))
         loss = losses.mean()
         optimizer.zero_grad(set_to_none=True)

@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmdtok.train.loop import warmup_cosine
 from tests.examples.lm import load
 
 model_lib, sampling, train_lib, data_lib = (load(name) for name in
@@ -89,14 +90,14 @@ def test_the_flattened_joint_model_learns_what_the_delay_pattern_cannot():
 @given(step=st.integers(0, 999), warmup=st.integers(1, 100))
 def test_the_schedule_warms_up_linearly_then_decays_by_a_cosine_to_zero(step, warmup):
     total = 1000
-    factor = train_lib.lr_factor(step, warmup, total)
+    factor = warmup_cosine(step, warmup, total)
     assert 0.0 <= factor <= 1.0
     if step < warmup:
         assert factor == pytest.approx((step + 1) / warmup)
     else:
-        assert train_lib.lr_factor(step + 1, warmup, total) <= factor
-    assert train_lib.lr_factor(total, warmup, total) == pytest.approx(0.0, abs=1e-12)
-    assert train_lib.lr_factor(warmup, warmup, total) == pytest.approx(1.0)
+        assert warmup_cosine(step + 1, warmup, total) <= factor
+    assert warmup_cosine(total, warmup, total) == pytest.approx(0.0, abs=1e-12)
+    assert warmup_cosine(warmup, warmup, total) == pytest.approx(1.0)
 
 
 @settings(max_examples=30, deadline=None)

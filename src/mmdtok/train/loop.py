@@ -46,14 +46,19 @@ log = logging.getLogger(__name__)
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Linear warmup over ``warmup`` steps, then a cosine from 1 down to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def learning_rate_factor(step: int, config: TrainConfig) -> float:
     """Linear warmup, then constant or cosine decay to 0 at ``config.steps``."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    if config.schedule == "constant":
+    if config.schedule == "constant" and step >= config.warmup_steps:
         return 1.0
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, config.warmup_steps, config.steps)
 
 
 def reconstruction_losses(run: Run, audio: Tensor, decoded: Tensor,
