@@ -35,7 +35,7 @@ from tqdm import tqdm
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "musicgen_lm"))
 
-from data import load_token_set, windows  # noqa: E402
+from data import TokenSet, load_token_set, windows  # noqa: E402
 from model import LMConfig, nll_per_frame  # noqa: E402
 from train import LMTraining, train_lm  # noqa: E402
 
@@ -87,12 +87,12 @@ def encode_split(codec: Codec, files: list[Path], out: Path) -> None:
 
 
 @torch.inference_mode()
-def measure_codec(codec: Codec, test_files: list[Path], tokens_dir: Path, seconds: float
-                  ) -> dict:
+def measure_codec(codec: Codec, test_files: list[Path], test_tokens: TokenSet,
+                  seconds: float) -> dict:
     clips = load_clips(test_files, codec.sample_rate, codec.channels)
     quality, _ = evaluate_codec(codec, clips)
     frames = round(seconds * codec.frame_rate)  # windows for the dependence measures
-    codes = windows(load_token_set([tokens_dir]), frames)
+    codes = windows(test_tokens, frames)
     report = dependence_report(codes, codec.codebook_size, "delay")
     streams = torch.cat([codec.encode_streams(clip[None, :, : frames * codec.hop_length])
                          for clip in clips if clip.shape[-1] >= frames * codec.hop_length])
@@ -105,9 +105,8 @@ def measure_codec(codec: Codec, test_files: list[Path], tokens_dir: Path, second
             "stream_independence_loss": stream_independence(streams, loss)}
 
 
-def train_and_score_lm(pattern: str, train_dir: Path, test_dir: Path, frames: int,
+def train_and_score_lm(pattern: str, tokens: TokenSet, held_out: TokenSet, frames: int,
                        lm_shape: dict, training: LMTraining) -> dict:
-    tokens, held_out = load_token_set([train_dir]), load_token_set([test_dir])
     config = LMConfig(tokens.num_codebooks, tokens.codebook_size, pattern, frames, **lm_shape)
     model, history = train_lm(config, training, tokens)
     test = windows(held_out, frames)
@@ -132,13 +131,14 @@ def run(args: argparse.Namespace) -> dict:
         stage(out / "results" / f"codec-{name}.json", train_codec, name, args.manifest, out,
               args.codec_override)
         codec = Codec.from_pretrained(out / f"codec-{name}")
-        tokens = out / f"tokens-{name}"
+        tokens = {}
         for split, split_files in by_split.items():
-            encode_split(codec, split_files, tokens / split)
+            encode_split(codec, split_files, out / f"tokens-{name}" / split)
+            tokens[split] = load_token_set([out / f"tokens-{name}" / split])
         measures = stage(out / "results" / f"quality-{name}.json", measure_codec, codec,
-                         by_split["test"], tokens / "test", args.window_seconds)
+                         by_split["test"], tokens["test"], args.window_seconds)
         lms = {pattern: stage(out / "results" / f"lm-{name}-{pattern}.json",
-                              train_and_score_lm, pattern, tokens / "train", tokens / "test",
+                              train_and_score_lm, pattern, tokens["train"], tokens["test"],
                               args.lm_frames, lm_shape, training)
                for pattern in LM_PATTERNS}
         results[name] = {**measures, "lm": lms,
