@@ -31,7 +31,7 @@ from common import markdown_table
 from memory import peak_memory
 
 from mmdtok.losses import IndependenceLoss, kernels
-from mmdtok.losses.independence import standardize, stream_rows
+from mmdtok.losses.independence import standardize_rows, stream_rows
 
 K, D, T = 4, 128, 50
 BANDWIDTHS = (0.1, 1.0, 5.0, 10.0, 20.0, 50.0)
@@ -134,7 +134,7 @@ def formula_check(streams: torch.Tensor, shuffle: IndependenceLoss) -> None:
     """Both sides in float64: values at full size (dense forward without a graph), and
     gradients on the first 64 clips."""
     def rows_of(x):
-        return standardize(stream_rows(x, "delay")[0])
+        return standardize_rows(stream_rows(x, "delay")[0])
 
     def ours_shuffle(x):
         shuffle.num_calls.zero_()
@@ -183,12 +183,12 @@ def main() -> None:
         return shuffle(x)
 
     def dense_shuffle_loss(x):
-        rows = standardize(stream_rows(x, "delay")[0])
+        rows = standardize_rows(stream_rows(x, "delay")[0])
         shuffle.num_calls.zero_()
         return dense_shuffle(rows, kernels.shuffle_rows(rows, [D] * K, shuffle._generator()))
 
     def dense_exact_loss(x):
-        return dense_exact(standardize(stream_rows(x, "delay")[0]))
+        return dense_exact(standardize_rows(stream_rows(x, "delay")[0]))
 
     formula_check(streams, shuffle)
     rows = [run_pair("shuffle", ours_shuffle, dense_shuffle_loss, streams, args.repeats),

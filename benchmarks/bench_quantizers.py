@@ -25,7 +25,7 @@ from vector_quantize_pytorch import ResidualVQ as VqpResidualVQ
 sys.path.insert(0, str(Path(__file__).parent))
 from common import compare, markdown_table
 
-from mmdtok.quantizers import ResidualVQ
+from mmdtok.quantizers import CodebookOptions, ResidualVQ
 
 DIM, NUM_CODEBOOKS, CODEBOOK_SIZE, BATCH, FRAMES = 128, 4, 2048, 8, 500
 
@@ -42,7 +42,8 @@ def structured_latent(seed: int) -> torch.Tensor:
 
 def build_pair(training_batches: int = 4) -> tuple[ResidualVQ, VqpResidualVQ]:
     """Our quantizer trained on a few batches, and theirs holding the same codebooks."""
-    ours = ResidualVQ(DIM, NUM_CODEBOOKS, CODEBOOK_SIZE, kmeans_iters=10).train()
+    ours = ResidualVQ(DIM, NUM_CODEBOOKS, CODEBOOK_SIZE,
+                      codebook=CodebookOptions(kmeans_iters=10)).train()
     for seed in range(1, training_batches + 1):
         ours(structured_latent(seed))
     theirs = VqpResidualVQ(dim=DIM, num_quantizers=NUM_CODEBOOKS, codebook_size=CODEBOOK_SIZE,

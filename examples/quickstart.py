@@ -30,11 +30,11 @@ def main() -> None:
     torch.manual_seed(0)
     quantizers = {
         "ResidualVQ 4 x 256": ResidualVQ(DIM, num_codebooks=4, codebook_size=256,
-                                         quantizer_dropout="uniform"),
+                                         codebook_dropout="uniform"),
         "ProductVQ 4 x 256": ProductVQ(DIM, num_codebooks=4, codebook_size=256,
-                                       hierarchical_dropout="uniform"),
+                                       codebook_dropout="uniform"),
         "FSQ 4 x (8, 8, 4)": FSQ(DIM, levels=(8, 8, 4), num_codebooks=4,
-                                 hierarchical_dropout="uniform"),
+                                 codebook_dropout="uniform"),
     }
     test = latent(seed=999)
     independence = IndependenceLoss("exact", bandwidths="median")

@@ -4,7 +4,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from mmdtok.files import atomic_path
 from mmdtok.tokens import TokenFile, check_same_codec, load_tokens, save_tokens
 
 
@@ -56,25 +55,3 @@ def test_decoding_with_other_weights_is_refused_naming_the_encoding_codec():
     with pytest.raises(ValueError, match=r"encoded by codec musicgen-32khz \(owner/codec@1234\)"
                                          r".*--model owner/codec@1234"):
         check_same_codec(tokens, "other", "ffff")
-
-
-def test_a_failed_write_leaves_neither_a_partial_file_nor_the_temporary(tmp_path):
-    target = tmp_path / "out.mmdtok"
-    target.write_text("old")
-    with pytest.raises(KeyboardInterrupt), atomic_path(target) as temp:
-        temp.write_text("half")
-        raise KeyboardInterrupt
-    assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]
-
-
-def test_atomic_files_get_ordinary_permissions(tmp_path):
-    import os
-    import stat
-
-    from mmdtok.files import _UMASK
-
-    with atomic_path(tmp_path / "model.safetensors") as temp:
-        temp.write_bytes(b"x")
-    mode = stat.S_IMODE(os.stat(tmp_path / "model.safetensors").st_mode)
-    assert mode == 0o666 & ~_UMASK
-    assert _UMASK & 0o044 or mode & 0o044  # readable by others where the umask allows

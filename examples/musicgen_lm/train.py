@@ -24,7 +24,7 @@ from data import TokenSet, WindowSampler, load_token_set, windows
 from model import LMConfig, MusicGenLM, loss_per_codebook, nll_per_frame
 from tqdm import tqdm
 
-from mmdtok.files import atomic_path
+from mmdtok.atomic import atomic_path
 from mmdtok.train.loop import warmup_cosine
 
 

@@ -40,7 +40,7 @@ from model import LMConfig, nll_per_frame  # noqa: E402
 from train import LMTraining, train_lm  # noqa: E402
 
 from mmdtok import IndependenceLoss  # noqa: E402
-from mmdtok.files import atomic_path  # noqa: E402
+from mmdtok.atomic import atomic_path  # noqa: E402
 from mmdtok.metrics import dependence_report, stream_independence  # noqa: E402
 from mmdtok.models import Codec  # noqa: E402
 from mmdtok.pipeline import Task, encode_files  # noqa: E402

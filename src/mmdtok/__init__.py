@@ -1,23 +1,19 @@
 """mmdtok: modular audio tokenizers for music language models."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from mmdtok.losses import IndependenceLoss, MacroBatchIndependence
-from mmdtok.models import Codec, CodecConfig
+from mmdtok.models import CodecConfig, CodecModel
+from mmdtok.persistence import Codec
 from mmdtok.quantizers import (
     FSQ,
+    CodebookOptions,
     IdentityQuantizer,
     ProductVQ,
     Quantizer,
     QuantizerOutput,
     ResidualVQ,
 )
+from mmdtok.version import __version__
 
-try:
-    __version__ = version("mmdtok")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
-__all__ = ["FSQ", "Codec", "CodecConfig", "IdentityQuantizer", "IndependenceLoss",
-           "MacroBatchIndependence", "ProductVQ", "Quantizer", "QuantizerOutput", "ResidualVQ",
-           "__version__"]
+__all__ = ["FSQ", "Codec", "CodecConfig", "CodecModel", "CodebookOptions", "IdentityQuantizer",
+           "IndependenceLoss", "MacroBatchIndependence", "ProductVQ", "Quantizer",
+           "QuantizerOutput", "ResidualVQ", "__version__"]

@@ -61,9 +61,12 @@ def version() -> None:
 
 
 def _load_codec(model: str | None, revision: str | None, device: str):
-    """``mmdtok.models.pretrained.load_codec`` on ``device``, its errors as user errors."""
-    from mmdtok.models.pretrained import load_codec
+    """``mmdtok.persistence.load_codec`` on ``device``, its errors as user errors."""
+    from mmdtok.persistence import is_bundled_name, load_codec
 
+    if revision is not None and is_bundled_name(model):
+        raise fail(f"--revision applies to Hub repositories, not to "
+                   f"{model or 'the default codec'}")
     try:
         return load_codec(model, revision).to(device)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
@@ -119,6 +122,9 @@ def _finish(report, verb: str) -> None:
                f"there), {len(report.failed)} failed", err=True)
     for source, reason in report.failed:
         typer.echo(f"  failed: {source}: {reason}", err=True)
+    for origin in sorted(report.other_codecs):
+        typer.echo(f"  files encoded by another codec: decode them with --model "
+                   f"{origin or '<the encoding codec>'}", err=True)
     if report.failed:
         raise typer.Exit(1)
 
@@ -140,7 +146,7 @@ def encode(
     """Encode audio to token files (.mmdtok): resampled to the codec's rate, long files in
     bounded memory, resumable. Under torchrun the files are shared across ranks."""
     from mmdtok.audio import is_audio_file
-    from mmdtok.pipeline import encode_files, plan, shard
+    from mmdtok.folders import encode_files, plan, shard
     from mmdtok.tokens import SUFFIX
 
     codec = _load_codec(model, revision, device)
@@ -172,15 +178,16 @@ def decode(
     """Decode token files back to audio at the codec's sample rate. Without --model, the
     codec recorded in the first token file (its folder or Hub commit) is used; codes made
     by another codec are refused."""
-    from mmdtok.pipeline import decode_files, is_token_file, plan
-    from mmdtok.tokens import load_tokens
+    from mmdtok.folders import decode_files, plan
+    from mmdtok.persistence import parse_origin
+    from mmdtok.tokens import is_token_file, load_tokens
 
     if audio_format not in {"wav", "flac", "ogg"}:
         raise fail(f"--format must be wav, flac or ogg, got {audio_format!r}")
     try:
         tasks = plan(tokens, out, accept=is_token_file, suffix=f".{audio_format}")
         if model is None and tasks:
-            model, revision = _recorded_origin(load_tokens(tasks[0].source).codec_origin)
+            model, revision = parse_origin(load_tokens(tasks[0].source).codec_origin)
     except ValueError as error:
         raise fail(str(error)) from error
     codec = _load_codec(model, revision, device)
@@ -208,20 +215,25 @@ def train_codec(
     """Train a codec (EnCodec losses, optional independence loss) on your audio. Under
     torchrun every rank trains on its own batches with DDP (batch_size is per rank)."""
     from mmdtok.distributed import rank
+    from mmdtok.persistence import RunFolder
     from mmdtok.train.config import load_config
     from mmdtok.train.loop import train
-    from mmdtok.train.parallel import process_group_backend
+    from mmdtok.train.parallel import process_group_backend, training_device
 
     paths = [Path(item) for item in data if "=" not in item]
     settings = [item for item in data if "=" in item]
+    if RunFolder(out).has_checkpoint() != resume:
+        raise fail(f"{out} already holds a run: pass --resume to continue it" if not resume
+                   else f"nothing to resume: {RunFolder(out).checkpoint} does not exist")
     try:
         cfg = load_config(config).with_overrides(settings)
-        with _interruptible(), _distributed(process_group_backend(cfg.device)):
+        device = training_device(cfg.device)
+        with _interruptible(), _distributed(process_group_backend(device)):
             main_rank = rank() == 0
             with _progress(min(cfg.steps, max_steps or cfg.steps), "training",
                            enabled=main_rank) as progress:
                 run = train(cfg, paths, out, resume=resume, max_steps=max_steps,
-                            progress=lambda step, values: progress(
+                            device=device, progress=lambda step, values: progress(
                                 None, "step", _loss_summary(values)))
     except ValueError as error:
         raise fail(str(error)) from error
@@ -284,17 +296,6 @@ def _print_inspection(result) -> None:
     typer.echo("      " + "".join(f"{j:>8}" for j in range(len(table))))
     for i, row in enumerate(table.tolist()):
         typer.echo(f"{i:>6}" + "".join(f"{value:>8.4f}" for value in row))
-
-
-def _recorded_origin(origin: str) -> tuple[str | None, str | None]:
-    from mmdtok.models.pretrained import BUNDLED_PREFIX
-
-    if not origin:
-        return None, None
-    if origin.startswith(BUNDLED_PREFIX) or Path(origin).is_dir():
-        return origin, None
-    name, _, revision = origin.partition("@")
-    return name, revision or None
 
 
 @app.command()

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 __all__ = ["all_reduce_sum", "gather_rows", "global_row_offset", "is_distributed", "rank",
-           "rank_row_counts", "sample_global_rows", "shared_sum", "world_size"]
+           "rank_row_counts", "sample_global_rows", "shared_sum", "synced_sum", "world_size"]
 
 
 def is_distributed() -> bool:
@@ -103,17 +103,24 @@ class _GatherRows(torch.autograd.Function):
         return grad[ctx.start : ctx.start + ctx.size]
 
 
-class _SharedSum(torch.autograd.Function):
-    """Sum over ranks whose gradient passes through unchanged (each rank computes the same
-    loss from the sum, so each rank's addend gets the gradient of the sum)."""
+class _DifferentiableSum(torch.autograd.Function):
+    """Sum over ranks, with one of the two backward rules of a sum that every rank uses:
+
+    - ``sum_grads=False``: each rank computes the same loss from the sum (a loss over
+      gathered statistics), so the upstream gradient is the same on every rank and passes
+      through unchanged;
+    - ``sum_grads=True``: each rank computes its own loss from the sum (a synchronized
+      batch norm), so each rank's addend gets the sum of every rank's gradient.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, sum_grads: bool) -> Tensor:  # type: ignore[override]
+        ctx.sum_grads = sum_grads
         return all_reduce_sum(x.clone())
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return grad
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return (all_reduce_sum(grad.clone()) if ctx.sum_grads else grad), None
 
 
 def gather_rows(rows: Tensor) -> Tensor:
@@ -126,4 +133,11 @@ def gather_rows(rows: Tensor) -> Tensor:
 def shared_sum(x: Tensor) -> Tensor:
     """Sum of ``x`` over ranks, for a loss that every rank computes identically from it:
     differentiable in the same sense as :func:`gather_rows`."""
-    return _SharedSum.apply(x) if is_distributed() else x
+    return _DifferentiableSum.apply(x, False) if is_distributed() else x
+
+
+def synced_sum(x: Tensor) -> Tensor:
+    """Sum of ``x`` over ranks, for a loss that each rank computes on its own from it
+    (statistics shared by per-rank losses): the backward pass sums the gradients over
+    ranks too."""
+    return _DifferentiableSum.apply(x, True) if is_distributed() else x

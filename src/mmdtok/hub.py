@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mmdtok.files import atomic_path
+from mmdtok.atomic import atomic_path
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

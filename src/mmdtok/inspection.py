@@ -14,7 +14,7 @@ import torch
 
 from mmdtok import patterns
 from mmdtok.metrics import DependenceReport, dependence_report
-from mmdtok.tokens import SUFFIX, load_tokens
+from mmdtok.tokens import find_token_files, load_tokens
 
 
 @dataclass(frozen=True)
@@ -26,21 +26,6 @@ class TokenInspection:
     frames: int
     codec: str
     codebook_size: int
-
-
-def find_token_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Token files given directly or found in folders (recursively), sorted per folder."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob(f"*{SUFFIX}") if p.is_file())
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise ValueError(f"no such file or folder: {path}")
-    if not found:
-        raise ValueError(f"no token files ({SUFFIX}) in {', '.join(map(str, paths))}")
-    return found
 
 
 def inspect_token_files(paths: Sequence[str | os.PathLike[str]], pattern: str = "delay"
@@ -82,7 +67,7 @@ def plot_mutual_information(inspection: TokenInspection, path: str | os.PathLike
         matplotlib.use("Agg")
         from matplotlib import pyplot
     except ImportError as error:
-        raise ValueError("--plot needs matplotlib: pip install matplotlib (or "
+        raise ValueError("plotting needs matplotlib: pip install matplotlib (or "
                          "mmdtok[plot])") from error
     table = inspection.report.normalized_mutual_information.numpy()
     figure, axes = pyplot.subplots(figsize=(4 + 0.3 * len(table), 3.5 + 0.3 * len(table)))

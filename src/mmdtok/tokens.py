@@ -11,13 +11,15 @@ the source's name and sample rate when known.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from mmdtok.files import atomic_path
+from mmdtok.atomic import atomic_path
+from mmdtok.paths import find_files
 
 FORMAT = "mmdtok-tokens"
 FORMAT_VERSION = 1
@@ -115,11 +117,34 @@ def load_tokens(path: str | os.PathLike[str]) -> TokenFile:
         raise ValueError(f"{path} lacks the metadata field {error.args[0]!r}") from error
 
 
+class CodecMismatchError(ValueError):
+    """Codes made by one codec given to another (other weights). ``origin``: where the
+    encoding codec came from, as the token file recorded it ("" when unknown)."""
+
+    def __init__(self, message: str, origin: str) -> None:
+        super().__init__(message)
+        self.origin = origin
+
+
 def check_same_codec(tokens: TokenFile, name: str, fingerprint: str, where: str = "") -> None:
-    """Refuse to decode codes made by another codec (other weights)."""
+    """Refuse to decode codes made by another codec (other weights):
+    :class:`CodecMismatchError` naming both codecs."""
     if tokens.codec_fingerprint != fingerprint:
         made_by = f"{tokens.codec} ({tokens.codec_origin or 'unknown origin'})"
-        raise ValueError(f"{where or 'these tokens'} were encoded by codec {made_by} with "
-                         f"weights {tokens.codec_fingerprint}, but the decoding codec {name} "
-                         f"has weights {fingerprint}: decode with --model "
-                         f"{tokens.codec_origin or '<the encoding codec>'}")
+        raise CodecMismatchError(
+            f"{where or 'these tokens'} were encoded by codec {made_by} with weights "
+            f"{tokens.codec_fingerprint}, but the decoding codec {name} has weights "
+            f"{fingerprint}: decode them with the codec that encoded them", tokens.codec_origin)
+
+
+def is_token_file(path: Path) -> bool:
+    return path.suffix == SUFFIX
+
+
+def find_token_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Token files named directly or found in folders (recursively, sorted per folder);
+    ValueError when a path does not exist or there are none."""
+    found = [f.path for f in find_files(paths, is_token_file)]
+    if not found:
+        raise ValueError(f"no token files ({SUFFIX}) in {', '.join(map(str, paths))}")
+    return found

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmdtok.losses import IndependenceLoss, fourier, kernels
-from mmdtok.losses.independence import standardize, stream_rows
+from mmdtok.losses.independence import standardize_rows, stream_rows
 from tests.losses import dense
 
 BANDWIDTHS = (0.5, 2.0, 8.0)
@@ -65,7 +65,7 @@ def _as_parts(x, dims):
 
 
 def _rff(parts, freqs, standardized):
-    stats = fourier.standardization(parts, "parallel")[:2] if standardized else None
+    stats = fourier.row_moments(parts, "parallel")[:2] if standardized else None
     sums = fourier.fourier_sums(parts, "parallel", freqs, stats)
     return fourier.fourier_mmd(sums, parts[0].shape[-1], len(BANDWIDTHS)).sum()
 
@@ -98,7 +98,7 @@ def test_rff_streamed_in_small_chunks_equals_one_chunk_in_value_and_gradient(mon
 
     def loss(streams):
         parts = list(streams.unbind(1))
-        stats = fourier.standardization(parts, "delay")[:2]
+        stats = fourier.row_moments(parts, "delay")[:2]
         return fourier.fourier_mmd(fourier.fourier_sums(parts, "delay", freqs, stats),
                                    6 * 7, len(BANDWIDTHS)).sum()
 
@@ -118,7 +118,7 @@ def test_module_exact_equals_dense_on_standardized_delayed_rows():
     loss = IndependenceLoss("exact", bandwidths=BANDWIDTHS, block_size=5)
     ours = loss(streams)
     rows, dims, _ = stream_rows(streams, "delay")
-    reference = dense.exact_mmd(standardize(rows), dims, BANDWIDTHS)
+    reference = dense.exact_mmd(standardize_rows(rows), dims, BANDWIDTHS)
     torch.testing.assert_close(ours, reference)
     torch.testing.assert_close(torch.autograd.grad(ours, streams)[0],
                                torch.autograd.grad(reference, streams)[0])

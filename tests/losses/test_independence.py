@@ -5,7 +5,7 @@ import torch
 from vector_quantize_pytorch import ResidualVQ as VqpResidualVQ
 
 from mmdtok.losses import PRESETS, IndependenceLoss, straight_through_streams
-from mmdtok.quantizers import FSQ, ProductVQ, ResidualVQ
+from mmdtok.quantizers import FSQ, CodebookOptions, ProductVQ, ResidualVQ
 
 
 def test_a_list_of_streams_of_different_widths_equals_the_stacked_form():
@@ -15,8 +15,10 @@ def test_a_list_of_streams_of_different_widths_equals_the_stacked_form():
     assert loss([torch.randn(2, 3, 10), torch.randn(2, 5, 10)]) >= 0
 
 
-@pytest.mark.parametrize("quantizer", [ResidualVQ(8, 3, 16, kmeans_iters=2),
-                                       ProductVQ(9, 3, 16, kmeans_iters=2),
+@pytest.mark.parametrize("quantizer", [ResidualVQ(8, 3, 16,
+                                                  codebook=CodebookOptions(kmeans_iters=2)),
+                                       ProductVQ(9, 3, 16,
+                                                 codebook=CodebookOptions(kmeans_iters=2)),
                                        FSQ(8, (5, 5), 3)])
 def test_the_loss_trains_the_encoder_of_any_mmdtok_quantizer(quantizer):
     encoder = torch.nn.Conv1d(4, quantizer.dim, 3, padding=1)

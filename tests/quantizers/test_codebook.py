@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmdtok.quantizers import ResidualVQ, codebook
+from mmdtok.quantizers import CodebookOptions, ResidualVQ, codebook
 from tests.quantizers.mixtures import as_latent, gaussian_mixture
 
 
@@ -52,8 +52,10 @@ def test_training_resumed_from_a_state_dict_continues_exactly():
         for step in range(6):
             yield as_latent(gaussian_mixture(2048, 8, 128, seed=step), batch=4)
 
-    straight = ResidualVQ(8, 3, 64, kmeans_iters=5, dead_code_threshold=0.5).train()
-    resumed = ResidualVQ(8, 3, 64, kmeans_iters=5, dead_code_threshold=0.5).train()
+    straight = ResidualVQ(8, 3, 64,
+                          codebook=CodebookOptions(kmeans_iters=5, dead_code_threshold=0.5)).train()
+    resumed = ResidualVQ(8, 3, 64,
+                         codebook=CodebookOptions(kmeans_iters=5, dead_code_threshold=0.5)).train()
     for step, z in enumerate(batches()):
         straight(z)
         if step == 2:

@@ -7,6 +7,7 @@ import torch
 
 from mmdtok.quantizers import (
     FSQ,
+    CodebookOptions,
     IdentityQuantizer,
     ProductVQ,
     Quantizer,
@@ -17,13 +18,19 @@ from mmdtok.quantizers import (
 DIM, BATCH, FRAMES = 16, 3, 20
 
 FACTORIES = {
-    "rvq": lambda: ResidualVQ(DIM, num_codebooks=4, codebook_size=32, kmeans_iters=5),
-    "rvq_dropout": lambda: ResidualVQ(DIM, 4, 32, kmeans_iters=5, quantizer_dropout="uniform"),
-    "rvq_learned": lambda: ResidualVQ(DIM, 4, 32, kmeans_iters=5, decay=None),
-    "pvq": lambda: ProductVQ(DIM, num_codebooks=4, codebook_size=32, kmeans_iters=5),
-    "pvq_learned": lambda: ProductVQ(DIM, 4, 32, kmeans_iters=5, decay=None),
+    "rvq": lambda: ResidualVQ(DIM, num_codebooks=4, codebook_size=32,
+                              codebook=CodebookOptions(kmeans_iters=5)),
+    "rvq_dropout": lambda: ResidualVQ(DIM, 4, 32,
+                                      codebook=CodebookOptions(kmeans_iters=5),
+                                      codebook_dropout="uniform"),
+    "rvq_learned": lambda: ResidualVQ(DIM, 4, 32,
+                                      codebook=CodebookOptions(kmeans_iters=5, decay=None)),
+    "pvq": lambda: ProductVQ(DIM, num_codebooks=4, codebook_size=32,
+                             codebook=CodebookOptions(kmeans_iters=5)),
+    "pvq_learned": lambda: ProductVQ(DIM, 4, 32,
+                                     codebook=CodebookOptions(kmeans_iters=5, decay=None)),
     "fsq": lambda: FSQ(DIM, levels=(5, 5, 3), num_codebooks=2),
-    "fsq_dropout": lambda: FSQ(DIM, (7, 5), num_codebooks=3, hierarchical_dropout="uniform"),
+    "fsq_dropout": lambda: FSQ(DIM, (7, 5), num_codebooks=3, codebook_dropout="uniform"),
 }
 DISCRETE = list(FACTORIES)
 
@@ -77,7 +84,7 @@ def test_gradients_reach_the_input_through_quantized_and_streams(quantizer):
 
 
 def test_learned_codebooks_get_a_codebook_loss_with_a_gradient():
-    quantizer = ResidualVQ(DIM, 2, 16, kmeans_iters=2, decay=None).train()
+    quantizer = ResidualVQ(DIM, 2, 16, codebook=CodebookOptions(kmeans_iters=2, decay=None)).train()
     out = quantizer(_latent())
     out.losses["codebook"].backward()
     assert quantizer.codebooks[0].embed.grad.abs().sum() > 0
@@ -105,14 +112,26 @@ def test_state_dict_round_trip_gives_the_same_codes(name, quantizer):
     (torch.randn(DIM, FRAMES), "rank 3"),
     (torch.randn(BATCH, DIM + 1, FRAMES), "dimension D=16"),
     (torch.randint(0, 5, (BATCH, DIM, FRAMES)), "floating-point"),
-    (torch.full((BATCH, DIM, FRAMES), float("nan")), "NaN or infinite"),
-    (torch.full((BATCH, DIM, FRAMES), float("inf")), "NaN or infinite"),
 ])
 def test_bad_latents_raise_value_errors_naming_the_problem(quantizer, bad, message):
     with pytest.raises(ValueError, match=message):
         quantizer(bad)
     with pytest.raises(ValueError, match=message):
         quantizer.encode(bad)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_latent_is_refused_by_encode_and_changes_no_state_in_training(
+        quantizer, value):
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        quantizer.encode(torch.full((BATCH, DIM, FRAMES), value))
+    quantizer.train()(torch.randn(BATCH, DIM, FRAMES))  # initialized on a finite batch
+    before = {k: v.clone() for k, v in quantizer.state_dict().items()}
+    bad = torch.randn(BATCH, DIM, FRAMES)
+    bad[0, :, 3] = value
+    quantizer(bad)
+    after = quantizer.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "num_updates" not in k)
 
 
 def test_a_non_tensor_raises_a_type_error(quantizer):
@@ -150,11 +169,12 @@ def test_identity_quantizer_passes_the_latent_through_as_k_streams():
 @pytest.mark.parametrize("build, message", [
     (lambda: ProductVQ(10, num_codebooks=4), "multiple of num_codebooks"),
     (lambda: ResidualVQ(8, num_codebooks=0), "num_codebooks must be"),
-    (lambda: ResidualVQ(8, 2, 16, decay=1.0), "decay must be"),
-    (lambda: ResidualVQ(8, 2, 16, dead_code_unit="percent"), "dead_code_unit"),
-    (lambda: ResidualVQ(8, 2, 16, quantizer_dropout="often"), "codebook dropout"),
-    (lambda: ProductVQ(8, 2, 16, hierarchical_dropout=(1.0, -1.0)), "non-negative"),
-    (lambda: ProductVQ(8, 2, 16, hierarchical_dropout=(1.0,)), "2 non-negative"),
+    (lambda: ResidualVQ(8, 2, 16, codebook=CodebookOptions(decay=1.0)), "decay must be"),
+    (lambda: ResidualVQ(8, 2, 16,
+                        codebook=CodebookOptions(dead_code_unit="percent")), "dead_code_unit"),
+    (lambda: ResidualVQ(8, 2, 16, codebook_dropout="often"), "codebook dropout"),
+    (lambda: ProductVQ(8, 2, 16, codebook_dropout=(1.0, -1.0)), "non-negative"),
+    (lambda: ProductVQ(8, 2, 16, codebook_dropout=(1.0,)), "2 non-negative"),
     (lambda: FSQ(8, levels=(2, 5)), "levels must be"),
 ])
 def test_bad_constructor_arguments_raise_value_errors(build, message):

@@ -5,7 +5,7 @@ import itertools
 
 import torch
 
-from mmdtok.quantizers import ResidualVQ
+from mmdtok.quantizers import CodebookOptions, ResidualVQ
 from tests.quantizers.mixtures import as_latent, gaussian_mixture
 
 DIM = 16
@@ -27,7 +27,8 @@ def test_utilization_is_above_90_percent_on_every_codebook_after_training():
 
 
 def test_dead_codes_are_replaced_by_rows_of_the_current_batch():
-    quantizer = ResidualVQ(DIM, num_codebooks=1, codebook_size=64, kmeans_iters=5).train()
+    quantizer = ResidualVQ(DIM, num_codebooks=1, codebook_size=64,
+                           codebook=CodebookOptions(kmeans_iters=5)).train()
     _train(quantizer, steps=1)
     codebook = quantizer.codebooks[0]
     # Move half the codes far from the data: they attract no row and must be revived.
@@ -43,14 +44,18 @@ def test_dead_codes_are_replaced_by_rows_of_the_current_batch():
 
 
 def test_relative_dead_code_threshold_scales_with_the_batch_and_absolute_does_not():
-    relative = ResidualVQ(DIM, 1, 64, dead_code_threshold=0.5).codebooks[0]
-    absolute = ResidualVQ(DIM, 1, 64, dead_code_threshold=2.0, dead_code_unit="count").codebooks[0]
+    relative = ResidualVQ(DIM, 1, 64,
+                          codebook=CodebookOptions(dead_code_threshold=0.5)).codebooks[0]
+    absolute = ResidualVQ(DIM, 1, 64,
+                          codebook=CodebookOptions(dead_code_threshold=2.0, dead_code_unit="count")).codebooks[0]
     assert relative.dead_threshold(6400) == 4 * relative.dead_threshold(1600) == 50.0
     assert absolute.dead_threshold(6400) == absolute.dead_threshold(1600) == 2.0
 
 
 def test_quantizer_dropout_keeps_a_prefix_of_stages_per_sample():
-    quantizer = ResidualVQ(DIM, 4, 64, kmeans_iters=5, quantizer_dropout="uniform").train()
+    quantizer = ResidualVQ(DIM, 4, 64,
+                           codebook=CodebookOptions(kmeans_iters=5),
+                           codebook_dropout="uniform").train()
     z = as_latent(gaussian_mixture(64 * 50, DIM, 128), batch=64)
     quantizer(z)
     before = copy.deepcopy(quantizer).eval()  # training updates codebooks after assignment
@@ -63,13 +68,17 @@ def test_quantizer_dropout_keeps_a_prefix_of_stages_per_sample():
 
 
 def test_quantizer_dropout_weights_set_the_distribution_of_kept_stages():
-    quantizer = ResidualVQ(DIM, 3, 16, kmeans_iters=1, quantizer_dropout=(0, 0, 1)).train()
+    quantizer = ResidualVQ(DIM, 3, 16,
+                           codebook=CodebookOptions(kmeans_iters=1),
+                           codebook_dropout=(0, 0, 1)).train()
     out = quantizer(torch.randn(32, DIM, 10))
     assert (out.num_kept == 3).all()
 
 
 def test_streams_sum_to_the_undropped_quantized_latent():
-    quantizer = ResidualVQ(DIM, 4, 64, kmeans_iters=5, quantizer_dropout="uniform").train()
+    quantizer = ResidualVQ(DIM, 4, 64,
+                           codebook=CodebookOptions(kmeans_iters=5),
+                           codebook_dropout="uniform").train()
     z = torch.randn(4, DIM, 30)
     quantizer(z)
     before = copy.deepcopy(quantizer).eval()

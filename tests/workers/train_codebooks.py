@@ -15,17 +15,17 @@ import sys
 import torch
 import torch.distributed as dist
 
-from mmdtok.quantizers import ProductVQ, ResidualVQ
+from mmdtok.quantizers import CodebookOptions, ProductVQ, ResidualVQ
 
 GLOBAL_BATCH, DIM, FRAMES, STEPS = 8, 16, 64, 6
 
 
 def build(kind: str):
-    options = {"num_codebooks": 4, "codebook_size": 64, "kmeans_iters": 10,
-               "dead_code_threshold": 0.5}
+    options = {"num_codebooks": 4, "codebook_size": 64,
+               "codebook": CodebookOptions(kmeans_iters=10, dead_code_threshold=0.5)}
     if kind == "rvq":
-        return ResidualVQ(DIM, quantizer_dropout="uniform", standardize=True, **options)
-    return ProductVQ(DIM, hierarchical_dropout="uniform", **options)
+        return ResidualVQ(DIM, codebook_dropout="uniform", latent_norm=True, **options)
+    return ProductVQ(DIM, codebook_dropout="uniform", **options)
 
 
 def global_batch(step: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mmdtok.models.codec import CodecConfig
+from mmdtok.models.config import CodecConfig
 from mmdtok.models.seanet import SEANetConfig
 
 MODEL_TYPE = "encodec"
@@ -72,23 +72,25 @@ def codec_config_from_encodec(data: dict[str, Any], name: str = "encodec") -> Co
         conv_shortcut=bool(data.get("use_conv_shortcut", True)),
         trim_right_ratio=float(data.get("trim_right_ratio", 1.0)))
     quantizer = {"kind": "rvq", "num_codebooks": num_codebooks, "codebook_size": codebook_size,
-                 "decay": 0.99, "kmeans_iters": 50, "dead_code_threshold": 2.0,
-                 "dead_code_unit": "count"}
+                 "codebook": {"decay": 0.99, "kmeans_iters": 50, "dead_code_threshold": 2.0,
+                              "dead_code_unit": "count"}}
     return CodecConfig(name=name, sample_rate=sample_rate, seanet=seanet, quantizer=quantizer)
 
 
 _RENAMES = [
     (re.compile(r"\.weight_g$"), ".parametrizations.weight.original0"),
     (re.compile(r"\.weight_v$"), ".parametrizations.weight.original1"),
-    (re.compile(r"^quantizer\.layers\.(\d+)\.codebook\.embed_avg$"), r"quantizer.codebooks.\1.embed_sum"),
+    (re.compile(r"^quantizer\.layers\.(\d+)\.codebook\.embed_avg$"),
+     r"quantizer.codebooks.\1.embed_sum"),
     (re.compile(r"^quantizer\.layers\.(\d+)\.codebook\.(embed|cluster_size)$"),
      r"quantizer.codebooks.\1.\2"),
-    (re.compile(r"^quantizer\.layers\.(\d+)\.codebook\.inited$"), r"quantizer.codebooks.\1.initialized"),
+    (re.compile(r"^quantizer\.layers\.(\d+)\.codebook\.inited$"),
+     r"quantizer.codebooks.\1.initialized"),
 ]
 
 
 def convert_encodec_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """An EnCodec state dict renamed for :class:`~mmdtok.models.Codec`; each codebook
+    """An EnCodec state dict renamed for :class:`~mmdtok.models.CodecModel`; each codebook
     gets its ``num_updates`` counter (0)."""
     converted: dict[str, Tensor] = {}
     for name, tensor in state.items():

@@ -1,4 +1,7 @@
-"""Losses: the MMD independence loss between codebooks, and its training helper."""
+"""Losses: the MMD independence loss between codebooks and its macro-batch helper; the
+spectral, adversarial and balancing losses of codec training live in their modules
+(``spectral``, ``adversarial``, ``balancer``). Every loss returns a value: the caller
+weights it and calls ``backward``."""
 
 from mmdtok.losses.independence import (
     PAPER_BANDWIDTHS,

@@ -49,8 +49,9 @@ def _clip_chunks(parts: Sequence[Tensor], pattern: str, per_row: int) -> list[sl
 
 
 @torch.no_grad()
-def standardization(parts: Sequence[Tensor], pattern: str) -> tuple[Tensor, Tensor, int]:
-    """Mean [P], inverse standard deviation [P] and number of rows, over all ranks' rows."""
+def row_moments(parts: Sequence[Tensor], pattern: str) -> tuple[Tensor, Tensor, int]:
+    """Mean [P], inverse standard deviation [P] and number of rows, over all ranks' rows
+    (the statistics that standardize the rows)."""
     chunks = _clip_chunks(parts, pattern, 4 * sum(p.shape[1] for p in parts))
     total, count = None, 0
     for clips in chunks:
@@ -62,7 +63,8 @@ def standardization(parts: Sequence[Tensor], pattern: str) -> tuple[Tensor, Tens
     mean = all_reduce_sum(total) / num_rows
     squares = torch.zeros_like(mean)
     for clips in chunks:
-        squares += (patterns.aligned_rows([p[clips] for p in parts], pattern).double() - mean).square().sum(0)
+        rows = patterns.aligned_rows([p[clips] for p in parts], pattern).double()
+        squares += (rows - mean).square().sum(0)
     var = all_reduce_sum(squares) / num_rows
     dtype = parts[0].dtype
     return mean.to(dtype), torch.rsqrt(var + STANDARDIZE_EPS).to(dtype), int(num_rows)

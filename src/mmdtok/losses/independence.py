@@ -109,15 +109,19 @@ class IndependenceLoss(nn.Module):
                 f"standardize={self.standardize}, bandwidths={self.bandwidths!r}, "
                 f"normalization={self.normalization!r}")
 
-    def _generator(self) -> torch.Generator:
-        key = hash((self.seed, int(self.num_calls))) & (2**63 - 1)
+    def generator(self, call: int | None = None) -> torch.Generator:
+        """The generator of the random draws of call number ``call`` (0 is the first;
+        default: the next call), the same on every rank: a reference implementation can
+        draw the same permutations."""
+        number = int(self.num_calls) if call is None else call
+        key = hash((self.seed, number)) & (2**63 - 1)
         return torch.Generator().manual_seed(key)
 
     def forward(self, streams: Streams) -> Tensor:
         """The loss (a scalar) of ``streams`` [B, K, D, T] or K tensors [B, D_k, T]."""
         parts = check_streams(streams)
         dims, batch = [part.shape[1] for part in parts], parts[0].shape[0]
-        generator = self._generator()
+        generator = self.generator()
         self.num_calls += 1
         if self.estimator == "rff":
             return self._rff(streams if isinstance(streams, Tensor) else parts, parts, dims,
@@ -131,7 +135,7 @@ class IndependenceLoss(nn.Module):
                              f"normalization='clips'), got {rows.shape[0]} rows from "
                              f"{num_clips} clips")
         if self.standardize:
-            rows = standardize(rows)
+            rows = standardize_rows(rows)
         pairs = None
         if self.bandwidths == "median":
             first, second = kernels.random_pairs(rows.shape[0], generator)
@@ -158,7 +162,7 @@ class IndependenceLoss(nn.Module):
         """Streamed over clips: rows are never materialized (see :mod:`fourier`)."""
         steps = patterns.aligned_rows([part[:1] for part in parts], self.pattern).shape[0]
         if self.standardize:
-            mean, inv_std, num_rows = fourier.standardization(parts, self.pattern)
+            mean, inv_std, num_rows = fourier.row_moments(parts, self.pattern)
         else:
             count = torch.tensor(float(parts[0].shape[0] * steps), dtype=torch.float64,
                                  device=parts[0].device)
@@ -182,7 +186,7 @@ class IndependenceLoss(nn.Module):
 
 # Rows (from the first clips) from which rff draws the pairs of its median bandwidth.
 MEDIAN_SAMPLE_ROWS = 1 << 16
-def standardize(rows: Tensor) -> Tensor:
+def standardize_rows(rows: Tensor) -> Tensor:
     """Each feature of rows [N, P] to mean 0 and variance 1 over the rows."""
     mean = rows.mean(0)
     var = (rows - mean.detach()).square().mean(0)

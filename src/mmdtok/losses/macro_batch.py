@@ -8,19 +8,19 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from mmdtok.distributed import world_size
 from mmdtok.losses.independence import IndependenceLoss, Streams
 
 
 class MacroBatchIndependence:
-    """Accumulate the inputs of ``every`` training steps, then re-encode them all and take
-    one backward pass of ``weight * loss`` on the whole macro-batch.
+    """Accumulate the inputs of ``every`` training steps, then re-encode them all and
+    return the independence loss of the whole macro-batch, for the caller to weight and
+    back-propagate in a pass of its own.
 
     The MMD compares rows with each other, so it needs many more rows than one batch
     holds; storing the inputs (not the activations) and re-encoding them with gradient
-    checkpointing keeps memory at one micro-batch's activations. The paper uses M = 32
-    and weight 1e3, in a backward pass separate from the codec's other losses (outside
-    any gradient balancer).
+    checkpointing keeps memory at one micro-batch's activations until the caller's
+    backward pass. The paper uses M = 32 and weight 1e3, in a backward pass separate from
+    the codec's other losses (outside any gradient balancer).
 
     Args:
         encode_streams: any callable ``inputs -> streams`` ([B, K, D, T] or K tensors
@@ -30,24 +30,28 @@ class MacroBatchIndependence:
             mmdtok quantizers in eval mode there (their streams keep their gradient).
         loss: the :class:`IndependenceLoss` (default: ``IndependenceLoss()``).
         every: M, the number of steps per macro-batch.
-        weight: the loss weight. Under torch.distributed it is multiplied by the world
-            size, so that DDP's averaging of gradients leaves the macro-batch gradient.
         use_checkpoint: recompute each micro-batch in the backward pass (default) or keep
             all activations.
 
     Usage, once per training step after the codec's own backward::
 
-        value = macro.step(audio)   # None, or the loss value on the M-th step
+        value = macro.step(audio)   # None, or the loss of the macro-batch (M-th step)
+        if value is not None:
+            (weight * value).backward()
+
+    Under torch.distributed every rank gets the same value (the macro-batch spans all
+    ranks) and DDP averages the gradients of the W ranks: multiply the weight by W to
+    apply the macro-batch's whole gradient (``mmdtok.distributed.world_size()``).
     """
 
     def __init__(self, encode_streams: Callable[[Tensor], Streams],
                  loss: IndependenceLoss | None = None, *, every: int = 32,
-                 weight: float = 1e3, use_checkpoint: bool = True) -> None:
+                 use_checkpoint: bool = True) -> None:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.encode_streams = encode_streams
         self.loss = loss if loss is not None else IndependenceLoss()
-        self.every, self.weight, self.use_checkpoint = every, weight, use_checkpoint
+        self.every, self.use_checkpoint = every, use_checkpoint
         self._inputs: list[Tensor] = []
 
     @property
@@ -56,8 +60,8 @@ class MacroBatchIndependence:
         return len(self._inputs)
 
     def step(self, inputs: Tensor) -> Tensor | None:
-        """Store this step's inputs; on the M-th step, back-propagate the weighted loss
-        and return its (unweighted, detached) value."""
+        """Store this step's inputs; on the M-th step, return the loss of the macro-batch
+        (a scalar with its graph: the caller weights it and calls ``backward``)."""
         self._inputs.append(inputs.detach())
         return self.flush() if len(self._inputs) >= self.every else None
 
@@ -70,14 +74,11 @@ class MacroBatchIndependence:
         self._inputs.extend(x.detach() for x in inputs)
 
     def flush(self) -> Tensor | None:
-        """Run the loss on whatever is accumulated (e.g. at the end of an epoch)."""
+        """The loss of whatever is accumulated (e.g. at the end of an epoch), or None."""
         if not self._inputs:
             return None
         inputs, self._inputs = self._inputs, []
-        streams = concat_streams([self._encode(x) for x in inputs])
-        value = self.loss(streams)
-        (value * (self.weight * world_size())).backward()
-        return value.detach()
+        return self.loss(concat_streams([self._encode(x) for x in inputs]))
 
     def _encode(self, inputs: Tensor) -> Streams:
         if self.use_checkpoint and torch.is_grad_enabled():

@@ -1,11 +1,13 @@
 """The EnCodec-style codec: SEANet encoder and decoder around a quantizer, its presets,
-and exact chunked (streaming) encoding and decoding of long or many inputs."""
+and exact chunked encoding and decoding of long or many inputs. Nothing here knows files
+or the Hub: that is :mod:`mmdtok.persistence`."""
 
-from mmdtok.models.codec import Codec, CodecConfig, CodecOutput, build_quantizer
-from mmdtok.models.presets import PRESETS, build_codec, preset
+from mmdtok.models.chunked import ChunkSettings, decode_many, encode_many
+from mmdtok.models.codec import CodecModel, CodecOutput
+from mmdtok.models.config import CodecConfig, build_quantizer
+from mmdtok.models.presets import PRESETS, preset
 from mmdtok.models.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
-from mmdtok.models.streaming import StreamSettings, decode_many, encode_many
 
-__all__ = ["PRESETS", "Codec", "CodecConfig", "CodecOutput", "SEANetConfig", "SEANetDecoder",
-           "SEANetEncoder", "StreamSettings", "build_codec", "build_quantizer",
+__all__ = ["PRESETS", "ChunkSettings", "CodecConfig", "CodecModel", "CodecOutput",
+           "SEANetConfig", "SEANetDecoder", "SEANetEncoder", "build_quantizer",
            "decode_many", "encode_many", "preset"]

@@ -1,80 +1,23 @@
-"""A codec is encoder + quantizer + decoder: audio [B, C, L] <-> codes [B, K, T]."""
+"""A codec is encoder + quantizer + decoder: audio [B, C, L] <-> codes [B, K, T].
+
+The architecture knows nothing of files or the Hub: :class:`mmdtok.Codec` (in
+:mod:`mmdtok.persistence`) is this class with ``from_pretrained``, ``save_pretrained`` and
+``push_to_hub`` on top.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from mmdtok.models import time_major
+from mmdtok.models.config import CodecConfig, build_quantizer
 from mmdtok.models.layers import fold_weight_norm
-from mmdtok.models.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
-from mmdtok.quantizers import FSQ, ProductVQ, Quantizer, QuantizerOutput, ResidualVQ
-
-QUANTIZERS: dict[str, type[Quantizer]] = {"rvq": ResidualVQ, "pvq": ProductVQ, "fsq": FSQ}
-
-
-@dataclass(frozen=True)
-class CodecConfig:
-    """Everything needed to rebuild a codec; round-trips through JSON (``to_dict``).
-
-    quantizer: ``{"kind": "rvq" | "pvq" | "fsq", **keywords}``; the keywords go to the
-        quantizer's constructor (``dim`` is the SEANet dimension).
-    """
-
-    name: str
-    sample_rate: int
-    seanet: SEANetConfig = field(default_factory=SEANetConfig)
-    quantizer: dict[str, Any] = field(
-        default_factory=lambda: {"kind": "rvq", "num_codebooks": 4, "codebook_size": 2048})
-
-    def __post_init__(self) -> None:
-        if self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
-        kind = self.quantizer.get("kind")
-        if kind not in QUANTIZERS:
-            raise ValueError(f"quantizer kind must be one of {sorted(QUANTIZERS)}, got {kind!r}")
-
-    @property
-    def channels(self) -> int:
-        return self.seanet.channels
-
-    @property
-    def hop_length(self) -> int:
-        return self.seanet.hop_length
-
-    @property
-    def frame_rate(self) -> float:
-        return self.sample_rate / self.hop_length
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "sample_rate": self.sample_rate,
-                "seanet": self.seanet.to_dict(), "quantizer": dict(self.quantizer)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
-        missing = {"name", "sample_rate"} - set(data)
-        if missing:
-            raise ValueError(f"codec config lacks {sorted(missing)}")
-        return cls(name=str(data["name"]), sample_rate=int(data["sample_rate"]),
-                   seanet=SEANetConfig.from_dict(dict(data.get("seanet", {}))),
-                   quantizer=dict(data.get("quantizer", {"kind": "rvq"})))
-
-
-def build_quantizer(config: CodecConfig) -> Quantizer:
-    options = {k: v for k, v in config.quantizer.items() if k != "kind"}
-    cls = QUANTIZERS[config.quantizer["kind"]]
-    try:
-        return cls(dim=config.seanet.dimension, **options)
-    except TypeError as error:
-        raise ValueError(f"bad options for quantizer {config.quantizer['kind']!r}: "
-                         f"{error}") from error
-
+from mmdtok.models.presets import preset
+from mmdtok.models.seanet import SEANetDecoder, SEANetEncoder
+from mmdtok.quantizers import Quantizer, QuantizerOutput
 
 @dataclass(frozen=True)
 class CodecOutput:
@@ -90,12 +33,12 @@ class CodecOutput:
     quantized: QuantizerOutput
 
 
-class Codec(nn.Module):
+class CodecModel(nn.Module):
     """Encoder + quantizer + decoder.
 
     ``encode(audio [B, C, L]) -> codes [B, K, ceil(L / hop)]`` and
     ``decode(codes) -> audio [B, C, T * hop]`` run the whole input in one pass; long
-    files and lists of files go through :mod:`mmdtok.models.streaming` instead, which
+    files and lists of files go through :mod:`mmdtok.models.chunked` instead, which
     gives the same codes in bounded memory.
     """
 
@@ -104,45 +47,18 @@ class Codec(nn.Module):
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
         self.config = config
-        self.origin = ""  # where the weights were loaded from (folder, or repo@commit)
+        self.origin = ""  # where the weights were loaded from (see mmdtok.persistence)
 
     @classmethod
-    def from_config(cls, config: CodecConfig) -> Codec:
+    def from_config(cls, config: CodecConfig) -> CodecModel:
+        """Fresh (untrained) weights for ``config``."""
         return cls(SEANetEncoder(config.seanet), build_quantizer(config),
                    SEANetDecoder(config.seanet), config)
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | os.PathLike[str], revision: str | None = None,
-                        **options: Any) -> Codec:
-        """Load a codec from a local folder or a Hugging Face Hub repository id, in
-        mmdtok's format or EnCodec's (transformers layout, converted on load). Options:
-        ``cache_dir``, ``local_files_only``, ``inference`` (default True: eval mode with
-        weight norm folded); see :func:`mmdtok.models.pretrained.load_pretrained`."""
-        from mmdtok.models.pretrained import load_pretrained
-
-        return load_pretrained(name_or_dir, revision, **options)
-
-    @classmethod
-    def bundled(cls, name: str = "small-music", **options: Any) -> Codec:
-        """A codec shipped inside the package, loaded without any download (``small-music``
-        is the default codec of ``mmdtok encode``); see
-        :func:`mmdtok.models.pretrained.load_bundled`."""
-        from mmdtok.models.pretrained import load_bundled
-
-        return load_bundled(name, **options)
-
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (atomically) to ``folder``."""
-        from mmdtok.models.pretrained import save_pretrained
-
-        return save_pretrained(self, folder)
-
-    def push_to_hub(self, repo_id: str, **options: Any) -> str:
-        """Upload the model folder to the Hub (``revision``, ``private``, ``token``,
-        ``commit_message``); returns the commit URL."""
-        from mmdtok.models.pretrained import push_to_hub
-
-        return push_to_hub(self, repo_id, **options)
+    def from_preset(cls, name: str) -> CodecModel:
+        """Fresh (untrained) weights for the preset ``name`` (``mmdtok.models.PRESETS``)."""
+        return cls.from_config(preset(name))
 
     @property
     def sample_rate(self) -> int:
@@ -168,7 +84,10 @@ class Codec(nn.Module):
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
 
-    def check_audio(self, audio: Tensor) -> None:
+    def check_audio(self, audio: Tensor, finite: bool = False) -> None:
+        """TypeError or ValueError naming what is wrong with audio [B, C, L]; ``finite``
+        also refuses NaN and infinite samples (a pass over the data, made where inference
+        starts)."""
         if not isinstance(audio, Tensor):
             raise TypeError(f"audio must be a tensor [B, C, L], got {type(audio).__name__}")
         if audio.dim() != 3 or audio.shape[1] != self.channels or audio.shape[-1] == 0:
@@ -176,6 +95,8 @@ class Codec(nn.Module):
                              f"{self.channels}-channel codec, got {tuple(audio.shape)}")
         if not audio.is_floating_point():
             raise TypeError(f"audio must be floating point, got {audio.dtype}")
+        if finite and not bool(torch.isfinite(audio).all()):
+            raise ValueError("the audio contains NaN or infinite samples")
 
     def forward(self, audio: Tensor) -> CodecOutput:
         """Training pass: reconstruction, latent and quantizer output."""
@@ -199,8 +120,9 @@ class Codec(nn.Module):
     @torch.inference_mode()
     def encode(self, audio: Tensor, n_q: int | None = None) -> Tensor:
         """Codes [B, K, T] (K = ``n_q`` or all) of audio [B, C, L] at ``sample_rate``."""
-        self.check_audio(audio)
-        return self.quantizer.encode(self.encoder(audio), n_q)
+        self.check_audio(audio, finite=True)
+        n_q = self.quantizer.resolve_n_q(n_q)
+        return self.quantizer.encode_latent(self.encoder(audio), n_q)
 
     @torch.inference_mode()
     def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
@@ -209,13 +131,28 @@ class Codec(nn.Module):
         audio = self.decoder(self.quantizer.decode(codes))
         return audio if length is None else audio[..., :length]
 
-    def for_inference(self) -> Codec:
+    def for_inference(self, time_major: bool = True) -> CodecModel:
         """Eval mode with weight norm folded into plain weights (same output, faster).
-        In place; returns ``self``."""
+        ``time_major``: also prepare the faster CPU path of the convolution stages
+        (:mod:`mmdtok.models.cpu_inference`, used without gradients on a CPU; the same
+        output up to float rounding); switching to training mode drops it. In place;
+        returns ``self``."""
         self.eval()
         fold_weight_norm(self)
-        time_major.clear_cache(self)
-        self.encoder.time_major = self.decoder.time_major = True
+        for half in (self.encoder, self.decoder):
+            half.prepare_cpu_inference() if time_major else half.drop_cpu_inference()
+        return self
+
+    def load_weights(self, state: dict[str, Tensor]) -> CodecModel:
+        """Load weights saved with or without weight norm (folded); a folded state folds
+        the codec first. ValueError naming missing or unexpected keys. Returns ``self``."""
+        if not any(".parametrizations." in name for name in state):
+            fold_weight_norm(self)
+        result = self.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(f"weights do not match the codec config: missing "
+                             f"{result.missing_keys[:5]}, unexpected "
+                             f"{result.unexpected_keys[:5]}")
         return self
 
     def fingerprint(self) -> str:
@@ -246,17 +183,3 @@ def _folded_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
         elif not name.endswith(".parametrizations.weight.original0"):
             folded[name] = tensor
     return folded
-
-
-def load_codec_state(codec: Codec, state: dict[str, Tensor]) -> Codec:
-    """Load weights saved with or without weight norm (folded) into ``codec``; a folded
-    state folds the codec first. Raises ValueError naming missing or unexpected keys."""
-    folded_state = not any(".parametrizations." in name for name in state)
-    if folded_state:
-        fold_weight_norm(codec)
-    result = codec.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"weights do not match the codec config: missing "
-                         f"{result.missing_keys[:5]}, unexpected "
-                         f"{result.unexpected_keys[:5]}")
-    return codec

@@ -1,4 +1,5 @@
-"""EnCodec's multi-scale STFT discriminator (MS-STFTD) and the adversarial losses.
+"""EnCodec's multi-scale STFT discriminator (MS-STFTD); its losses are in
+:mod:`mmdtok.losses.adversarial`.
 
 Each scale takes the complex STFT of the audio (real and imaginary parts as channels,
 [B, 2C, frames, bins]) through 2-D convolutions that dilate along time and stride along
@@ -72,26 +73,3 @@ class MultiScaleSTFTDiscriminator(nn.Module):
     def forward(self, audio: Tensor) -> DiscriminatorOutput:
         results = [scale(audio) for scale in self.scales]
         return DiscriminatorOutput([r[0] for r in results], [r[1] for r in results])
-
-
-def hinge_discriminator_loss(real: DiscriminatorOutput, fake: DiscriminatorOutput) -> Tensor:
-    """mean over scales of E[relu(1 - D(real))] + E[relu(1 + D(fake))]."""
-    terms = [F.relu(1 - r).mean() + F.relu(1 + f).mean()
-             for r, f in zip(real.logits, fake.logits)]
-    return torch.stack(terms).mean()
-
-
-def hinge_generator_loss(fake: DiscriminatorOutput) -> Tensor:
-    """mean over scales of E[relu(1 - D(fake))] (EnCodec's adversarial loss)."""
-    return torch.stack([F.relu(1 - f).mean() for f in fake.logits]).mean()
-
-
-def feature_matching_loss(real: DiscriminatorOutput, fake: DiscriminatorOutput) -> Tensor:
-    """Mean over scales and layers of |f_real - f_fake|_1 / mean |f_real| (EnCodec's
-    relative feature matching); the real features carry no gradient."""
-    terms = []
-    for real_maps, fake_maps in zip(real.features, fake.features):
-        for r, f in zip(real_maps, fake_maps):
-            r = r.detach()
-            terms.append(F.l1_loss(f, r) / (r.abs().mean() + 1e-8))
-    return torch.stack(terms).mean()

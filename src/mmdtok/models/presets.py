@@ -5,22 +5,27 @@
 - ``encodec-24khz``: EnCodec's causal 24 kHz model: hop 320 (75 frames/s), 32 x 1024
   RVQ (1.5 to 24 kbps as a prefix of the codebooks), conv skips.
 - ``small-music``: a small mono 24 kHz codec meant to be trained on a CPU: 16 filters,
-  64-dim latent, one LSTM layer, 4 x 1024 RVQ with quantizer dropout (3 kbps) on the
-  standardized latent, EnCodec's dead-code threshold (an EMA count of 2: at batch 8 x 1 s
-  most codes are re-seeded from the batch at every step, which keeps them in use).
+  64-dim latent, one LSTM layer, 4 x 1024 RVQ with codebook dropout (3 kbps) on the
+  normalized latent (``latent_norm``), EnCodec's dead-code threshold (an EMA count of 2:
+  at batch 8 x 1 s most codes are re-seeded from the batch at every step, which keeps
+  them in use).
 """
 
 from __future__ import annotations
 
-from mmdtok.models.codec import Codec, CodecConfig
+from typing import Any
+
+from mmdtok.models.config import CodecConfig
 from mmdtok.models.seanet import SEANetConfig
 
 
-def _rvq(num_codebooks: int, codebook_size: int, **options: object) -> dict[str, object]:
-    """An EMA residual VQ with k-means initialization; ``options`` override."""
+def _rvq(num_codebooks: int, codebook_size: int, codebook: dict[str, Any] | None = None,
+         **options: Any) -> dict[str, Any]:
+    """An EMA residual VQ with k-means initialization and EnCodec's dead-code count;
+    ``codebook`` and ``options`` override."""
     return {"kind": "rvq", "num_codebooks": num_codebooks, "codebook_size": codebook_size,
-            "decay": 0.99, "kmeans_iters": 50, "dead_code_threshold": 2.0,
-            "dead_code_unit": "count", **options}
+            "codebook": {"decay": 0.99, "kmeans_iters": 50, "dead_code_threshold": 2.0,
+                         "dead_code_unit": "count", **(codebook or {})}, **options}
 
 
 PRESETS: dict[str, CodecConfig] = {
@@ -33,12 +38,12 @@ PRESETS: dict[str, CodecConfig] = {
         name="encodec-24khz", sample_rate=24_000,
         seanet=SEANetConfig(n_filters=32, ratios=(8, 5, 4, 2), causal=True,
                             conv_shortcut=True),
-        quantizer=_rvq(32, 1024, quantizer_dropout="uniform")),
+        quantizer=_rvq(32, 1024, codebook_dropout="uniform")),
     "small-music": CodecConfig(
         name="small-music", sample_rate=24_000,
         seanet=SEANetConfig(dimension=64, n_filters=16, ratios=(8, 5, 4, 2), lstm_layers=1),
-        quantizer=_rvq(4, 1024, kmeans_iters=20, quantizer_dropout="uniform",
-                       standardize=True)),
+        quantizer=_rvq(4, 1024, {"kmeans_iters": 20}, codebook_dropout="uniform",
+                       latent_norm=True)),
 }
 
 
@@ -49,7 +54,3 @@ def preset(name: str) -> CodecConfig:
     except KeyError:
         raise ValueError(f"unknown codec preset {name!r}; presets: {sorted(PRESETS)}") from None
 
-
-def build_codec(name: str) -> Codec:
-    """A codec with fresh (untrained) weights from the preset ``name``."""
-    return Codec.from_config(preset(name))

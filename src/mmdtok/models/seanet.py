@@ -6,7 +6,7 @@ order, so that a state dict converts by renaming a few keys.
 
 Both split into three stages around the LSTM, ``front`` -> ``lstm`` -> ``back``: the
 convolution stages have a finite reach (``front_context``, ``back_context`` frames) and
-the LSTM only looks back, which is what lets :mod:`mmdtok.models.streaming` cut a long
+the LSTM only looks back, which is what lets :mod:`mmdtok.models.chunked` cut a long
 input into pieces and get the same output as one pass.
 """
 
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mmdtok.configuration import config_from_dict, config_to_dict
-from mmdtok.models import time_major
+from mmdtok.models.cpu_inference import TimeMajorPlan
 from mmdtok.models.layers import (
     Conv1d,
     ConvTranspose1d,
@@ -94,32 +94,45 @@ def _residual_units(cfg: SEANetConfig, dim: int) -> list[nn.Module]:
 
 
 class _ThreeStages(nn.Module):
-    """``layers`` split at the LSTM into front, lstm and back."""
+    """``layers`` split at the LSTM into front, lstm and back.
+
+    Inference without gradients on a CPU runs the convolution stages through
+    :class:`~mmdtok.models.cpu_inference.TimeMajorPlan` once
+    :meth:`prepare_cpu_inference` has built them (``CodecModel.for_inference`` does);
+    training mode drops them.
+    """
 
     layers: nn.ModuleList
     lstm_index: int
-    # Inference without gradients on a CPU runs the convolution stages in time-major
-    # layout (faster); set by ``Codec.for_inference``.
-    time_major: bool = False
 
-    def _fast(self, x: Tensor) -> bool:
-        return self.time_major and not torch.is_grad_enabled() and x.device.type == "cpu"
+    def prepare_cpu_inference(self) -> None:
+        self._plans = (TimeMajorPlan(self.layers[: self.lstm_index]),
+                       TimeMajorPlan(self.layers[self.lstm_index + 1 :]))
 
-    def _run(self, layers: list[nn.Module], x: Tensor) -> Tensor:
-        if self._fast(x):
-            return time_major.apply(layers, x)
+    def drop_cpu_inference(self) -> None:
+        self._plans = None
+
+    def train(self, mode: bool = True) -> _ThreeStages:
+        if mode:
+            self.drop_cpu_inference()
+        return super().train(mode)
+
+    def _run(self, stage: int, layers: list[nn.Module], x: Tensor) -> Tensor:
+        plans = getattr(self, "_plans", None)
+        if plans is not None and not torch.is_grad_enabled() and x.device.type == "cpu":
+            return plans[stage](x)
         for layer in layers:
             x = layer(x)
         return x
 
     def front(self, x: Tensor) -> Tensor:
-        return self._run(list(self.layers[: self.lstm_index]), x)
+        return self._run(0, list(self.layers[: self.lstm_index]), x)
 
     def lstm_step(self, x: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
         return self.layers[self.lstm_index].step(x, state)
 
     def back(self, x: Tensor) -> Tensor:
-        return self._run(list(self.layers[self.lstm_index + 1 :]), x)
+        return self._run(1, list(self.layers[self.lstm_index + 1 :]), x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.back(self.lstm_step(self.front(x), None)[0])

@@ -5,11 +5,12 @@ All follow :class:`Quantizer`: ``forward(z [B, D, T]) -> QuantizerOutput``,
 """
 
 from mmdtok.quantizers.base import Quantizer, QuantizerOutput
-from mmdtok.quantizers.codebook import EuclideanCodebook
+from mmdtok.quantizers.codebook import CodebookOptions, EuclideanCodebook
 from mmdtok.quantizers.fsq import FSQ
 from mmdtok.quantizers.identity import IdentityQuantizer
+from mmdtok.quantizers.latent_norm import LatentNorm
 from mmdtok.quantizers.product import ProductVQ
 from mmdtok.quantizers.residual import ResidualVQ
 
-__all__ = ["FSQ", "EuclideanCodebook", "IdentityQuantizer", "ProductVQ", "Quantizer",
-           "QuantizerOutput", "ResidualVQ"]
+__all__ = ["FSQ", "CodebookOptions", "EuclideanCodebook", "IdentityQuantizer", "LatentNorm",
+           "ProductVQ", "Quantizer", "QuantizerOutput", "ResidualVQ"]

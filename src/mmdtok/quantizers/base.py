@@ -44,8 +44,10 @@ class Quantizer(nn.Module, ABC):
     """A module mapping a latent [B, D, T] to K parallel code streams and back.
 
     Subclasses set ``dim``, ``num_codebooks`` and ``codebook_size`` and implement
-    ``forward``, ``encode`` and ``decode``. ``decode`` accepts any prefix of the K
-    codebooks (a lower bitrate).
+    ``forward``, ``encode_latent`` and ``decode_codes``; ``encode`` and ``decode`` check
+    their input once and call them. ``decode`` accepts any prefix of the K codebooks (a
+    lower bitrate). Every quantizer names its codebook dropout ``codebook_dropout``, off
+    (``None``) unless asked for.
     """
 
     dim: int
@@ -56,16 +58,31 @@ class Quantizer(nn.Module, ABC):
     def forward(self, z: Tensor) -> QuantizerOutput:
         """Quantize ``z`` [B, D, T]; updates codebook statistics in training."""
 
-    @abstractmethod
+    @torch.no_grad()
     def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
-        """Codes [B, n_q, T] int64 of ``z`` [B, D, T] (all K codebooks by default)."""
+        """Codes [B, n_q, T] int64 of ``z`` [B, D, T] (all K codebooks by default); the
+        latent is checked (shape, dtype, finite values) once, here."""
+        self.check_latent(z, finite=True)
+        return self.encode_latent(z, self.resolve_n_q(n_q))
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """Latent [B, D, T] from codes [B, k, T] for any k in 1..K; the codes are checked
+        (shape, integer type, range) and converted to int64 once, here."""
+        return self.decode_codes(self.checked_codes(codes))
 
     @abstractmethod
-    def decode(self, codes: Tensor) -> Tensor:
-        """Latent [B, D, T] from codes [B, k, T] for any k in 1..K."""
+    def encode_latent(self, z: Tensor, n_q: int) -> Tensor:
+        """:meth:`encode` without the checks: ``z`` is a valid latent, ``1 <= n_q <= K``.
+        For callers that checked their input once for many calls (chunked encoding)."""
 
-    def check_latent(self, z: Tensor) -> None:
-        """Raise TypeError or ValueError naming what is wrong with a latent input."""
+    @abstractmethod
+    def decode_codes(self, codes: Tensor) -> Tensor:
+        """:meth:`decode` without the checks: ``codes`` is int64 [B, k, T], in range."""
+
+    def check_latent(self, z: Tensor, finite: bool = False) -> None:
+        """Raise TypeError or ValueError naming what is wrong with a latent input;
+        ``finite`` also refuses NaN and infinite values (a pass over the data: done where
+        inference starts, not on every training forward)."""
         if not isinstance(z, Tensor):
             raise TypeError(f"expected a torch.Tensor latent [B, D, T], got {type(z).__name__}")
         if z.ndim != 3:
@@ -76,11 +93,12 @@ class Quantizer(nn.Module, ABC):
                              f"got shape {tuple(z.shape)}")
         if not z.is_floating_point():
             raise ValueError(f"expected a floating-point latent, got dtype {z.dtype}")
-        if z.numel() and not bool(torch.isfinite(z).all()):
+        if finite and z.numel() and not bool(torch.isfinite(z).all()):
             raise ValueError("the latent contains NaN or infinite values")
 
-    def check_codes(self, codes: Tensor) -> None:
-        """Raise TypeError or ValueError naming what is wrong with a codes input."""
+    def checked_codes(self, codes: Tensor) -> Tensor:
+        """``codes`` as int64 after checking them; TypeError or ValueError naming what is
+        wrong (not a tensor, not [B, k, T] with 1 <= k <= K, not integers, out of range)."""
         if not isinstance(codes, Tensor):
             raise TypeError(f"expected a torch.Tensor of codes [B, K, T], "
                              f"got {type(codes).__name__}")
@@ -91,12 +109,16 @@ class Quantizer(nn.Module, ABC):
         if not 1 <= codes.shape[1] <= self.num_codebooks:
             raise ValueError(f"expected 1 to {self.num_codebooks} codebooks on axis 1, "
                              f"got {codes.shape[1]}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(f"codes must lie in [0, {self.codebook_size}), got values in "
-                             f"[{int(codes.min())}, {int(codes.max())}]")
+        if codes.numel():
+            low, high = (int(v) for v in torch.aminmax(codes))
+            if low < 0 or high >= self.codebook_size:
+                raise ValueError(f"codes must lie in [0, {self.codebook_size}), got values in "
+                                 f"[{low}, {high}]")
+        return codes.long()
 
     def set_codebook_dropout(self, keep: KeepDistribution) -> None:
-        """Validate and store how many codebooks a training sample keeps (see
+        """Validate and store how many codebooks a training sample keeps (the
+        ``codebook_dropout`` argument of every quantizer, off by default; see
         :func:`check_keep_distribution`); needs ``num_codebooks`` set."""
         self.register_buffer("keep_probs", check_keep_distribution(keep, self.num_codebooks),
                              persistent=False)
@@ -168,9 +190,10 @@ def keep_mask(num_kept: Tensor, num_codebooks: int) -> Tensor:
 
 
 def perplexity(codes: Tensor, codebook_size: int) -> Tensor:
-    """exp(entropy) of the empirical code distribution, per codebook: [B, K, T] -> [K]."""
+    """exp(entropy) of the empirical code distribution, per codebook: [B, K, T] -> [K].
+    (Codes out of range, as a non-finite latent gives FSQ, count as the nearest end.)"""
     num_codebooks = codes.shape[1]
-    flat = codes.transpose(0, 1).reshape(num_codebooks, -1)
+    flat = codes.transpose(0, 1).reshape(num_codebooks, -1).clamp(0, codebook_size - 1)
     offsets = torch.arange(num_codebooks, device=codes.device)[:, None] * codebook_size
     counts = torch.bincount((flat + offsets).reshape(-1),
                             minlength=num_codebooks * codebook_size).view(num_codebooks, -1)

@@ -8,13 +8,14 @@ bit-identical codebook, equal to what one process computes on the concatenated b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmdtok.configuration import config_from_dict, config_to_dict
 from mmdtok.distributed import all_reduce_sum, sample_global_rows
 from mmdtok.quantizers.base import (
     QuantizerOutput,
@@ -86,6 +87,12 @@ def kmeans(rows: Tensor, num_codes: int, iters: int, generator: torch.Generator)
     return centroids
 
 
+def all_finite(rows: Tensor) -> bool:
+    """True when no rank's rows hold a NaN or an infinite value (the same on every rank)."""
+    bad = torch.tensor([0.0 if bool(torch.isfinite(rows).all()) else 1.0], device=rows.device)
+    return float(all_reduce_sum(bad)) == 0.0
+
+
 def ema_(average: Tensor, value: Tensor, decay: float) -> None:
     """``average <- decay * average + (1 - decay) * value``, in place."""
     average.mul_(decay).add_(value.to(average.dtype), alpha=1 - decay)
@@ -95,6 +102,51 @@ def laplace_smoothed(counts: Tensor, eps: float) -> Tensor:
     """Counts with additive smoothing that keeps their total: no code divides by zero."""
     total = counts.sum()
     return (counts + eps) / (total + counts.numel() * eps) * total
+
+
+@dataclass(frozen=True)
+class CodebookOptions:
+    """How a Euclidean codebook learns: one frozen object that the quantizers pass down
+    to each of their codebooks.
+
+    decay: EMA decay of the codebook statistics; ``None`` learns the codes by gradient
+        (the quantizer then returns ``losses["codebook"]``).
+    kmeans_iters: Lloyd iterations of the initialization on the first batch (0: random
+        rows of that batch).
+    dead_code_threshold, dead_code_unit: when a code is replaced by a batch row:
+        ``"share"``, a fraction of the uniform share ``N / C`` of a global batch of N rows
+        (independent of the batch size); ``"count"``, an absolute EMA count (EnCodec: 2).
+    seed: seeds the random draws (identical on every rank); codebook k of a quantizer
+        uses ``seed * 1000 + k``.
+    eps: additive smoothing of the EMA counts.
+    """
+
+    decay: float | None = 0.99
+    kmeans_iters: int = 50
+    dead_code_threshold: float = 0.1
+    dead_code_unit: DeadCodeUnit = "share"
+    seed: int = 0
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.decay is not None and not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1) or None (learned codebook), "
+                             f"got {self.decay}")
+        if self.kmeans_iters < 0:
+            raise ValueError(f"kmeans_iters must be >= 0, got {self.kmeans_iters}")
+        if self.dead_code_threshold < 0:
+            raise ValueError(f"dead_code_threshold must be >= 0, got "
+                             f"{self.dead_code_threshold}")
+        if self.dead_code_unit not in ("share", "count"):
+            raise ValueError(f"dead_code_unit must be 'share' or 'count', got "
+                             f"{self.dead_code_unit!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CodebookOptions:
+        return config_from_dict(cls, data, "codebook option")
 
 
 @dataclass(frozen=True)
@@ -135,16 +187,14 @@ class EuclideanCodebook(nn.Module):
     (EnCodec uses 2).
     """
 
-    def __init__(self, dim: int, codebook_size: int, *, decay: float | None = 0.99,
-                 kmeans_iters: int = 50,
-                 dead_code_threshold: float = 0.1, dead_code_unit: DeadCodeUnit = "share",
-                 eps: float = 1e-5, seed: int = 0) -> None:
+    def __init__(self, dim: int, codebook_size: int,
+                 options: CodebookOptions = CodebookOptions()) -> None:
         super().__init__()
-        _check_codebook_args(dim, codebook_size, decay, kmeans_iters, dead_code_threshold,
-                             dead_code_unit)
-        self.dim, self.codebook_size = dim, codebook_size
-        self.decay, self.kmeans_iters, self.eps, self.seed = decay, kmeans_iters, eps, seed
-        self.dead_code_threshold, self.dead_code_unit = dead_code_threshold, dead_code_unit
+        if dim < 1 or codebook_size < 1:
+            raise ValueError(f"dim and codebook_size must be >= 1, got {dim} and "
+                             f"{codebook_size}")
+        self.dim, self.codebook_size, self.options = dim, codebook_size, options
+        decay = options.decay
         embed = torch.zeros(codebook_size, dim)
         if decay is None:
             self.embed = nn.Parameter(embed)
@@ -156,12 +206,12 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("num_updates", torch.tensor(0, dtype=torch.int64))
 
     def extra_repr(self) -> str:
-        return f"{self.codebook_size} x {self.dim}, decay={self.decay}"
+        return f"{self.codebook_size} x {self.dim}, decay={self.options.decay}"
 
     def _generator(self, purpose: int) -> torch.Generator:
         """A generator in the same state on every rank, seeded by (seed, update count,
         purpose): tuples of ints hash the same in every process."""
-        key = hash((self.seed, int(self.num_updates), purpose)) & (2**63 - 1)
+        key = hash((self.options.seed, int(self.num_updates), purpose)) & (2**63 - 1)
         return torch.Generator().manual_seed(key)
 
     def nearest(self, rows: Tensor) -> Tensor:
@@ -175,11 +225,15 @@ class EuclideanCodebook(nn.Module):
 
     @torch.no_grad()
     def initialize(self, rows: Tensor) -> None:
-        """k-means on the first batch (all ranks together), once."""
+        """k-means on the first batch (all ranks together), once; a batch with NaN or
+        infinite values on any rank is not used."""
         if bool(self.initialized):
             return
         rows = rows.detach().float()
-        centroids = kmeans(rows, self.codebook_size, self.kmeans_iters, self._generator(0))
+        if not all_finite(rows):
+            return
+        centroids = kmeans(rows, self.codebook_size, self.options.kmeans_iters,
+                           self._generator(0))
         counts, _ = cluster_stats(rows, nearest(rows, centroids), self.codebook_size)
         self.embed.data.copy_(centroids)
         self.cluster_size.copy_(counts.to(self.cluster_size.dtype))
@@ -204,30 +258,36 @@ class EuclideanCodebook(nn.Module):
             code=code,
             stream=rows + (code_sg - rows).detach(),
             commitment=F.mse_loss(rows, code_sg),
-            codebook_loss=F.mse_loss(code, rows.detach()) if self.decay is None else None,
+            codebook_loss=F.mse_loss(code, rows.detach()) if self.options.decay is None else None,
             dead_fraction=dead_fraction,
         )
 
     def dead_threshold(self, num_rows: int) -> float:
         """EMA count below which a code counts as dead, for a global batch of ``num_rows``."""
-        if self.dead_code_unit == "count":
-            return self.dead_code_threshold
-        return self.dead_code_threshold * num_rows / self.codebook_size
+        if self.options.dead_code_unit == "count":
+            return self.options.dead_code_threshold
+        return self.options.dead_code_threshold * num_rows / self.codebook_size
 
     @torch.no_grad()
     def update(self, rows: Tensor, index: Tensor) -> Tensor:
         """One training update from the batch rows [N, D] and their codes [N].
 
         EMA of counts and sums (when ``decay`` is set), then dead-code replacement.
-        Returns the fraction of codes that were dead before the replacement.
+        Returns the fraction of codes that were dead before the replacement. A batch with
+        NaN or infinite rows on any rank changes nothing (its sums, summed over ranks, are
+        not finite): a diverging step never poisons the codebooks.
         """
         rows = rows.detach().float()
         counts, sums = cluster_stats(rows, index, self.codebook_size)
-        total_rows = int(counts.sum())  # counts are summed over ranks already
-        if self.decay is not None:
-            ema_(self.cluster_size, counts, self.decay)
-            ema_(self.embed_sum, sums, self.decay)
-            smoothed = laplace_smoothed(self.cluster_size, self.eps)
+        total_rows, finite = counts.sum(), torch.isfinite(sums).all()
+        if not bool(finite):
+            return torch.tensor(0.0)
+        total_rows = int(total_rows)  # counts are summed over ranks already
+        decay = self.options.decay
+        if decay is not None:
+            ema_(self.cluster_size, counts, decay)
+            ema_(self.embed_sum, sums, decay)
+            smoothed = laplace_smoothed(self.cluster_size, self.options.eps)
             self.embed.copy_(self.embed_sum / smoothed[:, None])
         else:
             ema_(self.cluster_size, counts, USAGE_DECAY)
@@ -245,28 +305,11 @@ class EuclideanCodebook(nn.Module):
         return torch.tensor(num_dead / self.codebook_size)
 
 
-def _check_codebook_args(dim: int, codebook_size: int, decay: float | None, kmeans_iters: int,
-                         dead_code_threshold: float, dead_code_unit: str) -> None:
-    if dim < 1 or codebook_size < 1:
-        raise ValueError(f"dim and codebook_size must be >= 1, got {dim} and {codebook_size}")
-    if decay is not None and not 0.0 <= decay < 1.0:
-        raise ValueError(f"decay must be in [0, 1) or None (learned codebook), got {decay}")
-    if kmeans_iters < 0:
-        raise ValueError(f"kmeans_iters must be >= 0, got {kmeans_iters}")
-    if dead_code_threshold < 0:
-        raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}")
-    if dead_code_unit not in ("share", "count"):
-        raise ValueError(f"dead_code_unit must be 'share' or 'count', got {dead_code_unit!r}")
-
-
-def make_codebooks(num: int, dim: int, codebook_size: int, *, decay: float | None,
-                   kmeans_iters: int, dead_code_threshold: float, dead_code_unit: DeadCodeUnit,
-                   seed: int) -> nn.ModuleList:
+def make_codebooks(num: int, dim: int, codebook_size: int, options: CodebookOptions
+                   ) -> nn.ModuleList:
     """``num`` codebooks with the same options and distinct random streams."""
     return nn.ModuleList(
-        EuclideanCodebook(dim, codebook_size, decay=decay, kmeans_iters=kmeans_iters,
-                          dead_code_threshold=dead_code_threshold, dead_code_unit=dead_code_unit,
-                          seed=seed * 1_000 + k)
+        EuclideanCodebook(dim, codebook_size, replace(options, seed=options.seed * 1_000 + k))
         for k in range(num)
     )
 

@@ -38,13 +38,13 @@ class FSQ(Quantizer):
         levels: levels per channel of a group, each at least 3 (e.g. (8, 5, 5, 5): 1000
             codes).
         num_codebooks: number of groups K.
-        hierarchical_dropout: as in :class:`~mmdtok.quantizers.product.ProductVQ`
-            (default off): dropped groups output zeros before the output projection.
+        codebook_dropout: as in :class:`~mmdtok.quantizers.product.ProductVQ` (default
+            off): dropped groups output zeros before the output projection.
     """
 
     def __init__(self, dim: int = 128, levels: Sequence[int] = (8, 5, 5, 5),
                  num_codebooks: int = 1, *,
-                 hierarchical_dropout: KeepDistribution = None) -> None:
+                 codebook_dropout: KeepDistribution = None) -> None:
         super().__init__()
         levels = [int(level) for level in levels]
         if not levels or min(levels) < 3:
@@ -60,7 +60,7 @@ class FSQ(Quantizer):
         self.project_out = nn.Linear(inner, dim) if inner != dim else nn.Identity()
         self.fsq = _VqpFSQ(levels=levels, dim=inner, num_codebooks=num_codebooks,
                            keep_num_codebooks_dim=True)
-        self.set_codebook_dropout(hierarchical_dropout)
+        self.set_codebook_dropout(codebook_dropout)
 
     def _round(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Rows of the rounded groups [K, N, L] and their indices [K, N] int64."""
@@ -83,17 +83,13 @@ class FSQ(Quantizer):
             num_kept=num_kept,
         )
 
-    @torch.no_grad()
-    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
-        self.check_latent(z)
-        n_q = self.resolve_n_q(n_q)
+    def encode_latent(self, z: Tensor, n_q: int) -> Tensor:
         _, indices = self._round(z)
         return indices.view(self.num_codebooks, z.shape[0], -1).transpose(0, 1)[:, :n_q]
 
-    def decode(self, codes: Tensor) -> Tensor:
-        self.check_codes(codes)
+    def decode_codes(self, codes: Tensor) -> Tensor:
         batch, kept, frames = codes.shape
-        full = codes.new_zeros(batch, self.num_codebooks, frames, dtype=torch.int64)
+        full = codes.new_zeros(batch, self.num_codebooks, frames)
         full[:, :kept] = codes
         # vector-quantize-pytorch maps [B, T, K] indices to [B, T, K * L] rounded values.
         values = self.fsq.indices_to_codes(full.transpose(1, 2))

@@ -28,17 +28,18 @@ class IdentityQuantizer(Quantizer):
         batch, dim, frames = z.shape
         return QuantizerOutput(
             quantized=z,
-            codes=self.encode(z),
+            codes=self.encode_latent(z, self.num_codebooks),
             streams=z.view(batch, self.num_codebooks, dim // self.num_codebooks, frames),
             num_kept=torch.full((batch,), self.num_codebooks, dtype=torch.int64,
                                 device=z.device),
         )
 
-    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
-        self.check_latent(z)
-        n_q = self.resolve_n_q(n_q)
+    def encode_latent(self, z: Tensor, n_q: int) -> Tensor:
         return torch.zeros(z.shape[0], n_q, z.shape[-1], dtype=torch.int64, device=z.device)
 
     def decode(self, codes: Tensor) -> Tensor:
+        return self.decode_codes(codes)
+
+    def decode_codes(self, codes: Tensor) -> Tensor:
         raise ValueError("IdentityQuantizer keeps no information in its codes and cannot "
                          "decode them; use forward(z).quantized")

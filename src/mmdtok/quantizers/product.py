@@ -13,13 +13,13 @@ from mmdtok.quantizers.base import (
     stack_codes,
     to_rows,
 )
-from mmdtok.quantizers.codebook import DeadCodeUnit, make_codebooks, vq_output
+from mmdtok.quantizers.codebook import CodebookOptions, make_codebooks, vq_output
 
 
 class ProductVQ(Quantizer):
     """K codebooks over K disjoint channel groups of the latent (D / K channels each).
 
-    Group k is channels ``k * D/K .. (k + 1) * D/K - 1``. With ``hierarchical_dropout``
+    Group k is channels ``k * D/K .. (k + 1) * D/K - 1``. With ``codebook_dropout``
     each training sample keeps only its first k groups for a random k and the other groups
     output zeros, so earlier codebooks learn to carry the most information and a prefix of
     the codes decodes (missing groups as zeros) to a valid lower-bitrate latent.
@@ -31,28 +31,24 @@ class ProductVQ(Quantizer):
         dim: latent dimension D, a multiple of ``num_codebooks``.
         num_codebooks: number of groups K.
         codebook_size: codes per group C.
-        hierarchical_dropout: in training, how many groups each sample keeps: ``None``
-            (all), ``"uniform"`` (1..K equally likely) or K weights for 1..K.
-        decay, kmeans_iters, dead_code_threshold, dead_code_unit, seed: as in
+        codebook: how each codebook learns, as in
             :class:`~mmdtok.quantizers.residual.ResidualVQ`.
+        codebook_dropout: in training, how many groups each sample keeps: ``None`` (all,
+            the default), ``"uniform"`` (1..K equally likely: hierarchical dropout) or K
+            weights for 1..K.
     """
 
     def __init__(self, dim: int = 128, num_codebooks: int = 4, codebook_size: int = 2048, *,
-                 hierarchical_dropout: KeepDistribution = "uniform",
-                 decay: float | None = 0.99, kmeans_iters: int = 50,
-                 dead_code_threshold: float = 0.1, dead_code_unit: DeadCodeUnit = "share",
-                 seed: int = 0) -> None:
+                 codebook: CodebookOptions = CodebookOptions(),
+                 codebook_dropout: KeepDistribution = None) -> None:
         super().__init__()
         if num_codebooks < 1 or dim % num_codebooks:
             raise ValueError(f"dim ({dim}) must be a positive multiple of num_codebooks "
                              f"({num_codebooks})")
         self.dim, self.num_codebooks, self.codebook_size = dim, num_codebooks, codebook_size
         self.group_dim = dim // num_codebooks
-        self.codebooks = make_codebooks(num_codebooks, self.group_dim, codebook_size,
-                                        decay=decay, kmeans_iters=kmeans_iters,
-                                        dead_code_threshold=dead_code_threshold,
-                                        dead_code_unit=dead_code_unit, seed=seed)
-        self.set_codebook_dropout(hierarchical_dropout)
+        self.codebooks = make_codebooks(num_codebooks, self.group_dim, codebook_size, codebook)
+        self.set_codebook_dropout(codebook_dropout)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_latent(z)
@@ -63,17 +59,12 @@ class ProductVQ(Quantizer):
         quantized = kept.permute(1, 0, 2).reshape(-1, self.dim)  # groups side by side
         return vq_output(steps, quantized, num_kept, z.shape[0], self.codebook_size)
 
-    @torch.no_grad()
-    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
-        self.check_latent(z)
-        n_q = self.resolve_n_q(n_q)
+    def encode_latent(self, z: Tensor, n_q: int) -> Tensor:
         groups = to_rows(z).split(self.group_dim, dim=1)[:n_q]
         return stack_codes([codebook.nearest(group) for codebook, group in
                             zip(self.codebooks, groups)], z.shape[0])
 
-    def decode(self, codes: Tensor) -> Tensor:
-        self.check_codes(codes)
-        codes = codes.long()
+    def decode_codes(self, codes: Tensor) -> Tensor:
         batch, kept, frames = codes.shape
         parts = [codebook.lookup(codes[:, k]) for k, codebook in
                  zip(range(kept), self.codebooks)]  # [B, T, D/K] each

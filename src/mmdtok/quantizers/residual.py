@@ -13,8 +13,8 @@ from mmdtok.quantizers.base import (
     stack_codes,
     to_rows,
 )
-from mmdtok.quantizers.codebook import DeadCodeUnit, make_codebooks, vq_output
-from mmdtok.quantizers.standardize import RunningStandardizer
+from mmdtok.quantizers.codebook import CodebookOptions, make_codebooks, vq_output
+from mmdtok.quantizers.latent_norm import LatentNorm
 
 
 class ResidualVQ(Quantizer):
@@ -23,53 +23,44 @@ class ResidualVQ(Quantizer):
     Stage k quantizes ``r_k = z - q_0 - ... - q_{k-1}``; the output is ``sum_k q_k``
     with a straight-through gradient to ``z``. Stream k is ``q_k`` with a
     straight-through gradient to ``r_k`` (the form the independence loss was published
-    with), taken before quantizer dropout.
+    with), taken before codebook dropout.
 
     Args:
         dim: latent dimension D.
         num_codebooks: number of stages K.
         codebook_size: codes per stage C.
-        decay: EMA decay of the codebook statistics; ``None`` learns the codebooks by
-            gradient (then ``losses["codebook"]`` is returned).
-        kmeans_iters: Lloyd iterations of the initialization on the first batch
-            (0: random rows of that batch).
-        dead_code_threshold, dead_code_unit: when a code is replaced by a batch row; see
-            :class:`~mmdtok.quantizers.codebook.EuclideanCodebook` ("share": a fraction
-            of the uniform share of the batch; "count": an absolute EMA count).
-        quantizer_dropout: in training, how many stages each sample keeps: ``None``
-            (all), ``"uniform"`` (1..K equally likely) or K weights for 1..K.
-        standardize: quantize the latent standardized per channel (batch statistics in
-            training, with their gradient; their moving averages at inference; see
-            :class:`~mmdtok.quantizers.standardize.RunningStandardizer`). ``quantized``,
-            ``decode``, the codebooks and the streams are then in the standardized
-            space: the decoder never sees the encoder's offset or scale, so the loss does
-            not push them and EMA codebooks do not collapse. Off by default (EnCodec's
-            weights expect it off).
-        seed: seeds the codebooks' random draws (identical on every rank).
+        codebook: how each codebook learns (EMA decay or gradient, k-means
+            initialization, dead codes, seed): a
+            :class:`~mmdtok.quantizers.codebook.CodebookOptions`.
+        codebook_dropout: in training, how many stages each sample keeps: ``None`` (all,
+            the default), ``"uniform"`` (1..K equally likely) or K weights for 1..K.
+        latent_norm: normalize the latent per channel before the codebooks (batch
+            statistics in training, with their gradient; their moving averages at
+            inference; see :class:`~mmdtok.quantizers.latent_norm.LatentNorm`).
+            ``quantized``, ``decode``, the codebooks and the streams are then in the
+            normalized space: the decoder never sees the encoder's offset or scale, so the
+            loss does not push them and EMA codebooks do not collapse. Off by default
+            (EnCodec's weights expect it off).
     """
 
     def __init__(self, dim: int = 128, num_codebooks: int = 4, codebook_size: int = 2048, *,
-                 decay: float | None = 0.99, kmeans_iters: int = 50,
-                 dead_code_threshold: float = 0.1, dead_code_unit: DeadCodeUnit = "share",
-                 quantizer_dropout: KeepDistribution = None, standardize: bool = False,
-                 seed: int = 0) -> None:
+                 codebook: CodebookOptions = CodebookOptions(),
+                 codebook_dropout: KeepDistribution = None, latent_norm: bool = False
+                 ) -> None:
         super().__init__()
         if num_codebooks < 1:
             raise ValueError(f"num_codebooks must be >= 1, got {num_codebooks}")
         self.dim, self.num_codebooks, self.codebook_size = dim, num_codebooks, codebook_size
-        self.codebooks = make_codebooks(num_codebooks, dim, codebook_size, decay=decay,
-                                        kmeans_iters=kmeans_iters,
-                                        dead_code_threshold=dead_code_threshold,
-                                        dead_code_unit=dead_code_unit, seed=seed)
-        self.set_codebook_dropout(quantizer_dropout)
-        self.standardizer = RunningStandardizer(dim) if standardize else None
+        self.codebooks = make_codebooks(num_codebooks, dim, codebook_size, codebook)
+        self.set_codebook_dropout(codebook_dropout)
+        self.latent_norm = LatentNorm(dim) if latent_norm else None
 
-    def _standardized(self, rows: Tensor) -> Tensor:
-        return rows if self.standardizer is None else self.standardizer(rows)
+    def _normalized(self, rows: Tensor) -> Tensor:
+        return rows if self.latent_norm is None else self.latent_norm(rows)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_latent(z)
-        rows = self._standardized(to_rows(z))
+        rows = self._normalized(to_rows(z))
         residual = rows
         steps = []
         for codebook in self.codebooks:
@@ -81,13 +72,10 @@ class ResidualVQ(Quantizer):
         quantized = rows + (vectors.sum(dim=0) - rows).detach()
         return vq_output(steps, quantized, num_kept, z.shape[0], self.codebook_size)
 
-    @torch.no_grad()
-    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
-        self.check_latent(z)
-        n_q = self.resolve_n_q(n_q)
+    def encode_latent(self, z: Tensor, n_q: int) -> Tensor:
         residual = to_rows(z)
-        if self.standardizer is not None:
-            residual = self.standardizer.fixed(residual)
+        if self.latent_norm is not None:
+            residual = self.latent_norm.fixed(residual)
         indices = []
         for codebook in self.codebooks[:n_q]:
             index = codebook.nearest(residual)
@@ -96,9 +84,7 @@ class ResidualVQ(Quantizer):
                 residual = residual - codebook.lookup(index).to(residual.dtype)
         return stack_codes(indices, z.shape[0])
 
-    def decode(self, codes: Tensor) -> Tensor:
-        self.check_codes(codes)
-        codes = codes.long()
+    def decode_codes(self, codes: Tensor) -> Tensor:
         latent = sum(codebook.lookup(codes[:, k]) for k, codebook in
                      zip(range(codes.shape[1]), self.codebooks))
         return latent.transpose(1, 2)  # [B, T, D] -> [B, D, T]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmdtok.files import atomic_path
+from mmdtok.atomic import atomic_path
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:

@@ -25,7 +25,7 @@ class TrainConfig:
 
     codec: str = "small-music"  # a preset name
     quantizer: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's
-    # quantizer settings, e.g. {"codebook_size": 256}
+    # quantizer settings, e.g. {"codebook_size": 256, "codebook": {"decay": 0.9}}
     steps: int = 2000
     batch_size: int = 8
     segment_seconds: float = 1.0
@@ -49,7 +49,7 @@ class TrainConfig:
     valid_files: int = 16  # the first N validation files ...
     valid_seconds: float = 10.0  # ... each cut to this length
     checkpoint_every: int = 500
-    calibration_batches: int = 32  # recalibrate the exported codec's standardization
+    calibration_batches: int = 32  # recalibrate the exported codec's latent norm
     tensorboard: bool = False  # TensorBoard logs in RUN_DIR/logs (pip install tensorboard)
     log_every: int = 10  # training scalars to TensorBoard every N steps
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"; one GPU per rank
@@ -76,11 +76,16 @@ class TrainConfig:
             raise ValueError(f"unknown loss weights {sorted(unknown)}")
 
     def codec_config(self) -> CodecConfig:
-        """The preset ``codec`` with the ``quantizer`` overrides applied."""
+        """The preset ``codec`` with the ``quantizer`` overrides applied (``"codebook"``
+        overrides the preset's codebook options one by one)."""
         base = preset(self.codec)
         if not self.quantizer:
             return base
-        return replace(base, quantizer={**base.quantizer, **self.quantizer})
+        merged = {**base.quantizer, **self.quantizer}
+        if "codebook" in self.quantizer:
+            merged["codebook"] = {**base.quantizer.get("codebook", {}),
+                                  **self.quantizer["codebook"]}
+        return replace(base, quantizer=merged)
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 
 from mmdtok.audio import is_audio_file, match_channels, resample
+from mmdtok.paths import find_files
+from mmdtok.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,8 @@ def find_audio(sources: Sequence[str | os.PathLike[str]], valid_fraction: float 
     files: list[AudioFile] = []
     for source in map(Path, sources):
         if source.is_dir():
-            for path in sorted(p for p in source.rglob("*") if p.is_file() and is_audio_file(p)):
-                rel = path.relative_to(source).as_posix()
-                files.append(AudioFile(path, _hash_split(rel, valid_fraction)))
+            files += [AudioFile(f.path, _hash_split(f.relative.as_posix(), valid_fraction))
+                      for f in find_files([source], is_audio_file)]
         elif source.is_file() and source.suffix in {".jsonl", ".json"}:
             for number, line in enumerate(source.read_text().splitlines(), 1):
                 if not line.strip():
@@ -86,6 +87,15 @@ class ClipSampler:
         self.files, self.sample_rate, self.channels = list(files), sample_rate, channels
         self.segment, self.batch_size, self.seed, self.rank = segment, batch_size, seed, rank
         self.bad: set[Path] = set()
+
+    @classmethod
+    def from_config(cls, files: Sequence[AudioFile], config: TrainConfig, *, sample_rate: int,
+                    channels: int, rank: int = 0) -> ClipSampler:
+        """The sampler of a training run: the run's segment length, batch size and seed,
+        at the codec's ``sample_rate`` and ``channels``."""
+        return cls(files, sample_rate=sample_rate, channels=channels,
+                   segment=round(config.segment_seconds * sample_rate),
+                   batch_size=config.batch_size, seed=config.seed, rank=rank)
 
     def batch(self, step: int, rank: int | None = None) -> Tensor:
         """The batch of ``step`` on this sampler's rank (or on ``rank``)."""

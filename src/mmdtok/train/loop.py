@@ -1,11 +1,12 @@
 """The codec training loop, top to bottom: one function per step, state in one object
 (:class:`~mmdtok.train.state.Run`).
 
-A run directory holds ``config.json`` + ``model.safetensors`` (the moving-average codec,
-a model folder that ``mmdtok encode --model RUN_DIR`` loads), ``train_config.json``,
-``checkpoints/last.pt`` (written atomically every ``checkpoint_every`` steps and at the
-end), ``validation.jsonl`` (one line of held-out quality per validation) and, with
-``tensorboard=true``, ``logs/``. ``resume=True`` continues from the checkpoint exactly:
+A run directory (its layout: :class:`mmdtok.persistence.RunFolder`) holds
+``config.json`` + ``model.safetensors`` (the moving-average codec, a model folder that
+loads as a codec), ``train_config.json``, ``checkpoints/last.pt`` (written atomically every
+``checkpoint_every`` steps and at the end), ``validation.jsonl`` (one line of held-out
+quality per validation) and, with ``tensorboard=true``, ``logs/``. ``resume=True``
+continues from the checkpoint exactly:
 batches and every random draw inside a step depend only on (seed, step, rank), and all
 other state is in the checkpoint.
 
@@ -28,22 +29,23 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from mmdtok.distributed import rank
-from mmdtok.models.discriminator import (
+from mmdtok.atomic import atomic_path
+from mmdtok.distributed import rank, world_size
+from mmdtok.losses.adversarial import (
     feature_matching_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
+from mmdtok.persistence import RunFolder
 from mmdtok.train.checkpoint import load_checkpoint, save_checkpoint
 from mmdtok.train.config import TrainConfig
 from mmdtok.train.data import AudioFile, ClipSampler, find_audio
-from mmdtok.train.parallel import average_gradients, barrier, step_seed
+from mmdtok.train.parallel import average_gradients, barrier, step_seed, training_device
 from mmdtok.train.state import Run, build_run
 from mmdtok.train.tensorboard import TrainLog
-from mmdtok.train.validation import evaluate_codec, load_clips, recalibrate
+from mmdtok.train.validation import evaluate_codec, load_clips, recalibrate_latent_norm
 
 log = logging.getLogger(__name__)
-CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -68,8 +70,8 @@ def reconstruction_losses(run: Run, audio: Tensor, decoded: Tensor,
         fake = run.discriminator(decoded)
         with torch.no_grad():
             real = run.discriminator(audio)
-        losses["adversarial"] = hinge_generator_loss(fake)
-        losses["features"] = feature_matching_loss(real, fake)
+        losses["adversarial"] = hinge_generator_loss(fake.logits)
+        losses["features"] = feature_matching_loss(real.features, fake.features)
     return losses
 
 
@@ -100,9 +102,12 @@ def codec_step(run: Run, config: TrainConfig, audio: Tensor) -> dict[str, float]
     if run.independence is not None:
         mmd = run.independence.step(audio)
         if mmd is not None:
-            values["independence"] = float(mmd)
-            # DDP averaged the codec's gradient; this pass added each rank's own part
-            # (weighted by the world size), so a second average gives the sum.
+            values["independence"] = float(mmd.detach())
+            # Every rank holds the same loss of the whole macro-batch; this separate pass
+            # adds each rank's own part of its gradient, weighted by the world size ...
+            (config.independence_weight * world_size() * mmd).backward()
+            # ... and since DDP averaged the codec's gradient already, a second average
+            # gives the sum.
             average_gradients(run.codec.parameters())
     grads_ok = all(torch.isfinite(p.grad).all() for p in run.codec.parameters()
                    if p.grad is not None)
@@ -116,7 +121,8 @@ def codec_step(run: Run, config: TrainConfig, audio: Tensor) -> dict[str, float]
 
 
 def discriminator_step(run: Run, audio: Tensor, decoded: Tensor) -> float:
-    loss = hinge_discriminator_loss(run.discriminator(audio), run.discriminator(decoded))
+    loss = hinge_discriminator_loss(run.discriminator(audio).logits,
+                                    run.discriminator(decoded).logits)
     run.disc_optimizer.zero_grad(set_to_none=True)
     if torch.isfinite(loss):
         loss.backward()
@@ -143,23 +149,24 @@ def _refill_macro_batch(run: Run, config: TrainConfig, sampler: ClipSampler) -> 
                              for step in range(start, run.step)])
 
 
-def _open_run(config: TrainConfig, out: Path, resume: bool) -> Run:
-    run = build_run(config)
-    checkpoint = out / CHECKPOINT
+def _open_run(config: TrainConfig, settings: dict, folder: RunFolder, resume: bool,
+              device: torch.device) -> Run:
+    run = build_run(config, device)
     if resume:
-        if not checkpoint.exists():
-            raise ValueError(f"nothing to resume: {checkpoint} does not exist")
-        run.load(load_checkpoint(checkpoint, map_location=run.device), config)
-    elif checkpoint.exists():
-        raise ValueError(f"{out} already holds a run: pass --resume to continue it")
+        if not folder.has_checkpoint():
+            raise ValueError(f"nothing to resume: {folder.checkpoint} does not exist")
+        run.load(load_checkpoint(folder.checkpoint, map_location=run.device), settings)
+    elif folder.has_checkpoint():
+        raise ValueError(f"{folder.root} already holds a run: resume it, or train into "
+                         "another folder")
     return run
 
 
 class Validation:
     """The held-out clips (loaded once, on rank 0) and where their results go."""
 
-    def __init__(self, files: Sequence[AudioFile], config: TrainConfig, run: Run, out: Path,
-                 board: TrainLog) -> None:
+    def __init__(self, files: Sequence[AudioFile], config: TrainConfig, run: Run,
+                 folder: RunFolder, board: TrainLog) -> None:
         self.clips = []
         if config.valid_every and rank() == 0:
             paths = [f.path for f in files if f.split == "valid"][: config.valid_files]
@@ -167,7 +174,7 @@ class Validation:
                                     config.valid_seconds)
             if not self.clips:
                 log.warning("no validation files: validation is skipped")
-        self.out, self.board, self.listened = out, board, False
+        self.folder, self.board, self.listened = folder, board, False
 
     def __call__(self, run: Run) -> dict[str, float]:
         if not self.clips:
@@ -179,7 +186,7 @@ class Validation:
         if not self.listened:  # the original once, to compare with
             self.board.audio("original", self.clips[0], run.codec.sample_rate, run.step)
             self.listened = True
-        with open(self.out / "validation.jsonl", "a") as handle:
+        with open(self.folder.validation, "a") as handle:
             handle.write(json.dumps({"step": run.step, **values}) + "\n")
         log.info("step %d validation: SI-SDR %.2f dB, mel distance %.3f", run.step,
                  quality.si_sdr, quality.mel_distance)
@@ -187,39 +194,40 @@ class Validation:
 
 
 def _recalibrate(run: Run, config: TrainConfig, sampler: ClipSampler) -> None:
-    """The finished codec standardizes with its own encoder's statistics, measured on
+    """The finished codec's latent norm takes its own encoder's statistics, measured on
     batches beyond the last step, the same on every rank."""
     batches = (sampler.batch(config.steps + i, rank=0)
                for i in range(config.calibration_batches))
-    recalibrate(run.ema.model, batches)
+    recalibrate_latent_norm(run.ema.model, batches)
 
 
-def _save(run: Run, config: TrainConfig, out: Path) -> None:
+def _save(run: Run, settings: dict, folder: RunFolder) -> None:
     if rank() == 0:
-        save_checkpoint(out / CHECKPOINT, run.state(config))
-        run.ema.model.save_pretrained(out)
+        save_checkpoint(folder.checkpoint, run.state(settings))
+        run.ema.model.save_pretrained(folder.root)
     barrier()
 
 
 def train(config: TrainConfig, sources: Sequence[str | Path], out: str | Path, *,
           resume: bool = False, max_steps: int | None = None,
+          device: torch.device | None = None,
           progress: Callable[[int, dict[str, float]], None] = lambda step, values: None
           ) -> Run:
     """Train (or resume) a codec on the audio of ``sources``; writes the run directory.
-    ``max_steps`` stops early (the schedule still spans ``config.steps``). ``progress``
-    gets each step's losses (empty for a skipped step)."""
-    out = Path(out)
+    ``max_steps`` stops early (the schedule still spans ``config.steps``). ``device``:
+    this rank's, when the caller resolved ``config.device`` already. ``progress`` gets
+    each step's losses (empty for a skipped step)."""
+    folder, settings = RunFolder(Path(out)), config.to_dict()
     files = find_audio(sources, config.valid_fraction)
-    run = _open_run(config, out, resume)
+    run = _open_run(config, settings, folder, resume, device or training_device(config.device))
     if rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    board = TrainLog(out / "logs", enabled=config.tensorboard and rank() == 0)
-    validate = Validation(files, config, run, out, board)
-    sampler = ClipSampler([f for f in files if f.split == "train"],
-                          sample_rate=run.codec.sample_rate, channels=run.codec.channels,
-                          segment=round(config.segment_seconds * run.codec.sample_rate),
-                          batch_size=config.batch_size, seed=config.seed, rank=rank())
+        with atomic_path(folder.settings) as temp:
+            temp.write_text(json.dumps(settings, indent=2) + "\n")
+    board = TrainLog(folder.logs, enabled=config.tensorboard and rank() == 0)
+    validate = Validation(files, config, run, folder, board)
+    sampler = ClipSampler.from_config([f for f in files if f.split == "train"], config,
+                                      sample_rate=run.codec.sample_rate,
+                                      channels=run.codec.channels, rank=rank())
     _refill_macro_batch(run, config, sampler)
     stop = min(config.steps, max_steps or config.steps)
     try:
@@ -241,7 +249,7 @@ def train(config: TrainConfig, sources: Sequence[str | Path], out: str | Path, *
             if config.valid_every and (run.step % config.valid_every == 0 or run.step == stop):
                 validate(run)
             if run.step % config.checkpoint_every == 0 or run.step == stop:
-                _save(run, config, out)
+                _save(run, settings, folder)
     finally:
         board.close()
     return run

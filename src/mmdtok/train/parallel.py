@@ -32,9 +32,9 @@ def training_device(name: str) -> torch.device:
     return device
 
 
-def process_group_backend(device: str) -> str:
+def process_group_backend(device: torch.device) -> str:
     """nccl for GPUs, gloo for CPUs."""
-    return "nccl" if training_device(device).type == "cuda" else "gloo"
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:

@@ -11,11 +11,12 @@ from torch import nn
 from mmdtok.losses import IndependenceLoss, MacroBatchIndependence
 from mmdtok.losses.balancer import GradientBalancer
 from mmdtok.losses.spectral import MultiScaleMelLoss
-from mmdtok.models import Codec
+from mmdtok.models import CodecModel
 from mmdtok.models.discriminator import MultiScaleSTFTDiscriminator
+from mmdtok.persistence import Codec
 from mmdtok.train.checkpoint import WeightEma
 from mmdtok.train.config import TrainConfig
-from mmdtok.train.parallel import data_parallel, training_device
+from mmdtok.train.parallel import data_parallel
 
 # Settings that do not change what is computed: a run may resume with other values.
 RUNTIME_SETTINGS = frozenset({"device", "tensorboard", "log_every", "valid_every",
@@ -40,8 +41,9 @@ class Run:
     step: int = 0
     skipped: int = 0
 
-    def state(self, config: TrainConfig) -> dict:
-        return {"step": self.step, "skipped": self.skipped, "config": config.to_dict(),
+    def state(self, settings: dict) -> dict:
+        """Everything to resume from; ``settings``: the run's ``TrainConfig.to_dict()``."""
+        return {"step": self.step, "skipped": self.skipped, "config": settings,
                 "codec": self.codec.state_dict(),
                 "discriminator": self.discriminator.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -51,10 +53,12 @@ class Run:
                 "independence": (self.independence.loss.state_dict()
                                  if self.independence else {})}
 
-    def load(self, state: dict, config: TrainConfig) -> None:
-        if computed_settings(state["config"]) != computed_settings(config.to_dict()):
+    def load(self, state: dict, settings: dict) -> None:
+        """Continue from ``state``; ValueError when it was written with other settings
+        than ``settings`` (``TrainConfig.to_dict()``; runtime settings may differ)."""
+        if computed_settings(state["config"]) != computed_settings(settings):
             raise ValueError("the checkpoint was written with other settings; resume with "
-                             "the same --config and overrides")
+                             "the settings the run was started with")
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
         self.codec.load_state_dict(state["codec"])
         self.discriminator.load_state_dict(state["discriminator"])
@@ -71,10 +75,19 @@ def computed_settings(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in RUNTIME_SETTINGS}
 
 
-def build_run(config: TrainConfig) -> Run:
-    """A fresh run on this rank's device (weights drawn from ``config.seed``, the same on
-    every rank)."""
-    device = training_device(config.device)
+def build_independence(config: TrainConfig, codec: CodecModel
+                       ) -> MacroBatchIndependence | None:
+    """The independence loss over macro-batches of ``config.independence_every`` steps
+    (None when ``config.independence`` is off); its weight is the trainer's."""
+    if not config.independence:
+        return None
+    loss = IndependenceLoss.from_preset(config.independence_preset, seed=config.seed)
+    return MacroBatchIndependence(codec.encode_streams, loss, every=config.independence_every)
+
+
+def build_run(config: TrainConfig, device: torch.device) -> Run:
+    """A fresh run on ``device`` (this rank's; weights drawn from ``config.seed``, the
+    same on every rank)."""
     torch.manual_seed(config.seed)
     codec = Codec.from_config(config.codec_config()).to(device)
     codec.train()
@@ -82,12 +95,6 @@ def build_run(config: TrainConfig) -> Run:
     optimizer = torch.optim.Adam(codec.parameters(), lr=config.lr, betas=config.betas)
     disc_optimizer = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=config.betas)
     balancer = GradientBalancer(config.weights) if config.balancer else None
-    independence = None
-    if config.independence:
-        loss = IndependenceLoss.from_preset(config.independence_preset, seed=config.seed)
-        independence = MacroBatchIndependence(codec.encode_streams, loss,
-                                              every=config.independence_every,
-                                              weight=config.independence_weight)
     return Run(codec, data_parallel(codec, device), disc, optimizer, disc_optimizer,
-               WeightEma(codec, config.ema_decay), balancer, independence,
+               WeightEma(codec, config.ema_decay), balancer, build_independence(config, codec),
                MultiScaleMelLoss(codec.sample_rate).to(device), device)

@@ -15,7 +15,7 @@ from torch import Tensor
 from mmdtok.audio import load_audio
 from mmdtok.losses.spectral import mel_distance, si_sdr
 from mmdtok.metrics import codebook_usage
-from mmdtok.models import Codec
+from mmdtok.models import CodecModel
 from mmdtok.quantizers.base import to_rows
 
 
@@ -56,7 +56,7 @@ def load_clips(paths: Sequence[str | Path], sample_rate: int, channels: int,
 
 
 @torch.inference_mode()
-def evaluate_codec(codec: Codec, clips: Sequence[Tensor], n_q: int | None = None
+def evaluate_codec(codec: CodecModel, clips: Sequence[Tensor], n_q: int | None = None
                    ) -> tuple[CodecQuality, Tensor]:
     """Encode and decode each clip [C, L] alone (no padding shared between clips) with the
     first ``n_q`` codebooks (default all); returns the quality and the first clip's
@@ -87,24 +87,24 @@ def evaluate_codec(codec: Codec, clips: Sequence[Tensor], n_q: int | None = None
 
 
 @torch.no_grad()
-def recalibrate(codec: Codec, batches: Iterable[Tensor]) -> bool:
-    """Set the quantizer's standardization statistics (``ResidualVQ(standardize=True)``)
+def recalibrate_latent_norm(codec: CodecModel, batches: Iterable[Tensor]) -> bool:
+    """Set the statistics of the quantizer's latent norm (``ResidualVQ(latent_norm=True)``)
     to those of ``codec``'s own encoder over ``batches`` of audio [B, C, L].
 
     During training the moving averages follow a moving encoder; a codec exported from a
     weight average has an encoder of its own. Recalibrating (as one does for batch norms
-    after averaging weights) makes inference standardize with the statistics of the
-    weights that are used. Returns False (and changes nothing) for a codec without
-    standardization."""
-    standardizer = getattr(codec.quantizer, "standardizer", None)
-    if standardizer is None:
+    after averaging weights) makes inference normalize with the statistics of the
+    weights that are used. Returns False (and changes nothing) for a codec without a
+    latent norm."""
+    norm = getattr(codec.quantizer, "latent_norm", None)
+    if norm is None:
         return False
     count, first, second = 0, 0.0, 0.0
     was_training = codec.training
     codec.eval()
     try:
         for audio in batches:
-            rows = to_rows(codec.encoder(audio.to(standardizer.mean.device))).double()
+            rows = to_rows(codec.encoder(audio.to(norm.mean.device))).double()
             mean, var = rows.mean(dim=0), rows.var(dim=0, unbiased=False)
             count += rows.shape[0]
             first = first + mean * rows.shape[0]
@@ -114,8 +114,8 @@ def recalibrate(codec: Codec, batches: Iterable[Tensor]) -> bool:
     if count == 0:
         raise ValueError("no batches to recalibrate on")
     mean = first / count
-    standardizer.mean.copy_(mean.to(standardizer.mean.dtype))
-    standardizer.var.copy_((second / count - mean.pow(2)).clamp(min=0).to(
-        standardizer.var.dtype))
-    standardizer.initialized.fill_(True)
+    norm.mean.copy_(mean.to(norm.mean.dtype))
+    norm.var.copy_((second / count - mean.pow(2)).clamp(min=0).to(
+        norm.var.dtype))
+    norm.initialized.fill_(True)
     return True

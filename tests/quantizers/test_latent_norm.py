@@ -1,12 +1,12 @@
-"""Standardized residual VQ: the codebooks see standardized rows, the output keeps the
+"""Residual VQ with the latent norm: the codebooks see normalized rows, the output keeps the
 latent's scale, and inference uses fixed statistics."""
 
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmdtok.quantizers import ResidualVQ
-from mmdtok.quantizers.standardize import RunningStandardizer
+from mmdtok.quantizers import CodebookOptions, ResidualVQ
+from mmdtok.quantizers.latent_norm import LatentNorm
 
 DIM = 8
 
@@ -25,8 +25,9 @@ def test_codes_are_invariant_to_the_latent_offset_and_scale(offset, scale):
     codes = []
     for a, b in ((1.0, 0.0), (scale, offset)):
         torch.manual_seed(0)
-        quantizer = ResidualVQ(DIM, num_codebooks=2, codebook_size=16, kmeans_iters=3,
-                               standardize=True).train()
+        quantizer = ResidualVQ(DIM, num_codebooks=2, codebook_size=16,
+                               codebook=CodebookOptions(kmeans_iters=3),
+                               latent_norm=True).train()
         codes.append(quantizer(a * z + b).codes)
     assert torch.equal(codes[0], codes[1])
 
@@ -36,9 +37,9 @@ def test_the_loss_is_blind_to_the_latents_offset_and_scale_per_channel():
     has a gradient that sums to zero over the rows of each channel (no push on the
     offset) and is orthogonal to the centred latent (no push on the scale)."""
     z = _latent(50.0, 2.0).double().requires_grad_()  # variance >> eps: scale-blind too
-    quantizer = ResidualVQ(DIM, num_codebooks=4, codebook_size=64, standardize=True).double()
+    quantizer = ResidualVQ(DIM, num_codebooks=4, codebook_size=64, latent_norm=True).double()
     out = quantizer.train()(z)
-    assert out.quantized.abs().mean() < 3  # the standardized scale, not 50
+    assert out.quantized.abs().mean() < 3  # the normalized scale, not 50
     weights = torch.randn(out.quantized.shape, dtype=torch.float64)
     (weights * out.quantized).sum().backward()
     grad = z.grad.transpose(1, 2).reshape(-1, DIM)
@@ -52,24 +53,24 @@ def test_the_loss_is_blind_to_the_latents_offset_and_scale_per_channel():
 
 
 def test_inference_uses_the_moving_averages_so_batches_do_not_interact():
-    quantizer = ResidualVQ(DIM, num_codebooks=2, codebook_size=32, standardize=True).train()
+    quantizer = ResidualVQ(DIM, num_codebooks=2, codebook_size=32, latent_norm=True).train()
     for step in range(60):
         quantizer(_latent(3.0, 2.0, seed=step))
-    running = quantizer.standardizer
+    running = quantizer.latent_norm
     assert torch.allclose(running.mean, torch.full((DIM,), 3.0), atol=0.3)
     assert torch.allclose(running.var, torch.full((DIM,), 4.0), rtol=0.3)
     a, b = _latent(3.0, 2.0, seed=100, batch=1), _latent(-40.0, 9.0, seed=101, batch=1)
     alone = quantizer.encode(a)  # the moving averages, in training mode too
     assert torch.equal(alone, quantizer.eval().encode(a))
     assert torch.equal(alone[0], quantizer.encode(torch.cat([a, b]))[0])
-    standardized = (a - running.mean[:, None]) / (running.var[:, None] + 1e-5).sqrt()
-    error = (quantizer.decode(alone) - standardized).pow(2).mean()
-    assert error < 0.5 * standardized.var()  # decode gives the standardized latent
+    normalized = (a - running.mean[:, None]) / (running.var[:, None] + 1e-5).sqrt()
+    error = (quantizer.decode(alone) - normalized).pow(2).mean()
+    assert error < 0.5 * normalized.var()  # decode gives the normalized latent
 
 
 def test_batch_statistics_survive_a_large_offset_in_float32():
     rows = (1e4 + 1e-2 * torch.randn(4096, DIM, dtype=torch.float64)).float()
-    mean, var = RunningStandardizer(DIM).batch_stats(rows)
+    mean, var = LatentNorm(DIM).batch_stats(rows)
     exact = rows.double()
     torch.testing.assert_close(mean.double(), exact.mean(0), rtol=0, atol=1e-3)
     assert torch.allclose(var.double(), exact.var(0, unbiased=False), rtol=0.02)

@@ -1,5 +1,5 @@
-"""Encode folders of audio to token files and decode them back: resumable, atomic,
-per-file errors collected, sharded across torch.distributed ranks."""
+"""Folders of audio to token files and back (what ``mmdtok encode`` and ``decode`` do):
+resumable, atomic, per-file errors collected, sharded across torch.distributed ranks."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from pathlib import Path
 
 from mmdtok.audio import is_audio_file, load_audio, write_audio
 from mmdtok.distributed import rank, world_size
-from mmdtok.models.codec import Codec
-from mmdtok.models.streaming import StreamSettings, decode_many, encode_many
-from mmdtok.tokens import SUFFIX, TokenFile, check_same_codec, load_tokens, save_tokens
+from mmdtok.models import ChunkSettings, CodecModel, decode_many, encode_many
+from mmdtok.paths import find_files
+from mmdtok.persistence import token_file
+from mmdtok.tokens import (
+    CodecMismatchError,
+    check_same_codec,
+    is_token_file,
+    load_tokens,
+    save_tokens,
+)
 
 
 @dataclass(frozen=True)
@@ -25,11 +32,14 @@ class Task:
 
 @dataclass
 class Report:
-    """What a run did: files written, skipped (already there), failed (with reasons)."""
+    """What a run did: files written, skipped (already there), failed (with reasons);
+    ``other_codecs``: origins of the codecs that encoded token files refused for being
+    another codec's."""
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    other_codecs: set[str] = field(default_factory=set)
 
 
 Progress = Callable[[Task, str], None]
@@ -40,15 +50,8 @@ def plan(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *
     """Tasks for files and folders (searched recursively, their tree mirrored under
     ``out``); a file given directly lands in ``out`` under its own name. ValueError for
     a missing path, or when two inputs would write the same target."""
-    out_dir, tasks = Path(out), []
-    for given in map(Path, paths):
-        if given.is_dir():
-            found = sorted(p for p in given.rglob("*") if p.is_file() and accept(p))
-            tasks += [Task(p, out_dir / p.relative_to(given).with_suffix(suffix)) for p in found]
-        elif given.is_file():
-            tasks.append(Task(given, out_dir / given.with_suffix(suffix).name))
-        else:
-            raise ValueError(f"no such file or folder: {given}")
+    tasks = [Task(f.path, Path(out) / f.relative.with_suffix(suffix))
+             for f in find_files(paths, accept)]
     seen: dict[Path, Path] = {}
     for task in tasks:
         if task.target in seen:
@@ -80,9 +83,9 @@ def _skip_existing(tasks: Sequence[Task], overwrite: bool, report: Report,
     return todo
 
 
-def encode_files(codec: Codec, tasks: Sequence[Task], *, n_q: int | None = None,
+def encode_files(codec: CodecModel, tasks: Sequence[Task], *, n_q: int | None = None,
                  batch_size: int = 8, overwrite: bool = False,
-                 settings: StreamSettings | None = None,
+                 settings: ChunkSettings | None = None,
                  progress: Progress = lambda task, status: None) -> Report:
     """Encode each task's audio file to a token file; files already encoded are skipped
     unless ``overwrite``. A file that fails is reported and the others go on."""
@@ -102,12 +105,8 @@ def encode_files(codec: Codec, tasks: Sequence[Task], *, n_q: int | None = None,
             codec, [audio.to(device) for _, audio, _ in items], n_q, settings)
         for (task, audio, source_rate), code in _isolate_failures(encode, loaded, report,
                                                                    progress):
-            tokens = TokenFile(codes=code.cpu(), codec=codec.config.name,
-                               codec_fingerprint=fingerprint, codec_origin=codec.origin,
-                               sample_rate=codec.sample_rate, channels=codec.channels,
-                               frame_rate=codec.frame_rate, codebook_size=codec.codebook_size,
-                               length=audio.shape[-1], source=task.source.name,
-                               source_sample_rate=source_rate)
+            tokens = token_file(codec, code, audio.shape[-1], source=task.source.name,
+                                source_sample_rate=source_rate, fingerprint=fingerprint)
             save_tokens(task.target, tokens)
             report.written.append(task.target)
             progress(task, "written")
@@ -129,8 +128,8 @@ def _isolate_failures(run: Callable[[list], list], items: list, report: Report,
     return [pair for item in items for pair in _isolate_failures(run, [item], report, progress)]
 
 
-def decode_files(codec: Codec, tasks: Sequence[Task], *, overwrite: bool = False,
-                 settings: StreamSettings | None = None,
+def decode_files(codec: CodecModel, tasks: Sequence[Task], *, overwrite: bool = False,
+                 settings: ChunkSettings | None = None,
                  progress: Progress = lambda task, status: None) -> Report:
     """Decode each task's token file to an audio file at the codec's sample rate."""
     report, fingerprint = Report(), codec.fingerprint()
@@ -143,16 +142,14 @@ def decode_files(codec: Codec, tasks: Sequence[Task], *, overwrite: bool = False
                                 settings)[0]
             write_audio(task.target, audio.cpu(), codec.sample_rate)
         except (ValueError, OSError, RuntimeError) as error:
+            if isinstance(error, CodecMismatchError):
+                report.other_codecs.add(error.origin)
             report.failed.append((task.source, str(error)))
             progress(task, "failed")
             continue
         report.written.append(task.target)
         progress(task, "written")
     return report
-
-
-def is_token_file(path: Path) -> bool:
-    return path.suffix == SUFFIX
 
 
 __all__ = ["Report", "Task", "decode_files", "encode_files", "is_audio_file", "is_token_file",

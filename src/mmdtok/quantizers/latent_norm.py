@@ -1,15 +1,15 @@
-"""Per-channel standardization of latent rows before quantization (a batch norm without
-affine parameters, synchronized over ranks).
+"""The latent norm: latent rows normalized per channel before quantization (a batch norm
+without affine parameters, synchronized over ranks), ``ResidualVQ(latent_norm=True)``.
 
 A fresh encoder's output drifts: to make the decoder louder, the mel loss pushes the
 latent's offset up faster than EMA codebooks can follow, every row lands on one code, the
 gradient through the straight-through estimator stops carrying information and the
 drift goes on (measured on the small-music codec: the latent mean went from norm 0.4 to
 7 in 30 steps while the rows spread by 0.05; codebook 0 fell to one code by step 5 and
-stayed there whatever the dead-code settings). Standardizing with the batch's statistics,
+stayed there whatever the dead-code settings). Normalizing with the batch's statistics,
 with the gradient through them, makes the loss blind to the latent's per-channel offset
 and scale, so nothing pushes them; the codebooks and the decoder work in the
-standardized space. Inference uses the statistics' moving averages, fixed, so encoding
+normalized space. Inference uses the statistics' moving averages, fixed, so encoding
 stays frame-by-frame exact (streaming, batching).
 """
 
@@ -18,27 +18,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mmdtok.distributed import all_reduce_sum, is_distributed, world_size
+from mmdtok.distributed import synced_sum, world_size
 
 
-class _SyncedSum(torch.autograd.Function):
-    """Sum over ranks whose backward sums the gradients over ranks too: every rank's
-    loss depends on every rank's rows through the shared statistics."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        return all_reduce_sum(x.clone())
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return all_reduce_sum(grad.clone())
-
-
-def synced_sum(x: Tensor) -> Tensor:
-    return _SyncedSum.apply(x) if is_distributed() else x
-
-
-class RunningStandardizer(nn.Module):
+class LatentNorm(nn.Module):
     """``(rows - mean) / std`` per channel of rows [N, D].
 
     In training: the statistics of this batch over all ranks, differentiable (as in a
@@ -75,6 +58,10 @@ class RunningStandardizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, mean: Tensor, var: Tensor) -> None:
+        """Moving averages; statistics that are not finite (a diverging batch, the same on
+        every rank) are not taken in."""
+        if not bool(torch.isfinite(torch.cat([mean, var])).all()):
+            return
         if not bool(self.initialized):
             self.mean.copy_(mean)
             self.var.copy_(var)
@@ -91,7 +78,7 @@ class RunningStandardizer(nn.Module):
         return (rows - mean) / (var + self.eps).sqrt()
 
     def fixed(self, rows: Tensor) -> Tensor:
-        """Standardized with the moving averages, in any mode (for encoding)."""
+        """Normalized with the moving averages, in any mode (for encoding)."""
         return (rows - self.mean.to(rows.dtype)) / (self.var.to(rows.dtype) + self.eps).sqrt()
 
     def extra_repr(self) -> str:

@@ -1,5 +1,6 @@
-"""Encode and decode long inputs, or many inputs of different lengths, in bounded memory,
-with exactly the output of one pass over each whole input.
+"""Chunked encoding and decoding: long inputs, or many inputs of different lengths, in
+bounded memory, with exactly the output of one pass over each whole input. (Offline:
+the whole input is there; real-time streaming is another thing.)
 
 Why it is exact. Each SEANet half is ``front -> LSTM -> back``. The convolution stages
 see a bounded number of frames on each side (``front_context``, ``back_context``), so
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mmdtok.models.codec import Codec
+from mmdtok.models.codec import CodecModel
 
 # A request is a list of (stage name, batch-first tensors with batch 1); the scheduler
 # answers with one tuple of batch-first outputs per item.
@@ -68,7 +69,7 @@ def split_pieces(first: int, last: int, avail: tuple[int, int], piece: int,
 
 
 @dataclass(frozen=True)
-class StreamSettings:
+class ChunkSettings:
     """window: frames per window of the recurrent stage (bounds memory per input);
     piece: frames per piece of the convolution stages; max_batch: pieces per call, or
     ``None`` to batch as many as keep the largest activation of a call (the first
@@ -97,7 +98,7 @@ class StreamSettings:
 
 
 def _lagged_stage(stage: str, buffer: Tensor, buffer_start: int, first: int, last: int,
-                  total: int, settings: StreamSettings, context: int,
+                  total: int, settings: ChunkSettings, context: int,
                   scale: int) -> Generator[list[Item], list[tuple[Tensor, ...]], Tensor]:
     """Output of ``stage`` for frames [first, last) from ``buffer`` [1, D, n] holding
     input frames [buffer_start, buffer_start + n); ``scale`` output samples per frame."""
@@ -123,7 +124,7 @@ def _recurrent(codec_half: torch.nn.Module, x: Tensor, state: tuple[Tensor, Tens
 
 
 def _stream(front_input: Callable[[Piece], Tensor], total: int, half: torch.nn.Module,
-            names: tuple[str, str, str], out_scale: int, settings: StreamSettings,
+            names: tuple[str, str, str], out_scale: int, settings: ChunkSettings,
             finish: Callable[[Tensor], Tensor]) -> Job:
     """front (pieces, all input available) -> LSTM (windows, state carried) -> back
     (lagged pieces); ``finish`` maps each emitted segment of the back's output."""
@@ -149,8 +150,8 @@ def _stream(front_input: Callable[[Piece], Tensor], total: int, half: torch.nn.M
     return torch.cat(segments, dim=-1)[0]
 
 
-def _encode_job(codec: Codec, audio: Tensor, n_q: int | None,
-                settings: StreamSettings) -> Job:
+def _encode_job(codec: CodecModel, audio: Tensor, n_q: int | None,
+                settings: ChunkSettings) -> Job:
     hop, length = codec.hop_length, audio.shape[-1]
     total = math.ceil(length / hop)
 
@@ -159,14 +160,14 @@ def _encode_job(codec: Codec, audio: Tensor, n_q: int | None,
         return audio[None, :, p.start * hop : stop]
 
     return _stream(front_input, total, codec.encoder, ("enc_front", "enc_lstm", "enc_back"),
-                   1, settings, lambda latent: codec.quantizer.encode(latent, n_q))
+                   1, settings, lambda latent: codec.quantizer.encode_latent(latent, n_q))
 
 
-def _decode_job(codec: Codec, codes: Tensor, settings: StreamSettings) -> Job:
+def _decode_job(codec: CodecModel, codes: Tensor, settings: ChunkSettings) -> Job:
     total = codes.shape[-1]
 
     def front_input(p: Piece) -> Tensor:
-        return codec.quantizer.decode(codes[None, :, p.start : p.end])
+        return codec.quantizer.decode_codes(codes[None, :, p.start : p.end])
 
     return _stream(front_input, total, codec.decoder, ("dec_front", "dec_lstm", "dec_back"),
                    codec.hop_length, settings, lambda audio: audio)
@@ -179,7 +180,7 @@ def _lstm_stage(half: torch.nn.Module) -> Callable[..., tuple[Tensor, ...]]:
     return run
 
 
-def _stages(codec: Codec) -> dict[str, Callable[..., tuple[Tensor, ...] | Tensor]]:
+def _stages(codec: CodecModel) -> dict[str, Callable[..., tuple[Tensor, ...] | Tensor]]:
     enc, dec = codec.encoder, codec.decoder
     return {"enc_front": enc.front, "enc_lstm": _lstm_stage(enc), "enc_back": enc.back,
             "dec_front": dec.front, "dec_lstm": _lstm_stage(dec), "dec_back": dec.back}
@@ -199,7 +200,7 @@ def _run_group(fn: Callable[..., tuple[Tensor, ...] | Tensor], args: list[tuple[
     return outputs
 
 
-def _activation_bytes(codec: Codec, stage: str, first: Tensor) -> int:
+def _activation_bytes(codec: CodecModel, stage: str, first: Tensor) -> int:
     """Bytes of the largest activation one item of ``stage`` makes (audio-rate layers)."""
     filters = codec.config.seanet.n_filters * first.element_size()
     if stage == "enc_front":
@@ -209,7 +210,7 @@ def _activation_bytes(codec: Codec, stage: str, first: Tensor) -> int:
     return first[0].numel() * first.element_size()
 
 
-def run_jobs(jobs: Sequence[Job], codec: Codec, settings: StreamSettings) -> list[Tensor]:
+def run_jobs(jobs: Sequence[Job], codec: CodecModel, settings: ChunkSettings) -> list[Tensor]:
     """Drive the jobs together, batching the requests of equal stage and shape."""
     stages = _stages(codec)
     results: list[Tensor | None] = [None] * len(jobs)
@@ -241,8 +242,8 @@ def run_jobs(jobs: Sequence[Job], codec: Codec, settings: StreamSettings) -> lis
     return results  # type: ignore[return-value]
 
 
-def _check_settings(settings: StreamSettings | None, codec: Codec) -> StreamSettings:
-    settings = settings or StreamSettings()
+def _check_settings(settings: ChunkSettings | None, codec: CodecModel) -> ChunkSettings:
+    settings = settings or ChunkSettings()
     needed = max(codec.encoder.back_context, codec.decoder.back_context)
     if settings.window <= needed:
         raise ValueError(f"window must exceed {needed} frames (the back stages' context), "
@@ -251,30 +252,35 @@ def _check_settings(settings: StreamSettings | None, codec: Codec) -> StreamSett
 
 
 @torch.inference_mode()
-def encode_many(codec: Codec, audios: Sequence[Tensor], n_q: int | None = None,
-                settings: StreamSettings | None = None) -> list[Tensor]:
+def encode_many(codec: CodecModel, audios: Sequence[Tensor], n_q: int | None = None,
+                settings: ChunkSettings | None = None) -> list[Tensor]:
     """Codes [K, T_i] for each audio [C, L_i] (any lengths), equal to
-    ``codec.encode(audio[None])[0]`` up to float rounding, in bounded memory."""
+    ``codec.encode(audio[None])[0]`` up to float rounding, in bounded memory. Each input
+    is checked once, here (not piece by piece)."""
     settings = _check_settings(settings, codec)
+    n_q = codec.quantizer.resolve_n_q(n_q)
     for audio in audios:
-        codec.check_audio(audio[None] if isinstance(audio, Tensor) else audio)
+        codec.check_audio(audio[None] if isinstance(audio, Tensor) else audio, finite=True)
     jobs = [_encode_job(codec, audio, n_q, settings) for audio in audios]
     return run_jobs(jobs, codec, settings)
 
 
 @torch.inference_mode()
-def decode_many(codec: Codec, codes: Sequence[Tensor], lengths: Sequence[int | None] = (),
-                settings: StreamSettings | None = None) -> list[Tensor]:
+def decode_many(codec: CodecModel, codes: Sequence[Tensor], lengths: Sequence[int | None] = (),
+                settings: ChunkSettings | None = None) -> list[Tensor]:
     """Audio [C, L_i] for each codes [K', T_i] (trimmed to ``lengths[i]`` when given),
-    equal to ``codec.decode(codes[None])[0]`` up to float rounding."""
+    equal to ``codec.decode(codes[None])[0]`` up to float rounding. Each codes tensor is
+    checked and converted to int64 once, here (not piece by piece)."""
     settings = _check_settings(settings, codec)
+    checked = []
     for code in codes:
-        codec.quantizer.check_codes(code[None] if isinstance(code, Tensor) else code)
+        code = codec.quantizer.checked_codes(code[None] if isinstance(code, Tensor) else code)
         if code.shape[-1] == 0:
             raise ValueError("codes with no frames cannot be decoded")
+        checked.append(code[0])
     lengths = list(lengths) or [None] * len(codes)
     if len(lengths) != len(codes):
         raise ValueError(f"got {len(lengths)} lengths for {len(codes)} code tensors")
-    jobs = [_decode_job(codec, code.long(), settings) for code in codes]
+    jobs = [_decode_job(codec, code, settings) for code in checked]
     audios = run_jobs(jobs, codec, settings)
     return [a if n is None else a[..., :n] for a, n in zip(audios, lengths)]

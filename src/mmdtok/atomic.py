@@ -1,0 +1,40 @@
+"""Atomic file writes: a file appears complete under its name, or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _create_temp(target: Path) -> Path:
+    """A new empty file next to ``target`` with the same suffix (writers that pick a
+    format from the suffix still work). Created with mode 0666 so that the kernel applies
+    the umask: the finished file gets the permissions of a plainly created one."""
+    while True:
+        temp = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.part{target.suffix}")
+        try:
+            os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return temp
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one
+    rename, on any failure (Ctrl-C included) it is removed and ``path`` is left
+    untouched."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = _create_temp(target)
+    try:
+        yield temp
+        with open(temp, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,78 @@
+"""A codec's configuration: a JSON-serializable dataclass, and the quantizer it names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmdtok.models.seanet import SEANetConfig
+from mmdtok.quantizers import FSQ, CodebookOptions, ProductVQ, Quantizer, ResidualVQ
+
+QUANTIZERS: dict[str, type[Quantizer]] = {"rvq": ResidualVQ, "pvq": ProductVQ, "fsq": FSQ}
+_FIELDS = ("name", "sample_rate", "seanet", "quantizer")
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Everything needed to rebuild a codec; round-trips through JSON (``to_dict``).
+
+    quantizer: ``{"kind": "rvq" | "pvq" | "fsq", **keywords}``; the keywords go to the
+        quantizer's constructor (``dim`` is the SEANet dimension), ``"codebook"`` as the
+        fields of a :class:`~mmdtok.quantizers.CodebookOptions`.
+    """
+
+    name: str
+    sample_rate: int
+    seanet: SEANetConfig = field(default_factory=SEANetConfig)
+    quantizer: dict[str, Any] = field(
+        default_factory=lambda: {"kind": "rvq", "num_codebooks": 4, "codebook_size": 2048})
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
+        kind = self.quantizer.get("kind")
+        if kind not in QUANTIZERS:
+            raise ValueError(f"quantizer kind must be one of {sorted(QUANTIZERS)}, got {kind!r}")
+
+    @property
+    def channels(self) -> int:
+        return self.seanet.channels
+
+    @property
+    def hop_length(self) -> int:
+        return self.seanet.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "sample_rate": self.sample_rate,
+                "seanet": self.seanet.to_dict(), "quantizer": dict(self.quantizer)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
+        """The config of ``to_dict``'s output; ValueError naming a missing or unknown key."""
+        missing = {"name", "sample_rate"} - set(data)
+        if missing:
+            raise ValueError(f"codec config lacks {sorted(missing)}")
+        unknown = set(data) - set(_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown codec config keys {sorted(unknown)}; known: "
+                             f"{list(_FIELDS)}")
+        return cls(name=str(data["name"]), sample_rate=int(data["sample_rate"]),
+                   seanet=SEANetConfig.from_dict(dict(data.get("seanet", {}))),
+                   quantizer=dict(data.get("quantizer", {"kind": "rvq"})))
+
+
+def build_quantizer(config: CodecConfig) -> Quantizer:
+    """The quantizer ``config.quantizer`` names; ValueError naming a bad option."""
+    options = {k: v for k, v in config.quantizer.items() if k != "kind"}
+    if "codebook" in options:
+        options["codebook"] = CodebookOptions.from_dict(dict(options["codebook"]))
+    cls = QUANTIZERS[config.quantizer["kind"]]
+    try:
+        return cls(dim=config.seanet.dimension, **options)
+    except TypeError as error:
+        raise ValueError(f"bad options for quantizer {config.quantizer['kind']!r}: "
+                         f"{error}") from error
