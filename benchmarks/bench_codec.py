@@ -25,12 +25,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from common import compare, markdown_table
 
-from mmdtok.models import Codec, StreamSettings, decode_many, encode_many
-from tests.convert.test_encodec import CONFIGS, _encodec_folder
-from tests.models.helpers import assert_same_codes_up_to_ties, notes
+from mmdtok import Codec
+from mmdtok.models import ChunkSettings, decode_many, encode_many
+from mmdtok.testing import ENCODEC_CONFIGS, assert_same_codes_up_to_ties, encodec_folder, notes
 
 SECONDS = 10.0
 
@@ -38,7 +37,7 @@ SECONDS = 10.0
 def measure(ours: Codec, theirs: torch.nn.Module, batch: int, device: torch.device,
             repeats: int) -> list[list[str]]:
     """Check agreement on ``batch`` clips of 10 s, then time encode and decode."""
-    settings = StreamSettings()
+    settings = ChunkSettings()
     audio = torch.stack([notes(SECONDS, ours.sample_rate, seed=s)
                          for s in range(batch)]).to(device)
     clips = list(audio)
@@ -81,7 +80,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     with tempfile.TemporaryDirectory() as folder:
-        theirs = _encodec_folder(CONFIGS["encodec_32khz"], folder).to(device)
+        theirs = encodec_folder(ENCODEC_CONFIGS["encodec_32khz"], folder).to(device)
         ours = Codec.from_pretrained(folder).to(device)
     rows = []
     for batch in (1, 8):

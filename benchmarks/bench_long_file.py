@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from common import markdown_table
 from memory import peak_memory
 
-from mmdtok.models import Codec, decode_many, encode_many
-from tests.models.helpers import assert_same_codes_up_to_ties, notes, trained_codebooks
+from mmdtok import Codec
+from mmdtok.models import decode_many, encode_many
+from mmdtok.testing import assert_same_codes_up_to_ties, notes, trained_codebooks
 
 MIB = 2**20
 

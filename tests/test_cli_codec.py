@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mmdtok.cli import app
 from mmdtok.tokens import load_tokens
-from tests.models.helpers import notes, trained_codebooks
+from mmdtok.testing import notes, trained_codebooks
 
 ROOT = Path(__file__).parents[1]
 

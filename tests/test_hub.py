@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mmdtok.hub import ModelNotFoundError
-from mmdtok.models import Codec, build_codec
-from tests.models.helpers import notes, trained_codebooks
+from mmdtok import Codec
+from mmdtok.testing import notes, trained_codebooks
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CLOSED_PORT = "http://127.0.0.1:9"
@@ -42,7 +42,7 @@ def test_a_saved_folder_loads_back_with_the_same_codes_and_weights(saved):
 
 
 def test_weight_norm_survives_a_round_trip_for_training(tmp_path):
-    codec = build_codec("small-music")
+    codec = Codec.from_preset("small-music")
     codec.save_pretrained(tmp_path)
     trainable = Codec.from_pretrained(tmp_path, inference=False)
     assert trainable.training
@@ -94,7 +94,7 @@ def test_a_newer_format_version_asks_for_an_upgrade(saved, tmp_path):
     _, folder = saved
     shutil.copytree(folder, tmp_path / "m")
     config = (tmp_path / "m" / "config.json").read_text()
-    (tmp_path / "m" / "config.json").write_text(config.replace('"format_version": 1',
+    (tmp_path / "m" / "config.json").write_text(config.replace('"format_version": 2',
                                                                '"format_version": 99'))
     with pytest.raises(ValueError, match="upgrade mmdtok"):
         Codec.from_pretrained(tmp_path / "m")

@@ -4,7 +4,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from mmdtok.tokens import TokenFile, check_same_codec, load_tokens, save_tokens
+from mmdtok.tokens import (
+    CodecMismatchError,
+    TokenFile,
+    check_same_codec,
+    load_tokens,
+    save_tokens,
+)
 
 
 def _tokens(codes, size=2048, **extra):
@@ -52,6 +58,8 @@ def test_other_safetensors_files_and_newer_versions_are_refused(tmp_path):
 def test_decoding_with_other_weights_is_refused_naming_the_encoding_codec():
     tokens = _tokens(torch.zeros(4, 3, dtype=torch.long))
     check_same_codec(tokens, "musicgen-32khz", "abc123")
-    with pytest.raises(ValueError, match=r"encoded by codec musicgen-32khz \(owner/codec@1234\)"
-                                         r".*--model owner/codec@1234"):
+    with pytest.raises(CodecMismatchError, match=r"encoded by codec musicgen-32khz "
+                                                 r"\(owner/codec@1234\)") as refused:
         check_same_codec(tokens, "other", "ffff")
+    assert refused.value.origin == "owner/codec@1234"  # what the CLI suggests as --model
+    assert "--" not in str(refused.value)  # the library speaks of no command-line flag

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mmdtok.inspection import find_token_files
+from mmdtok.tokens import find_token_files
 from mmdtok.tokens import load_tokens
 
 

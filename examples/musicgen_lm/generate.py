@@ -19,8 +19,8 @@ from sampling import generate
 from train import load_lm
 
 from mmdtok.audio import write_audio
-from mmdtok.models import Codec
-from mmdtok.models.pretrained import load_codec
+from mmdtok import Codec
+from mmdtok.persistence import load_codec
 from mmdtok.tokens import TokenFile, save_tokens
 
 

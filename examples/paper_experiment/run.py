@@ -42,8 +42,8 @@ from train import LMTraining, train_lm  # noqa: E402
 from mmdtok import IndependenceLoss  # noqa: E402
 from mmdtok.atomic import atomic_path  # noqa: E402
 from mmdtok.metrics import dependence_report, stream_independence  # noqa: E402
-from mmdtok.models import Codec  # noqa: E402
-from mmdtok.pipeline import Task, encode_files  # noqa: E402
+from mmdtok import Codec  # noqa: E402
+from mmdtok.folders import Task, encode_files  # noqa: E402
 from mmdtok.tokens import SUFFIX  # noqa: E402
 from mmdtok.train.config import load_config  # noqa: E402
 from mmdtok.train.data import find_audio  # noqa: E402

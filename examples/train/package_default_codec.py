@@ -25,10 +25,10 @@ import torch
 from mmdtok import __version__
 from mmdtok.hub import write_folder
 from mmdtok.metrics import normalized_pairwise_dependence
-from mmdtok.models import Codec
-from mmdtok.models.pretrained import FORMAT, FORMAT_VERSION, load_pretrained
+from mmdtok import Codec
+from mmdtok.persistence import FORMAT, FORMAT_VERSION, load_pretrained
 from mmdtok.train.data import ClipSampler, find_audio
-from mmdtok.train.validation import evaluate_codec, load_clips, recalibrate
+from mmdtok.train.validation import evaluate_codec, load_clips, recalibrate_latent_norm
 
 ROOT = Path(__file__).parents[2]
 EXCERPTS = sorted((ROOT / "examples" / "audio").glob("*.flac"))
@@ -48,7 +48,7 @@ def calibration_batches(codec: Codec, run_dir: Path, manifest: Path, count: int)
 def export(run_dir: Path, manifest: Path, out: Path, half: bool, calibrate: int) -> Codec:
     codec = Codec.from_pretrained(run_dir)  # the moving average, weight norm folded
     if calibrate:  # what train-codec does at the end of a run (calibration_batches)
-        recalibrate(codec, calibration_batches(codec, run_dir, manifest, calibrate))
+        recalibrate_latent_norm(codec, calibration_batches(codec, run_dir, manifest, calibrate))
     state = {k: (v.half() if half and v.is_floating_point() else v)
              for k, v in codec.state_dict().items()}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION,

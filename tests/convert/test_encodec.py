@@ -8,44 +8,20 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mmdtok.models import Codec
-from tests.models.helpers import notes
+from mmdtok import Codec
+from mmdtok.testing import ENCODEC_CONFIGS, encodec_folder, notes
 
 transformers = pytest.importorskip("transformers")
 
-CONFIGS = {
-    "encodec_24khz": {},  # transformers' defaults are the 24 kHz model
-    "encodec_32khz": {"sampling_rate": 32_000, "num_filters": 64,
-                      "upsampling_ratios": [8, 5, 4, 4], "use_causal_conv": False,
-                      "use_conv_shortcut": False, "codebook_size": 2048,
-                      "target_bandwidths": [2.2]},
-}
+CONFIGS = ENCODEC_CONFIGS
 CONFIG_48KHZ = {"sampling_rate": 48_000, "audio_channels": 2, "normalize": True,
                 "chunk_length_s": 1.0, "overlap": 0.01, "norm_type": "time_group_norm",
                 "use_causal_conv": False, "target_bandwidths": [3.0, 6.0, 12.0, 24.0]}
 
 
-def _encodec_folder(overrides: dict, folder, seed: int = 0):
-    """An EncodecModel with random weights and codebooks drawn from its own latents
-    (its initial codebooks are all zeros), saved in the published layout."""
-    torch.manual_seed(seed)
-    model = transformers.EncodecModel(transformers.EncodecConfig(**overrides)).eval()
-    sr = model.config.sampling_rate
-    with torch.no_grad():
-        batch = torch.stack([notes(2.0, sr, seed=s) for s in range(4)])
-        residual = model.encoder(batch).transpose(1, 2).reshape(-1, model.config.hidden_size)
-        for layer in model.quantizer.layers:
-            pick = torch.randint(0, residual.shape[0], (model.config.codebook_size,))
-            rows = residual[pick] + residual.std() * torch.randn_like(residual[pick])
-            layer.codebook.embed.copy_(rows)
-            residual = residual - layer.decode(layer.encode(residual.T[None]))[0].T
-    model.save_pretrained(folder)
-    return model
-
-
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_encodec_weights_give_identical_codes_and_audio(name, tmp_path):
-    reference = _encodec_folder(CONFIGS[name], tmp_path)
+    reference = encodec_folder(CONFIGS[name], tmp_path)
     codec = Codec.from_pretrained(tmp_path)
     sr = reference.config.sampling_rate
     audio = torch.stack([notes(1.3, sr, seed=7), notes(1.3, sr, seed=8)])
@@ -61,7 +37,7 @@ def test_encodec_weights_give_identical_codes_and_audio(name, tmp_path):
 
 
 def test_old_style_weight_norm_keys_convert_too(tmp_path):
-    reference = _encodec_folder(CONFIGS["encodec_24khz"], tmp_path)
+    reference = encodec_folder(CONFIGS["encodec_24khz"], tmp_path)
     state = load_file(tmp_path / "model.safetensors")
     renamed = {k.replace("parametrizations.weight.original0", "weight_g")
                .replace("parametrizations.weight.original1", "weight_v"): v

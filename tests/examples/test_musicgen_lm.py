@@ -151,11 +151,11 @@ def test_crops_never_cross_files_and_windows_tile_each_file():
 def codec_and_tokens(tmp_path_factory):
     """A (randomly initialized) small-music codec saved to a folder, and token files of
     a real music excerpt it encoded."""
-    from mmdtok.models import Codec, build_codec
-    from mmdtok.pipeline import Task, encode_files
+    from mmdtok import Codec
+    from mmdtok.folders import Task, encode_files
 
     root = tmp_path_factory.mktemp("lm")
-    build_codec("small-music").save_pretrained(root / "codec")
+    Codec.from_preset("small-music").save_pretrained(root / "codec")
     codec = Codec.from_pretrained(root / "codec")
     excerpts = sorted((Path(__file__).parents[2] / "examples" / "audio").glob("*.flac"))
     report = encode_files(codec, [Task(p, root / "tokens" / f"{p.stem}.mmdtok")

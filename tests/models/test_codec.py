@@ -4,15 +4,16 @@ import math
 import pytest
 import torch
 
-from mmdtok.models import PRESETS, Codec, CodecConfig, build_codec, preset
-from tests.models.helpers import notes
+from mmdtok import Codec
+from mmdtok.models import PRESETS, CodecConfig, preset
+from mmdtok.testing import notes
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_builds_encodes_decodes_and_round_trips_its_config(name):
     config = preset(name)
     assert CodecConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    codec = build_codec(name).for_inference()
+    codec = Codec.from_preset(name).for_inference()
     length = int(0.37 * codec.sample_rate)
     codes = codec.encode(notes(0.37, codec.sample_rate)[None])
     frames = math.ceil(length / codec.hop_length)
@@ -23,14 +24,14 @@ def test_every_preset_builds_encodes_decodes_and_round_trips_its_config(name):
 
 
 def test_musicgen_preset_has_the_published_size_and_rate():
-    codec = build_codec("musicgen-32khz")
+    codec = Codec.from_preset("musicgen-32khz")
     params = sum(p.numel() for p in codec.parameters())
     assert 55e6 < params < 60e6
     assert codec.frame_rate == 50 and codec.num_codebooks * 11 * codec.frame_rate == 2200
 
 
 def test_training_forward_reconstructs_the_input_length_and_trains_the_encoder():
-    codec = build_codec("small-music")
+    codec = Codec.from_preset("small-music")
     audio = notes(0.5, 24_000)[None].repeat(2, 1, 1)
     out = codec(audio)
     assert out.audio.shape == audio.shape
@@ -41,7 +42,7 @@ def test_training_forward_reconstructs_the_input_length_and_trains_the_encoder()
 
 
 def test_encode_streams_has_gradients_and_leaves_codebooks_alone():
-    codec = build_codec("small-music")
+    codec = Codec.from_preset("small-music")
     audio = notes(0.5, 24_000)[None].repeat(2, 1, 1)
     codec.train()
     codec(audio)  # initializes the codebooks
@@ -55,7 +56,7 @@ def test_encode_streams_has_gradients_and_leaves_codebooks_alone():
 
 
 def test_bad_audio_is_refused_with_the_expected_shape():
-    codec = build_codec("small-music")
+    codec = Codec.from_preset("small-music")
     with pytest.raises(ValueError, match=r"\[B, 1, L>0\]"):
         codec.encode(torch.zeros(1, 2, 100))
     with pytest.raises(TypeError, match="floating point"):
@@ -75,7 +76,7 @@ def test_config_rejects_unknown_keys_and_quantizers():
 
 
 def test_fingerprint_ignores_weight_norm_folding_but_not_weights():
-    codec = build_codec("small-music")
+    codec = Codec.from_preset("small-music")
     before = codec.fingerprint()
     assert codec.for_inference().fingerprint() == before
     with torch.no_grad():
@@ -86,7 +87,7 @@ def test_fingerprint_ignores_weight_norm_folding_but_not_weights():
 @pytest.mark.parametrize("name", sorted(PRESETS))
 @pytest.mark.parametrize("length", [5, 3_333])
 def test_time_major_inference_equals_the_layers_forward(name, length):
-    codec = build_codec(name).for_inference()
+    codec = Codec.from_preset(name).for_inference()
     audio = notes(length / codec.sample_rate + 1e-9, codec.sample_rate, seed=4)[None]
     audio = torch.cat([audio, -audio])
     latent = torch.randn(2, codec.config.seanet.dimension, 7)

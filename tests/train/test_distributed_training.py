@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from mmdtok.models import Codec, build_codec
+from mmdtok import Codec
 
 ROOT = Path(__file__).parents[2]
 WORKER = ROOT / "tests" / "workers" / "train_codec.py"
@@ -35,7 +35,7 @@ def test_two_ranks_end_with_identical_weights_and_codebooks(tiny_corpus, tmp_pat
     assert len(rank0["independence"]) == 2  # macro-batches at steps 2 and 4, over both ranks
     assert any(k.endswith("codebook") or "embed" in k for k in rank0), "codebooks compared"
     torch.manual_seed(0)
-    fresh = build_codec("small-music").state_dict()
+    fresh = Codec.from_preset("small-music").state_dict()
     changed = [k for k, v in fresh.items() if v.is_floating_point()
                and not torch.equal(v, rank0[f"codec.{k}"])]
     assert len(changed) > len(fresh) // 2, "the ranks must have trained"

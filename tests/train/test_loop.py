@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmdtok.models import Codec
+from mmdtok import Codec
 from mmdtok.train.checkpoint import load_checkpoint
 from mmdtok.train.config import TrainConfig, load_config
 from mmdtok.train.loop import learning_rate_factor, train
@@ -111,13 +111,17 @@ def test_settings_are_checked_and_overridden(tmp_path):
 def test_quantizer_overrides_reach_the_trained_codec_and_cannot_change_its_kind():
     from mmdtok.train.state import build_run
 
-    config = TrainConfig().with_overrides(['quantizer={"codebook_size": 64}'])
+    config = TrainConfig().with_overrides(
+        ['quantizer={"codebook_size": 64, "codebook": {"decay": 0.9}}'])
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    run = build_run(config)
+    run = build_run(config, torch.device("cpu"))
     assert run.codec.codebook_size == 64 and run.codec.num_codebooks == 4
-    assert run.codec.config.quantizer["standardize"] is True  # the rest of the preset
+    assert run.codec.config.quantizer["latent_norm"] is True  # the rest of the preset
+    options = run.codec.quantizer.codebooks[0].options
+    assert options.decay == 0.9 and options.kmeans_iters == 20  # one codebook option changed
     with pytest.raises(ValueError, match="kind"):
         TrainConfig(quantizer={"kind": "fsq"})
+
 
 def test_validation_and_tensorboard_logs(tiny_corpus, tmp_path):
     pytest.importorskip("tensorboard")

@@ -7,13 +7,13 @@ import torch
 
 from mmdtok.losses.spectral import mel_distance, si_sdr
 from mmdtok.metrics import entropy
-from mmdtok.models import build_codec
+from mmdtok import Codec
 from mmdtok.train.validation import evaluate_codec, load_clips
 
 
 def test_quality_is_the_mean_of_per_clip_figures(tiny_corpus):
     folder, pieces = tiny_corpus
-    codec = build_codec("small-music").eval()
+    codec = Codec.from_preset("small-music").eval()
     clips = load_clips([folder / p.path for p in pieces[:3]], codec.sample_rate, 1, 0.5)
     assert [c.shape for c in clips] == [torch.Size([1, 12_000])] * 3
     quality, first = evaluate_codec(codec, clips)
@@ -37,22 +37,22 @@ def test_quality_is_the_mean_of_per_clip_figures(tiny_corpus):
 
 def test_no_clips_is_an_error():
     with pytest.raises(ValueError, match="no clips"):
-        evaluate_codec(build_codec("small-music"), [])
+        evaluate_codec(Codec.from_preset("small-music"), [])
 
 
 def test_recalibration_sets_the_statistics_of_the_codecs_own_encoder(tiny_corpus):
-    from mmdtok.train.validation import recalibrate
+    from mmdtok.train.validation import recalibrate_latent_norm
 
     folder, pieces = tiny_corpus
     clips = load_clips([folder / p.path for p in pieces], 24_000, 1, 0.5)
-    codec = build_codec("small-music").eval()
-    standardizer = codec.quantizer.standardizer
-    standardizer.mean.fill_(123.0)
+    codec = Codec.from_preset("small-music").eval()
+    norm = codec.quantizer.latent_norm
+    norm.mean.fill_(123.0)
     batches = [torch.stack(clips[:3]), torch.stack(clips[3:])]
-    assert recalibrate(codec, iter(batches))
+    assert recalibrate_latent_norm(codec, iter(batches))
     with torch.inference_mode():
         rows = torch.cat([codec.encoder(b).transpose(1, 2).reshape(-1, 64) for b in batches])
-    torch.testing.assert_close(standardizer.mean, rows.mean(dim=0), rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(standardizer.var, rows.var(dim=0, unbiased=False), rtol=1e-3,
+    torch.testing.assert_close(norm.mean, rows.mean(dim=0), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(norm.var, rows.var(dim=0, unbiased=False), rtol=1e-3,
                                atol=1e-9)
-    assert not recalibrate(build_codec("musicgen-32khz"), iter(batches))
+    assert not recalibrate_latent_norm(Codec.from_preset("musicgen-32khz"), iter(batches))

@@ -5,9 +5,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmdtok.models import StreamSettings, decode_many, encode_many
-from mmdtok.models.streaming import split_pieces
-from tests.models.helpers import assert_same_codes_up_to_ties, notes, trained_codebooks
+from mmdtok.models import ChunkSettings, decode_many, encode_many
+from mmdtok.models.chunked import split_pieces
+from mmdtok.testing import assert_same_codes_up_to_ties, notes, trained_codebooks
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_pieces_cover_the_frames_once_with_their_context(first, size, piece, con
 
 def test_a_60_second_file_in_small_chunks_gives_the_whole_file_codes(codec):
     audio = notes(60.0, codec.sample_rate, seed=1)
-    settings = StreamSettings(window=230, piece=37, max_batch=4)
+    settings = ChunkSettings(window=230, piece=37, max_batch=4)
     with torch.inference_mode():
         latent = codec.encoder(audio[None])[0]
     whole = codec.quantizer.encode(latent[None])[0]
@@ -45,7 +45,7 @@ def test_a_60_second_file_in_small_chunks_gives_the_whole_file_codes(codec):
 
 def test_chunked_decoding_equals_whole_decoding_so_there_are_no_seams(codec):
     codes = encode_many(codec, [notes(20.0, codec.sample_rate, seed=2)])[0]
-    settings = StreamSettings(window=110, piece=23, max_batch=3)
+    settings = ChunkSettings(window=110, piece=23, max_batch=3)
     whole = codec.decode(codes[None])[0]
     chunked = decode_many(codec, [codes], [19 * codec.sample_rate], settings=settings)[0]
     assert chunked.shape == (1, 19 * codec.sample_rate)
@@ -59,7 +59,7 @@ def test_chunked_decoding_equals_whole_decoding_so_there_are_no_seams(codec):
 def test_batched_encoding_of_different_lengths_equals_one_at_a_time(codec):
     sr = codec.sample_rate
     audios = [notes(s, sr, seed=i) for i, s in enumerate([0.01, 0.4, 3.3, 7.9, 2.0])]
-    settings = StreamSettings(window=200, piece=50, max_batch=8)
+    settings = ChunkSettings(window=200, piece=50, max_batch=8)
     batched = encode_many(codec, audios, settings=settings)
     for audio, codes in zip(audios, batched):
         with torch.inference_mode():
@@ -78,11 +78,11 @@ def test_n_q_keeps_a_prefix_of_the_codebooks(codec):
 
 def test_settings_are_checked(codec):
     with pytest.raises(ValueError, match="must be >= 1"):
-        StreamSettings(piece=0)
+        ChunkSettings(piece=0)
     with pytest.raises(ValueError, match="no frames"):
         decode_many(codec, [torch.zeros(4, 0, dtype=torch.long)])
     with pytest.raises(ValueError, match="window must exceed"):
-        encode_many(codec, [notes(0.1, 24_000)], settings=StreamSettings(window=3))
+        encode_many(codec, [notes(0.1, 24_000)], settings=ChunkSettings(window=3))
 
 
 def test_real_music_files_of_different_lengths_encode_and_decode_as_whole_passes(
@@ -92,7 +92,7 @@ def test_real_music_files_of_different_lengths_encode_and_decode_as_whole_passes
     folder, pieces = tiny_corpus
     audios = [load_audio(folder / p.path, 24_000, 1)[0][:, : 24_000 * (3 + i)]
               for i, p in enumerate(pieces)]
-    settings = StreamSettings(window=120, piece=30)
+    settings = ChunkSettings(window=120, piece=30)
     codes = encode_many(codec, audios, settings=settings)
     decoded = decode_many(codec, codes, [a.shape[-1] for a in audios], settings=settings)
     for audio, code, out in zip(audios, codes, decoded):

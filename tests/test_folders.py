@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from mmdtok.audio import is_audio_file
-from mmdtok.pipeline import Report, Task, _isolate_failures, plan
+from mmdtok.folders import Report, Task, _isolate_failures, plan
 
 
 def test_plan_mirrors_folders_and_places_single_files_at_the_top(tmp_path):

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmdtok.models import Codec, build_codec
-from mmdtok.models.pretrained import BUNDLED_DIR, bundled_model_card, bundled_names
+from mmdtok import Codec
+from mmdtok.persistence import BUNDLED_DIR, bundled_model_card, bundled_names
 from mmdtok.train.validation import evaluate_codec, load_clips
 
-EXCERPTS = sorted((Path(__file__).parents[2] / "examples" / "audio").glob("*.flac"))
+EXCERPTS = sorted((Path(__file__).parents[1] / "examples" / "audio").glob("*.flac"))
 QUALITY = json.loads((BUNDLED_DIR / "small-music" / "quality.json").read_text())
 
 
@@ -44,7 +44,7 @@ def test_it_is_trained_better_than_untrained_weights_and_uses_its_codebooks(code
     clips = load_clips(EXCERPTS, codec.sample_rate, 1)
     trained, _ = evaluate_codec(codec, clips)
     torch.manual_seed(0)
-    untrained = build_codec("small-music").eval()
+    untrained = Codec.from_preset("small-music").eval()
     with torch.inference_mode():  # codebooks from the untrained latents, as at step 0
         untrained.train()
         untrained(torch.stack([c[:, :24_000] for c in clips]))
@@ -60,15 +60,39 @@ def test_unknown_bundled_names_are_refused():
 
 
 def test_one_naming_rule_shipped_codecs_folders_and_the_default(tmp_path):
-    from mmdtok.models import build_codec
-    from mmdtok.models.pretrained import load_codec
+    from mmdtok import Codec
+    from mmdtok.persistence import load_codec
 
     assert load_codec().origin == load_codec("").origin == "mmdtok:small-music"
-    with pytest.raises(ValueError, match="--revision applies to Hub repositories"):
+    with pytest.raises(ValueError, match="a revision applies to Hub repositories"):
         load_codec("mmdtok:small-music", revision="main")
     with pytest.raises(ValueError, match="bundled"):
         load_codec("mmdtok:large-music")
-    build_codec("small-music").save_pretrained(tmp_path / "model")
+    Codec.from_preset("small-music").save_pretrained(tmp_path / "model")
     from_folder = load_codec(tmp_path / "model")
     assert from_folder.origin != "mmdtok:small-music"
     assert from_folder.fingerprint() == Codec.from_pretrained(tmp_path / "model").fingerprint()
+
+
+def test_a_format_1_folder_loads_with_the_same_weights_under_todays_names(codec, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from mmdtok.testing import notes
+
+    folder = BUNDLED_DIR / "small-music"
+    data = json.loads((folder / "config.json").read_text())
+    quantizer = dict(data["codec"]["quantizer"])
+    old = {**{k: v for k, v in quantizer.items()
+              if k not in ("codebook", "codebook_dropout", "latent_norm")},
+           **quantizer["codebook"], "quantizer_dropout": quantizer["codebook_dropout"],
+           "standardize": quantizer["latent_norm"]}
+    data = {**data, "format_version": 1, "codec": {**data["codec"], "quantizer": old}}
+    state = {k.replace("quantizer.latent_norm.", "quantizer.standardizer."): v
+             for k, v in load_file(str(folder / "model.safetensors")).items()}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(data))
+    save_file(state, str(tmp_path / "old" / "model.safetensors"))
+    loaded = Codec.from_pretrained(tmp_path / "old")
+    assert loaded.config == codec.config and loaded.fingerprint() == codec.fingerprint()
+    audio = notes(1.0, codec.sample_rate, seed=3)[None]
+    assert torch.equal(loaded.encode(audio), codec.encode(audio))
