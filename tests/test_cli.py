@@ -27,3 +27,19 @@ def test_module_entry_point_lists_the_commands():
 def test_unknown_command_fails_with_a_usage_error():
     result = CliRunner().invoke(app, ["no-such-command"])
     assert result.exit_code != 0
+
+
+def test_train_codec_refuses_to_overwrite_a_run_or_resume_nothing_naming_the_flag(tmp_path):
+    from mmdtok.persistence import RunFolder
+
+    (tmp_path / "audio").mkdir()
+    started = RunFolder(tmp_path / "run")
+    started.checkpoint.parent.mkdir(parents=True)
+    started.checkpoint.write_bytes(b"")
+    again = CliRunner().invoke(app, ["train-codec", str(tmp_path / "audio"), "-o",
+                                     str(started.root)])
+    assert again.exit_code == 2 and "already holds a run: pass --resume" in again.output
+    nothing = CliRunner().invoke(app, ["train-codec", str(tmp_path / "audio"), "-o",
+                                       str(tmp_path / "empty"), "--resume"])
+    assert nothing.exit_code == 2 and "nothing to resume" in nothing.output
+    assert not (tmp_path / "empty").exists()

@@ -75,6 +75,8 @@ def test_decode_restores_length_and_rate_and_refuses_other_codecs(model, tmp_pat
     trained_codebooks("small-music", seed=1).save_pretrained(other)
     refused = _invoke("decode", tmp_path / "tok", "-o", tmp_path / "out2", "--model", other)
     assert refused.exit_code == 1 and "were encoded by codec small-music" in refused.output
+    origin = load_tokens(tmp_path / "tok" / "a.mmdtok").codec_origin
+    assert f"decode them with --model {origin}" in refused.output  # the CLI's own words
     assert not (tmp_path / "out2" / "a.wav").exists()
 
 
@@ -152,7 +154,7 @@ def test_encode_and_decode_use_the_bundled_codec_without_model(tmp_path):
     assert _invoke("encode", excerpt, "-o", tmp_path / "x", "--model", "mmdtok:nope"
                    ).exit_code == 2
     refused = _invoke("encode", excerpt, "-o", tmp_path / "x", "--revision", "v1")
-    assert refused.exit_code == 2 and "Hub repositories" in refused.output
+    assert refused.exit_code == 2 and "--revision applies to Hub repositories" in refused.output
 
 
 def test_inspect_reports_dependence_of_token_files_and_plots_it(tmp_path):

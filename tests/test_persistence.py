@@ -96,3 +96,30 @@ def test_a_format_1_folder_loads_with_the_same_weights_under_todays_names(codec,
     assert loaded.config == codec.config and loaded.fingerprint() == codec.fingerprint()
     audio = notes(1.0, codec.sample_rate, seed=3)[None]
     assert torch.equal(loaded.encode(audio), codec.encode(audio))
+
+
+def test_origin_strings_parse_back_to_what_loads_the_codec_again(tmp_path):
+    from mmdtok.persistence import parse_origin
+
+    assert parse_origin("") == (None, None)
+    assert parse_origin("mmdtok:small-music") == ("mmdtok:small-music", None)
+    assert parse_origin(str(tmp_path)) == (str(tmp_path), None)  # an existing folder
+    assert parse_origin("owner/codec@0123abc") == ("owner/codec", "0123abc")
+    assert parse_origin("owner/codec") == ("owner/codec", None)
+
+
+def test_token_files_record_the_codec_so_that_decoding_finds_and_checks_it(codec, tmp_path):
+    from mmdtok.persistence import load_codec, parse_origin, token_file
+    from mmdtok.testing import notes
+    from mmdtok.tokens import check_same_codec, load_tokens, save_tokens
+
+    audio = notes(0.5, codec.sample_rate, seed=1)[None]
+    save_tokens(tmp_path / "a.mmdtok", token_file(codec, codec.encode(audio)[0],
+                                                  audio.shape[-1], source="a.wav"))
+    tokens = load_tokens(tmp_path / "a.mmdtok")
+    again = load_codec(*parse_origin(tokens.codec_origin))
+    check_same_codec(tokens, again.config.name, again.fingerprint())
+    assert (tokens.length, tokens.source, tokens.codebook_size) == (audio.shape[-1], "a.wav",
+                                                                    1024)
+    decoded = again.decode(tokens.codes[None], length=tokens.length)
+    assert decoded.shape == audio.shape

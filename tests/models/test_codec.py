@@ -71,8 +71,14 @@ def test_config_rejects_unknown_keys_and_quantizers():
         CodecConfig.from_dict({**data, "seanet": {**data["seanet"], "filters": 3}})
     with pytest.raises(ValueError, match="quantizer kind"):
         CodecConfig.from_dict({**data, "quantizer": {"kind": "lfq"}})
-    with pytest.raises(ValueError, match="bad options"):
+    with pytest.raises(ValueError, match="bad options.*'x'"):
         Codec.from_config(CodecConfig.from_dict({**data, "quantizer": {"kind": "rvq", "x": 1}}))
+    with pytest.raises(ValueError, match=r"unknown codec config keys \['sample_rat'\]"):
+        CodecConfig.from_dict({**data, "sample_rat": 16_000})
+    codebook = {**data["quantizer"]["codebook"], "decya": 0.9}
+    with pytest.raises(ValueError, match=r"unknown codebook option keys \['decya'\]"):
+        Codec.from_config(CodecConfig.from_dict(
+            {**data, "quantizer": {**data["quantizer"], "codebook": codebook}}))
 
 
 def test_fingerprint_ignores_weight_norm_folding_but_not_weights():
@@ -93,8 +99,36 @@ def test_time_major_inference_equals_the_layers_forward(name, length):
     latent = torch.randn(2, codec.config.seanet.dimension, 7)
     with torch.no_grad():
         fast = codec.encoder(audio), codec.decoder(latent)
-        codec.encoder.time_major = codec.decoder.time_major = False
+        codec.for_inference(time_major=False)
         slow = codec.encoder(audio), codec.decoder(latent)
     for a, b in zip(fast, slow):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_the_time_major_path_runs_only_when_prepared_and_follows_weight_changes(monkeypatch):
+    from mmdtok.models import cpu_inference
+
+    calls = []
+    original = cpu_inference.TimeMajorPlan.__call__
+    monkeypatch.setattr(cpu_inference.TimeMajorPlan, "__call__",
+                        lambda plan, x: calls.append(1) or original(plan, x))
+    codec = Codec.from_preset("small-music")
+    audio = notes(0.5, codec.sample_rate, seed=2)[None]
+    with torch.no_grad():
+        codec.eval().encoder(audio)
+        assert calls == []  # eval mode alone keeps the layers' own forward
+        codec.for_inference()
+        before = codec.encoder(audio)
+        assert len(calls) == 2  # front and back stages
+        codec.encoder.layers[0].conv.weight.mul_(2.0)  # in place, after the plan was built
+        changed = codec.encoder(audio)
+        codec.for_inference(time_major=False)
+        reference = codec.encoder(audio)
+    assert not torch.allclose(changed, before)
+    torch.testing.assert_close(changed, reference, atol=1e-5, rtol=1e-4)
+    codec.train()
+    with torch.no_grad():
+        calls.clear()
+        codec.encoder(audio)
+    assert calls == []  # training mode dropped the plans

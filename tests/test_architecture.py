@@ -1,0 +1,108 @@
+"""The import graph of the package: layers import downward only, nothing imports in a
+circle, and the models and quantizers know nothing of persistence or the Hub. Every
+import counts, at the top of a module or inside a function."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import mmdtok
+
+ROOT = Path(mmdtok.__file__).parent
+
+# Each module's layer (DESIGN.md): a module may import its own layer or lower ones.
+LAYERS = {
+    0: ["version", "atomic", "paths", "configuration", "distributed", "patterns", "audio",
+        "tokens", "hub"],
+    1: ["quantizers"],
+    2: ["losses", "metrics"],
+    3: ["models", "convert"],
+    4: ["persistence"],
+    5: ["folders", "inspection", "testing", "train"],
+    6: ["cli", "__main__", ""],  # "" is the package itself (mmdtok/__init__.py)
+}
+RANK = {name: rank for rank, names in LAYERS.items() for name in names}
+
+
+def _module_name(path: Path) -> str:
+    parts = ["mmdtok", *path.relative_to(ROOT).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in ROOT.rglob("*.py")}
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The mmdtok modules ``name`` imports anywhere in its file (``from mmdtok.x import
+    y`` counts as ``mmdtok.x.y`` when that is a module, else as ``mmdtok.x``)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                       for alias in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t == "mmdtok" or t.startswith("mmdtok.")}
+    found.discard(name)
+    return found
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _layer(module: str) -> int:
+    top = module.removeprefix("mmdtok").removeprefix(".").split(".")[0]
+    if top not in RANK:
+        pytest.fail(f"{module} belongs to no layer: add it to LAYERS")
+    return RANK[top]
+
+
+def test_the_graph_sees_lazy_imports_inside_functions():
+    # cli imports persistence only inside its commands; the graph must see it
+    assert "mmdtok.persistence" in GRAPH["mmdtok.cli"]
+    assert "mmdtok.quantizers.latent_norm" in GRAPH["mmdtok.quantizers.residual"]
+
+
+def test_every_import_goes_to_the_same_or_a_lower_layer():
+    upward = [f"{a} (layer {_layer(a)}) imports {b} (layer {_layer(b)})"
+              for a, targets in GRAPH.items() for b in targets if _layer(b) > _layer(a)]
+    assert not upward, "\n".join(upward)
+
+
+def test_models_and_quantizers_never_import_persistence_or_the_hub():
+    forbidden = {"mmdtok.persistence", "mmdtok.hub"}
+    for name, targets in GRAPH.items():
+        if name.startswith(("mmdtok.models", "mmdtok.quantizers")):
+            reached, todo = set(), list(targets)
+            while todo:  # everything the module reaches, through any chain of imports
+                module = todo.pop()
+                if module not in reached:
+                    reached.add(module)
+                    todo += GRAPH.get(module, ())
+            assert not reached & forbidden, f"{name} reaches {sorted(reached & forbidden)}"
+
+
+def test_no_module_imports_in_a_circle():
+    state: dict[str, str] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        if state.get(module) == "done":
+            return
+        if state.get(module) == "open":
+            cycle = trail[trail.index(module):] + [module]
+            pytest.fail("import circle: " + " -> ".join(cycle))
+        state[module] = "open"
+        for target in sorted(GRAPH.get(module, ())):
+            visit(target, [*trail, module])
+        state[module] = "done"
+
+    for module in sorted(GRAPH):
+        visit(module, [])
