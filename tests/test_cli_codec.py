@@ -14,8 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from mmdtok.cli import app
-from mmdtok.tokens import load_tokens
 from mmdtok.testing import notes, trained_codebooks
+from mmdtok.tokens import load_tokens
 
 ROOT = Path(__file__).parents[1]
 

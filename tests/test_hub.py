@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 
-from mmdtok.hub import ModelNotFoundError
 from mmdtok import Codec
+from mmdtok.hub import ModelNotFoundError
 from mmdtok.testing import notes, trained_codebooks
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mmdtok.tokens import find_token_files
-from mmdtok.tokens import load_tokens
+from mmdtok.tokens import find_token_files, load_tokens
 
 
 @dataclass(frozen=True)

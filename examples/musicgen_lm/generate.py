@@ -1,6 +1,6 @@
 """Sample music from a trained LM and decode it to audio with the codec of its tokens.
 
-    python examples/musicgen_lm/generate.py runs/lm-delay --codec mmdtok:small-music \\
+    python -m examples.musicgen_lm.generate runs/lm-delay --codec mmdtok:small-music \\
         --seconds 2 --count 4 --top-k 250 --temperature 1.0 -o out/generated
 
 Writes OUT/sample_<i>.wav and OUT/sample_<i>.mmdtok (the codes, decodable again with
@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 import torch
-from sampling import generate
-from train import load_lm
 
-from mmdtok.audio import write_audio
+from examples.musicgen_lm.sampling import generate
+from examples.musicgen_lm.train import load_lm
 from mmdtok import Codec
+from mmdtok.audio import write_audio
 from mmdtok.persistence import load_codec
 from mmdtok.tokens import TokenFile, save_tokens
 

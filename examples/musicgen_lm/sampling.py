@@ -8,9 +8,9 @@ small LM's context holds.
 from __future__ import annotations
 
 import torch
-from model import MusicGenLM
 from torch import Tensor
 
+from examples.musicgen_lm.model import MusicGenLM
 from mmdtok import patterns
 
 

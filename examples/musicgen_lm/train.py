@@ -2,7 +2,7 @@
 
     mmdtok encode data/train -o tokens/train
     mmdtok encode data/valid -o tokens/valid
-    python examples/musicgen_lm/train.py tokens/train --valid tokens/valid \\
+    python -m examples.musicgen_lm.train tokens/train --valid tokens/valid \\
         --pattern delay --frames 150 --steps 2000 -o runs/lm-delay
 
 Writes OUT/lm.json (the LM's shape, the codec's fingerprint and origin, the settings and
@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from data import TokenSet, WindowSampler, load_token_set, windows
-from model import LMConfig, MusicGenLM, loss_per_codebook, nll_per_frame
 from tqdm import tqdm
 
+from examples.musicgen_lm.data import TokenSet, WindowSampler, load_token_set, windows
+from examples.musicgen_lm.model import LMConfig, MusicGenLM, loss_per_codebook, nll_per_frame
 from mmdtok.atomic import atomic_path
 from mmdtok.train.loop import warmup_cosine
 

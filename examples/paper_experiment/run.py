@@ -1,7 +1,7 @@
 """The paper's central experiment at CPU scale: does the independence loss bring the cheap
 factorized (delay) LM closer to the joint (flattened) one?
 
-    python examples/paper_experiment/run.py data/corpus/manifest.jsonl -o runs/paper
+    python -m examples.paper_experiment.run data/corpus/manifest.jsonl -o runs/paper
 
 For each of two codecs trained identically except for the independence loss
 (``codec_baseline.json``, ``codec_independence.json``: small-music with 4 x 256 codes):
@@ -32,24 +32,20 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from examples.musicgen_lm.data import TokenSet, load_token_set, windows
+from examples.musicgen_lm.model import LMConfig, nll_per_frame
+from examples.musicgen_lm.train import LMTraining, train_lm
+from mmdtok import Codec, IndependenceLoss
+from mmdtok.atomic import atomic_path
+from mmdtok.folders import Task, encode_files
+from mmdtok.metrics import dependence_report, stream_independence
+from mmdtok.tokens import SUFFIX
+from mmdtok.train.config import load_config
+from mmdtok.train.data import find_audio
+from mmdtok.train.loop import train
+from mmdtok.train.validation import evaluate_codec, load_clips
+
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent / "musicgen_lm"))
-
-from data import TokenSet, load_token_set, windows  # noqa: E402
-from model import LMConfig, nll_per_frame  # noqa: E402
-from train import LMTraining, train_lm  # noqa: E402
-
-from mmdtok import IndependenceLoss  # noqa: E402
-from mmdtok.atomic import atomic_path  # noqa: E402
-from mmdtok.metrics import dependence_report, stream_independence  # noqa: E402
-from mmdtok import Codec  # noqa: E402
-from mmdtok.folders import Task, encode_files  # noqa: E402
-from mmdtok.tokens import SUFFIX  # noqa: E402
-from mmdtok.train.config import load_config  # noqa: E402
-from mmdtok.train.data import find_audio  # noqa: E402
-from mmdtok.train.loop import train  # noqa: E402
-from mmdtok.train.validation import evaluate_codec, load_clips  # noqa: E402
-
 CODECS = {"baseline": HERE / "codec_baseline.json",
           "independence": HERE / "codec_independence.json"}
 LM_PATTERNS = ("delay", "flatten")

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import torch
 
-from mmdtok import __version__
+from mmdtok import Codec, __version__
 from mmdtok.hub import write_folder
 from mmdtok.metrics import normalized_pairwise_dependence
-from mmdtok import Codec
 from mmdtok.persistence import FORMAT, FORMAT_VERSION, load_pretrained
 from mmdtok.train.data import ClipSampler, find_audio
 from mmdtok.train.validation import evaluate_codec, load_clips, recalibrate_latent_norm

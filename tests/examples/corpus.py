@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "examples" / "datasets" / "render_corpus.py"
-
 
 def load_script():
-    """The recipe script as a module; its folder goes on sys.path so that the worker
-    processes (spawned, with the parent's sys.path) import it by name too."""
-    if str(SCRIPT.parent) not in sys.path:
-        sys.path.insert(0, str(SCRIPT.parent))
-    return importlib.import_module("render_corpus")
+    """The recipe script, imported as the module ``examples.datasets.render_corpus``
+    (worker processes, spawned with the parent's sys.path, import it the same way)."""
+    return importlib.import_module("examples.datasets.render_corpus")
 
 
 def available_renderer() -> str | None:

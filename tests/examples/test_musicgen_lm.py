@@ -11,11 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from examples.musicgen_lm import data as data_lib
+from examples.musicgen_lm import generate, sampling
+from examples.musicgen_lm import model as model_lib
+from examples.musicgen_lm import train as train_lib
 from mmdtok.train.loop import warmup_cosine
-from tests.examples.lm import load
 
-model_lib, sampling, train_lib, data_lib = (load(name) for name in
-                                            ("model", "sampling", "train", "data"))
 LMConfig, MusicGenLM = model_lib.LMConfig, model_lib.MusicGenLM
 PATTERNS = ("parallel", "delay", "flatten")
 
@@ -180,7 +181,6 @@ def test_the_scripts_train_save_and_generate_audio_through_the_codec(codec_and_t
     assert info["codec_fingerprint"] == codec.fingerprint()
     assert info["valid_nll_per_frame"] > 0
     assert set(load_file(str(run / "lm.safetensors"))) == set(model.state_dict())
-    generate = load("generate")
     out = root / "generated"
     assert generate.main([str(run), "--codec", str(root / "codec"), "-o", str(out),
                           "--seconds", "0.1", "--count", "2", "--top-k", "5"]) == 0

@@ -1,25 +1,17 @@
-"""examples/paper_experiment/run.py end to end at a toy size on the tiny corpus."""
+"""examples.paper_experiment.run end to end at a toy size on the tiny corpus."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "examples" / "paper_experiment" / "run.py"
+from examples.paper_experiment import run
+
 QUICK = ["--codec-override", "steps=2", "batch_size=2", "independence_every=1",
          "calibration_batches=1", "checkpoint_every=2", "--lm-steps", "2", "--lm-frames", "8",
          "--window-seconds", "1", "--lm-dim", "16", "--lm-layers", "1", "--lm-heads", "2"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("paper_experiment_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -37,9 +29,8 @@ def manifest(tiny_corpus, tmp_path):
 
 def test_both_codecs_get_every_figure_and_a_rerun_recomputes_nothing(manifest, tmp_path,
                                                                       capsys):
-    script = load_script()
     out = tmp_path / "experiment"
-    assert script.main([str(manifest), "-o", str(out), *QUICK]) == 0
+    assert run.main([str(manifest), "-o", str(out), *QUICK]) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"baseline", "independence"}
     for name, r in results.items():
@@ -57,6 +48,6 @@ def test_both_codecs_get_every_figure_and_a_rerun_recomputes_nothing(manifest, t
     table = capsys.readouterr().out
     assert "| baseline |" in table and "| independence |" in table
     stamps = {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
-    assert script.main([str(manifest), "-o", str(out), *QUICK]) == 0
+    assert run.main([str(manifest), "-o", str(out), *QUICK]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()} == stamps
     assert capsys.readouterr().out.splitlines()[-2:] == table.splitlines()[-2:]

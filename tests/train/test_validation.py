@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from mmdtok import Codec
 from mmdtok.losses.spectral import mel_distance, si_sdr
 from mmdtok.metrics import entropy
-from mmdtok import Codec
 from mmdtok.train.validation import evaluate_codec, load_clips
 
 

@@ -19,6 +19,7 @@ from mmdtok.models.presets import preset
 from mmdtok.models.seanet import SEANetDecoder, SEANetEncoder
 from mmdtok.quantizers import Quantizer, QuantizerOutput
 
+
 @dataclass(frozen=True)
 class CodecOutput:
     """What ``Codec.forward`` returns in training.

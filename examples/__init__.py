@@ -1,0 +1,1 @@
+"""Examples to copy, importable from the repository root (``python -m examples.NAME``)."""

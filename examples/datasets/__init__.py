@@ -1,0 +1,1 @@
+"""Corpus recipes: real music rendered from the scores music21 ships."""

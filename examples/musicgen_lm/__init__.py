@@ -1,0 +1,1 @@
+"""The reference MusicGen-style LM: model, data, sampling, training and generation."""

@@ -1,0 +1,1 @@
+"""The paper's central experiment at CPU scale."""

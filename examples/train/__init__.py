@@ -1,0 +1,1 @@
+"""Training and packaging the default codec."""
