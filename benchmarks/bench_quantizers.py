@@ -4,7 +4,8 @@ Setting: dim 128, 4 codebooks x 2048 codes, a batch of 8 x 500 frames (4,000 vec
 as in an EnCodec-style codec. Checks that both give identical codes (two GEMMs cannot
 agree bit for bit: where the nearest code is a float32 near-tie the libraries may pick
 different codes; the check proves every difference is such a tie, with mmdtok's pick the
-exact float64 nearest), then prints the speed ratio (theirs / ours: above 1 means mmdtok is faster) for
+exact float64 nearest), then prints the speed ratio (theirs / ours: above 1 means mmdtok
+is faster) for
 
 - inference encode (eval mode, no gradient), target >= 2x;
 - a training step: forward with EMA updates and dead-code checks, then backward of

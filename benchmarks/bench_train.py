@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,7 +27,8 @@ from common import markdown_table
 from mmdtok.train.config import TrainConfig
 from mmdtok.train.data import ClipSampler, find_audio
 from mmdtok.train.loop import codec_step
-from mmdtok.train.state import build_run
+from mmdtok.train.parallel import training_device
+from mmdtok.train.state import build_independence, build_run
 
 AUDIO = Path(__file__).parents[1] / "examples" / "audio"
 MACRO = 32
@@ -34,9 +36,8 @@ MACRO = 32
 
 def _sampler(run, config: TrainConfig) -> ClipSampler:
     files = find_audio([AUDIO], valid_fraction=0.0)
-    return ClipSampler(files, sample_rate=run.codec.sample_rate, channels=run.codec.channels,
-                       segment=round(config.segment_seconds * run.codec.sample_rate),
-                       batch_size=config.batch_size)
+    return ClipSampler.from_config(files, config, sample_rate=run.codec.sample_rate,
+                                   channels=run.codec.channels)
 
 
 def _sync(device: torch.device) -> None:
@@ -47,23 +48,25 @@ def _sync(device: torch.device) -> None:
 def seconds_per_step(config: TrainConfig, steps: int) -> tuple[float, float]:
     """(seconds of a plain step, seconds of one macro-batch of the independence loss or
     0), measured after two warm-up steps."""
-    run = build_run(config)
+    plain_config = replace(config, independence=False)  # plain steps: the loss comes apart
+    run = build_run(plain_config, training_device(config.device))
     sampler = _sampler(run, config)
     batches = [sampler.batch(i).to(run.device) for i in range(steps + 2)]
-    independence, run.independence = run.independence, None
     for audio in batches[:2]:
-        codec_step(run, config, audio)
+        codec_step(run, plain_config, audio)
     _sync(run.device)
     start = time.perf_counter()
     for audio in batches[2:]:
-        codec_step(run, config, audio)
+        codec_step(run, plain_config, audio)
     _sync(run.device)
     plain = (time.perf_counter() - start) / steps
+    independence = build_independence(config, run.codec)
     if independence is None:
         return plain, 0.0
     independence.refill([batches[i % len(batches)] for i in range(MACRO - 1)])
     start = time.perf_counter()
-    assert independence.step(batches[0]) is not None  # the M-th input: one macro-batch
+    value = independence.step(batches[0])  # the M-th input: one macro-batch ...
+    (config.independence_weight * value).backward()  # ... and its own backward pass
     _sync(run.device)
     return plain, time.perf_counter() - start
 

@@ -20,21 +20,18 @@ from examples.musicgen_lm.sampling import generate
 from examples.musicgen_lm.train import load_lm
 from mmdtok import Codec
 from mmdtok.audio import write_audio
-from mmdtok.persistence import load_codec
-from mmdtok.tokens import TokenFile, save_tokens
+from mmdtok.persistence import load_codec, token_file
+from mmdtok.tokens import save_tokens
 
 
 def write_samples(codec: Codec, codes: torch.Tensor, out: Path) -> list[Path]:
     """Decode codes [B, K, T] and write one audio file and one token file per clip."""
-    audio = codec.decode(codes)
+    audio, fingerprint = codec.decode(codes), codec.fingerprint()
     written = []
     for i, (clip, code) in enumerate(zip(audio, codes)):
         written.append(write_audio(out / f"sample_{i}.wav", clip, codec.sample_rate))
-        save_tokens(out / f"sample_{i}.mmdtok", TokenFile(
-            codes=code, codec=codec.config.name, codec_fingerprint=codec.fingerprint(),
-            codec_origin=codec.origin, sample_rate=codec.sample_rate, channels=codec.channels,
-            frame_rate=codec.frame_rate, codebook_size=codec.codebook_size,
-            length=clip.shape[-1], source="generated"))
+        save_tokens(out / f"sample_{i}.mmdtok", token_file(
+            codec, code, clip.shape[-1], source="generated", fingerprint=fingerprint))
     return written
 
 

@@ -46,8 +46,8 @@ def test_dead_codes_are_replaced_by_rows_of_the_current_batch():
 def test_relative_dead_code_threshold_scales_with_the_batch_and_absolute_does_not():
     relative = ResidualVQ(DIM, 1, 64,
                           codebook=CodebookOptions(dead_code_threshold=0.5)).codebooks[0]
-    absolute = ResidualVQ(DIM, 1, 64,
-                          codebook=CodebookOptions(dead_code_threshold=2.0, dead_code_unit="count")).codebooks[0]
+    count = CodebookOptions(dead_code_threshold=2.0, dead_code_unit="count")
+    absolute = ResidualVQ(DIM, 1, 64, codebook=count).codebooks[0]
     assert relative.dead_threshold(6400) == 4 * relative.dead_threshold(1600) == 50.0
     assert absolute.dead_threshold(6400) == absolute.dead_threshold(1600) == 2.0
 

@@ -1,0 +1,30 @@
+"""The shipped codec's model card is generated from its quality.json alone: every figure
+and fact comes from the data, none is written into the template."""
+
+import json
+
+from examples.train import package_default_codec as packaging
+from mmdtok.persistence import BUNDLED_DIR
+
+FOLDER = BUNDLED_DIR / "small-music"
+
+
+def test_the_shipped_model_card_is_what_its_quality_json_renders():
+    figures = json.loads((FOLDER / "quality.json").read_text())
+    assert packaging.model_card(figures) == (FOLDER / "MODEL_CARD.md").read_text()
+
+
+def test_the_card_follows_the_architecture_corpus_and_figures_it_is_given():
+    figures = json.loads((FOLDER / "quality.json").read_text())
+    figures["architecture"] |= {"n_filters": 99, "ratios": [4, 4], "codebook_size": 2048,
+                                "sample_rate": 16_000, "frame_rate": 1000.0}
+    figures["corpus"] = {"hours": 12.34, "longest_seconds": 61.0, "pieces": 7}
+    figures["training"]["steps"] = 12_345
+    figures["half_si_sdr_gap"] = 0.25
+    card = " ".join(packaging.model_card(figures).split())  # words, whatever the line breaks
+    for fact in ("99 filters", "strides 4-4", "2,048 entries", "of 2,048", "16 kHz",
+                 "1000 frames/s", "12.3 h in 7 pieces", "the longest 61 s", "12,345 steps",
+                 "within 0.25 dB"):
+        assert fact in card, fact
+    for stale in ("16 filters", "1,024", "24 kHz", "75 frames/s", "3.4 h", "2,500 steps"):
+        assert stale not in card, stale
