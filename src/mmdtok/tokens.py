@@ -46,9 +46,10 @@ class TokenFile:
         if self.codes.dim() != 2 or self.codes.is_floating_point():
             raise ValueError(f"codes must be an integer tensor [K, T], got "
                              f"{tuple(self.codes.shape)} {self.codes.dtype}")
-        if self.codes.numel() and (int(self.codes.min()) < 0
-                                   or int(self.codes.max()) >= self.codebook_size):
-            raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        if self.codes.numel():
+            low, high = (int(v) for v in torch.aminmax(self.codes))
+            if low < 0 or high >= self.codebook_size:
+                raise ValueError(f"codes must lie in [0, {self.codebook_size})")
 
     @property
     def num_codebooks(self) -> int:
