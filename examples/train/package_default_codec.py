@@ -18,6 +18,7 @@ corpus facts from the manifest).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import time
@@ -55,16 +56,11 @@ def export(run_dir: Path, manifest: Path, out: Path, half: bool, calibrate: int
     codec = Codec.from_pretrained(run_dir)  # the moving average, weight norm folded
     if calibrate:  # what train-codec does at the end of a run (calibration_batches)
         recalibrate_latent_norm(codec, calibration_batches(codec, run_dir, manifest, calibrate))
-    if half:
-        codec.half()  # float16 weights, saved as they are ...
-    save_pretrained(codec, out)
+    float32 = copy.deepcopy(codec) if half else None  # the reference for the float16 change
+    save_pretrained(codec.half() if half else codec, out)  # weights saved as they are ...
     shipped = load_pretrained(out)  # ... and what users get: float32, eval mode
     gap = None
-    if half:
-        float32 = Codec.from_pretrained(run_dir)
-        if calibrate:
-            recalibrate_latent_norm(float32, calibration_batches(float32, run_dir, manifest,
-                                                                 calibrate))
+    if float32 is not None:
         clips = load_clips(EXCERPTS, shipped.sample_rate, shipped.channels)
         gap = max(abs(evaluate_codec(shipped, [c])[0].si_sdr
                       - evaluate_codec(float32, [c])[0].si_sdr) for c in clips)
