@@ -210,10 +210,10 @@ A small {channels} {a['sample_rate'] / 1000:g} kHz music codec \
 `mmdtok encode song.wav` works offline. SEANet encoder and decoder (EnCodec's architecture
 at {a['n_filters']} filters, strides {_ratios(a['ratios'])}, \
 {_count(a['lstm_layers'], 'LSTM layer')}, {a['dimension']}-dim latent),
-{QUANTIZER_NAMES.get(a['quantizer'], a['quantizer'])} with {k} codebooks of {size:,} entries \
+{QUANTIZER_NAMES.get(a['quantizer'], a['quantizer'])} with {k} codebooks of {size:,} entries
 at {a['frame_rate']:g} frames/s: {f['bitrate_kbps']:.1f} kbps with all codebooks, and any
-prefix of the codebooks is a lower bitrate. Weights: weight norm folded, stored as {"float16" if f['half'] else "float32"},
-fingerprint `{f['fingerprint']}`.
+prefix of the codebooks is a lower bitrate. Weights: weight norm folded, stored as
+{"float16" if f['half'] else "float32"}, fingerprint `{f['fingerprint']}`.
 
 It is a small codec trained for {t['steps']:,} steps on a CPU: good enough to try the
 tools, the token format and the language-model examples on real music, not a
