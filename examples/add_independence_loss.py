@@ -5,8 +5,14 @@ vector-quantize-pytorch) compresses frames that are the sum of two independent
 categorical factors, ``A[s1] + B[s2]``. Trained for reconstruction alone, the residual
 quantizer mixes the factors and its two codebooks depend on each other; with the
 independence loss the encoder is pushed towards codebooks that vary independently. The
-script trains both and prints the dependence of the codes (the paper's normalized pairwise
-form, 0 = independent, 0.5 = copied) and the reconstruction error as training goes on.
+script trains both arms for each seed (the seed sets the initialization and the training
+batches; the test frames are the same for all) and prints the dependence of the test
+codes (the paper's normalized pairwise form, 0 = independent, 0.5 = copied) and the
+reconstruction error, then their mean and standard deviation over the seeds.
+
+The toy is noisy: the dependence of one run moves by +-0.02 from one evaluation to the
+next as the codebooks' EMA updates move codes between clusters, so one seed can show
+either order. Read the mean over seeds and the paired differences.
 
 A few lines connect the loss to the other library's quantizer: its per-stage code vectors
 (``return_all_codes``) become streams with a straight-through gradient to the encoder,
@@ -14,10 +20,13 @@ and ``weight * loss(streams)`` joins the training loss. For a large codec, where
 holds too few rows, ``mmdtok.MacroBatchIndependence`` applies the loss every M steps on
 the accumulated inputs instead.
 
-    python examples/add_independence_loss.py [--steps 600]
+    python examples/add_independence_loss.py [--steps 600] [--seeds 0 1 2 3 4]
 """
 
+from __future__ import annotations
+
 import argparse
+import statistics
 
 import torch
 from torch import nn
@@ -30,6 +39,13 @@ from mmdtok.metrics import normalized_pairwise_dependence
 CHANNELS, LATENT, STAGES, CODES, BATCH, FRAMES = 8, 8, 2, 8, 16, 48
 FACTOR_A = torch.randn(8, CHANNELS, generator=torch.Generator().manual_seed(0))
 FACTOR_B = torch.randn(8, CHANNELS, generator=torch.Generator().manual_seed(1))
+# Every setting of the other library's quantizer that the result depends on, passed
+# explicitly so that a change of its defaults between versions cannot change the toy.
+# Plain straight-through estimation (no rotation trick), as in EnCodec and as the
+# streams below assume.
+QUANTIZER = {"kmeans_init": True, "kmeans_iters": 10, "decay": 0.9,
+             "threshold_ema_dead_code": 1, "commitment_weight": 1.0,
+             "rotation_trick": False, "use_cosine_sim": False}
 
 
 def toy_audio(generator: torch.Generator, batch: int = BATCH) -> torch.Tensor:
@@ -40,17 +56,19 @@ def toy_audio(generator: torch.Generator, batch: int = BATCH) -> torch.Tensor:
     return (FACTOR_A[s1] + FACTOR_B[s2] + noise).transpose(1, 2)
 
 
-def train(weight: float, steps: int) -> None:
-    torch.manual_seed(0)
+def train(weight: float, steps: int, seed: int, verbose: bool = True) -> tuple[float, float]:
+    """One arm for one seed; returns (code dependence, reconstruction MSE) at the end."""
+    torch.manual_seed(seed)
     encoder = nn.Sequential(nn.Conv1d(CHANNELS, 64, 1), nn.ELU(), nn.Conv1d(64, LATENT, 1))
     decoder = nn.Sequential(nn.Conv1d(LATENT, 64, 1), nn.ELU(), nn.Conv1d(64, CHANNELS, 1))
     quantizer = ResidualVQ(dim=LATENT, num_quantizers=STAGES, codebook_size=CODES,
-                           kmeans_init=True, decay=0.9, threshold_ema_dead_code=1)
+                           **QUANTIZER)
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=2e-3)
 
     independence = IndependenceLoss("exact", pattern="parallel", bandwidths="median")
-    data, test = torch.Generator().manual_seed(5), toy_audio(torch.Generator().manual_seed(9), 64)
-    label = f"independence weight {weight:g}"
+    data = torch.Generator().manual_seed(1000 + seed)
+    test = toy_audio(torch.Generator().manual_seed(9), 64)
+    label = f"seed {seed}, weight {weight:g}"
     for step in range(steps + 1):
         audio = toy_audio(data)
         z = encoder(audio)
@@ -62,28 +80,57 @@ def train(weight: float, steps: int) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % (steps // 4) == 0:
-            report(label, step, encoder, decoder, quantizer, test)
+        if verbose and step % max(1, steps // 4) == 0 and step < steps:
+            print(report(label, step, *evaluate(encoder, decoder, quantizer, test)), flush=True)
+    result = evaluate(encoder, decoder, quantizer, test)
+    if verbose:
+        print(report(label, steps, *result), flush=True)
+    return result
 
 
 @torch.no_grad()
-def report(label, step, encoder, decoder, quantizer, test) -> None:
+def evaluate(encoder, decoder, quantizer, test) -> tuple[float, float]:
     quantizer.eval()
     quantized, indices, _ = quantizer(encoder(test).transpose(1, 2))
     quantizer.train()
     dependence = normalized_pairwise_dependence(indices.transpose(1, 2), CODES, "parallel")
     error = (decoder(quantized.transpose(1, 2)) - test).square().mean()
-    print(f"{label:>26}  step {step:4d}  code dependence {dependence:.4f}  "
-          f"reconstruction MSE {error:.4f}", flush=True)
+    return float(dependence), float(error)
+
+
+def report(label: str, step: int, dependence: float, error: float) -> str:
+    return (f"{label:>22}  step {step:4d}  code dependence {dependence:.4f}  "
+            f"reconstruction MSE {error:.4f}")
+
+
+def spread(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} +- {sd:.4f}"
+
+
+def compare(steps: int, seeds: list[int], weight: float,
+            verbose: bool = True) -> dict[float, list[tuple[float, float]]]:
+    """Both arms for every seed: {weight: [(dependence, MSE) per seed]}."""
+    return {w: [train(w, steps, seed, verbose) for seed in seeds] for w in (0.0, weight)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--weight", type=float, default=10.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
-    for weight in ((0.0, args.weight) if args.weight else (0.0,)):
-        train(weight, args.steps)
+    if args.weight <= 0 or args.steps < 1:
+        parser.error("--weight must be > 0 and --steps >= 1")
+    results = compare(args.steps, args.seeds, args.weight)
+    print(f"\nat step {args.steps}, over seeds {args.seeds} (mean +- standard deviation):")
+    for w, rows in results.items():
+        print(f"  weight {w:>4g}: code dependence {spread([r[0] for r in rows])}, "
+              f"reconstruction MSE {spread([r[1] for r in rows])}")
+    lower = sum(b[0] < a[0] for a, b in zip(results[0.0], results[args.weight]))
+    differences = [b[0] - a[0] for a, b in zip(results[0.0], results[args.weight])]
+    print(f"  paired difference of dependence (with - without): {spread(differences)}; "
+          f"lower with the loss in {lower} of {len(args.seeds)} seeds")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ The codes of a clip, [B, K, T] in [0, C), are laid out by a pattern of
 - "flatten" (the joint model): one code per step, K * T steps; the head of the codebook
   due at each step predicts it, so every code sees all codes before it. Exact, K times
   longer sequences.
+- ``head="depth"`` under "parallel" or "delay" (the joint model at the same length): the
+  same temporal transformer, and on top of it a small transformer that runs over the K
+  codes of one step, autoregressive in k, reading the temporal state and the codes
+  0..k-1 of the step (as RQ-Transformer's and Moshi's depth transformers). It models
+  p(codes of a step | past) exactly, with as many temporal steps as the factorized model,
+  so the difference of the two likelihoods is the cost of factorizing (``gap.py``).
 
 Input at step s is the step s - 1 (teacher forcing), with the special token ``C`` as the
 start and as the padding that the delay pattern leaves; padded targets carry no loss.
@@ -28,6 +34,7 @@ from torch import Tensor, nn
 from mmdtok import patterns
 
 IGNORE = -100  # target value that carries no loss (padding)
+HEADS = ("factorized", "depth")
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,21 @@ class LMConfig:
     layers: int = 4
     heads: int = 4
     dropout: float = 0.1
+    head: str = "factorized"  # or "depth" (parallel and delay only)
+    depth_dim: int = 128
+    depth_layers: int = 1
 
     def __post_init__(self) -> None:
         if self.pattern not in patterns.PATTERNS:
             raise ValueError(f"pattern must be one of {patterns.PATTERNS}, got {self.pattern!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.head == "depth" and self.pattern == "flatten":
+            raise ValueError('the depth head needs K codes per step: pattern "parallel" or '
+                             '"delay", not "flatten" (which is joint already)')
+        if self.head == "depth" and (self.depth_dim % self.heads or self.depth_layers < 1):
+            raise ValueError(f"depth_dim ({self.depth_dim}) must be a multiple of heads "
+                             f"({self.heads}) and depth_layers ({self.depth_layers}) >= 1")
         if self.num_codebooks < 1 or self.codebook_size < 2 or self.frames < 1:
             raise ValueError("num_codebooks >= 1, codebook_size >= 2 and frames >= 1 needed, "
                              f"got {self.num_codebooks}, {self.codebook_size}, {self.frames}")
@@ -87,8 +105,55 @@ def head_of_step(config: LMConfig, steps: int, device: torch.device | None = Non
     return torch.arange(steps, device=device) % config.num_codebooks
 
 
+class DepthHead(nn.Module):
+    """p(code k of a step | temporal state, codes 0..k-1 of the step), k = 0..K-1: a small
+    causal transformer over the K positions of one step. Position 0 reads the projected
+    temporal state, position k > 0 the state plus the embedding of code k - 1 of the step
+    (the special token ``C`` where the pattern pads)."""
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.config = config
+        k, c, dim = config.num_codebooks, config.codebook_size, config.depth_dim
+        self.project = nn.Linear(config.dim, dim)
+        self.embeddings = nn.Embedding(k * (c + 1), dim)  # row k * (C + 1) + code
+        self.position = nn.Embedding(k, dim)
+        layer = nn.TransformerEncoderLayer(dim, config.heads, 4 * dim, config.dropout,
+                                           activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, config.depth_layers,
+                                                 enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.heads = nn.Linear(dim, k * c)
+
+    def forward(self, state: Tensor, previous: Tensor) -> Tensor:
+        """State [B, N, D] and the first P - 1 codes of each step, [B, P - 1, N]
+        (P <= K) -> logits of codes 0..P-1 of each step, [B, P, N, C]."""
+        config = self.config
+        given = previous.shape[1]
+        positions = given + 1
+        if given >= config.num_codebooks:
+            raise ValueError(f"at most {config.num_codebooks - 1} codes of a step can be "
+                             f"given, got {given}")
+        x = self.project(state)[:, :, None].expand(-1, -1, positions, -1)  # [B, N, P, d]
+        rows = previous + (config.codebook_size + 1) * torch.arange(
+            given, device=previous.device)[:, None]
+        codes = self.embeddings(rows).permute(0, 2, 1, 3)  # [B, N, P - 1, d]
+        x = x + F.pad(codes, (0, 0, 1, 0)) + self.position.weight[:positions]
+        batch, steps = x.shape[:2]
+        mask = nn.Transformer.generate_square_subsequent_mask(positions, device=x.device)
+        x = self.transformer(x.reshape(batch * steps, positions, -1), mask=mask,
+                             is_causal=True)
+        x = self.norm(x).view(batch, steps, positions, -1)
+        weight = self.heads.weight.view(config.num_codebooks, config.codebook_size, -1)
+        bias = self.heads.bias.view(config.num_codebooks, config.codebook_size)
+        return (torch.einsum("bnpd,pcd->bpnc", x, weight[:positions])
+                + bias[:positions, None])
+
+
 class MusicGenLM(nn.Module):
-    """Embeddings -> causal pre-norm transformer -> K heads; see the module docstring."""
+    """Embeddings -> causal pre-norm transformer -> K heads (or the depth head); see the
+    module docstring."""
 
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
@@ -106,10 +171,14 @@ class MusicGenLM(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, config.layers,
                                                  enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.dim)
-        self.heads = nn.Linear(config.dim, config.num_codebooks * config.codebook_size)
+        if config.head == "depth":
+            self.depth = DepthHead(config)
+        else:
+            self.heads = nn.Linear(config.dim, config.num_codebooks * config.codebook_size)
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        """Inputs [B, S, N] (codes and special tokens) -> logits [B, S, N, C]."""
+    def temporal(self, inputs: Tensor) -> Tensor:
+        """Inputs [B, S, N] (codes and special tokens) -> the causal state [B, N, D]: step n
+        reads inputs 0..n."""
         config, steps = self.config, inputs.shape[-1]
         if config.pattern == "flatten":
             # The input at step n is the code of step n - 1, i.e. of codebook (n - 1) % K.
@@ -118,7 +187,19 @@ class MusicGenLM(nn.Module):
         x = sum(table(inputs[:, k]) for k, table in enumerate(self.embeddings))
         x = x + self.position(torch.arange(steps, device=inputs.device))
         mask = nn.Transformer.generate_square_subsequent_mask(steps, device=inputs.device)
-        x = self.norm(self.transformer(x, mask=mask, is_causal=True))  # [B, N, D]
+        return self.norm(self.transformer(x, mask=mask, is_causal=True))  # [B, N, D]
+
+    def forward(self, inputs: Tensor, targets: Tensor | None = None) -> Tensor:
+        """Inputs [B, S, N] -> logits [B, S, N, C]. The depth head also reads the targets
+        [B, S, N] of :func:`layout` (teacher forcing: code k of a step is predicted from
+        codes 0..k-1 of the same step); the factorized heads ignore them."""
+        config, steps = self.config, inputs.shape[-1]
+        x = self.temporal(inputs)
+        if config.head == "depth":
+            if targets is None:
+                raise ValueError("the depth head needs the targets (teacher forcing)")
+            step_codes = targets.masked_fill(targets == IGNORE, config.codebook_size)
+            return self.depth(x, step_codes[:, :-1])
         weight = self.heads.weight.view(config.num_codebooks, config.codebook_size, -1)
         bias = self.heads.bias.view(config.num_codebooks, config.codebook_size)
         if config.pattern != "flatten":  # every head at every step: [B, K, N, C]
@@ -148,7 +229,7 @@ def codebook_of_target(config: LMConfig, targets: Tensor) -> Tensor:
 def loss_per_codebook(model: MusicGenLM, codes: Tensor) -> Tensor:
     """Mean cross-entropy of each codebook's codes, [K] (nats per code)."""
     inputs, targets = layout(codes, model.config)
-    losses = code_losses(model(inputs), targets)
+    losses = code_losses(model(inputs, targets), targets)
     valid = targets != IGNORE
     which = codebook_of_target(model.config, targets)[valid]
     totals = torch.zeros(model.config.num_codebooks, device=codes.device).index_add(
@@ -158,16 +239,24 @@ def loss_per_codebook(model: MusicGenLM, codes: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def nll_per_frame(model: MusicGenLM, windows: Tensor, batch_size: int = 32) -> float:
-    """Held-out negative log-likelihood of windows [W, K, T], in nats per frame (the sum
-    over the K codes of a frame), averaged over all frames; model in eval mode."""
+def nll_per_window(model: MusicGenLM, windows: Tensor, batch_size: int = 32) -> Tensor:
+    """Held-out negative log-likelihood of each window of [W, K, T], in nats per frame
+    (the sum over the K codes of a frame, averaged over its T frames): [W], float64;
+    model in eval mode."""
     was_training = model.training
     model.eval()
-    total = 0.0
+    totals = []
     try:
         for batch in windows.split(batch_size):
             inputs, targets = layout(batch, model.config)
-            total += float(code_losses(model(inputs), targets).sum())
+            losses = code_losses(model(inputs, targets), targets)
+            totals.append(losses.flatten(1).sum(dim=1).double())
     finally:
         model.train(was_training)
-    return total / (windows.shape[0] * windows.shape[-1])
+    return torch.cat(totals) / windows.shape[-1]
+
+
+def nll_per_frame(model: MusicGenLM, windows: Tensor, batch_size: int = 32) -> float:
+    """Held-out negative log-likelihood of windows [W, K, T], in nats per frame (the sum
+    over the K codes of a frame), averaged over all frames; model in eval mode."""
+    return float(nll_per_window(model, windows, batch_size).mean())

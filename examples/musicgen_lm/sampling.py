@@ -2,7 +2,9 @@
 
 Generation reruns the transformer on the whole prefix at every step (no key/value
 cache): simple and exact, quadratic in the number of steps, fine for the few seconds a
-small LM's context holds.
+small LM's context holds. With the depth head, the K codes of a step are drawn one after
+the other, code k from the temporal state and the codes 0..k-1 already drawn (padding
+positions of the delay pattern hold the special token, as in training).
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ def _writable(config, step: int, frames: int) -> Tensor:
     return torch.ones(config.num_codebooks, dtype=torch.bool)
 
 
+def _draw_step(model: MusicGenLM, prefix: Tensor, keep: Tensor, top_k: int,
+               temperature: float, generator: torch.Generator | None) -> Tensor:
+    """The K codes [B, K] of the step after ``prefix`` [B, K, s], drawn in order k."""
+    special = model.config.codebook_size
+    state = model.temporal(prefix)[:, -1:]  # [B, 1, D]
+    drawn = prefix.new_full((prefix.shape[0], model.config.num_codebooks), special)
+    for k in range(model.config.num_codebooks):
+        logits = model.depth(state, drawn[:, :k, None])[:, k, 0]  # [B, C]
+        draw = sample_top_k(logits, top_k, temperature, generator)
+        drawn[:, k] = draw if keep[k] else special
+    return drawn
+
+
 @torch.no_grad()
 def generate(model: MusicGenLM, frames: int, batch_size: int = 1, *, top_k: int = 250,
              temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
@@ -60,9 +75,13 @@ def generate(model: MusicGenLM, frames: int, batch_size: int = 1, *, top_k: int 
     inputs = torch.full((batch_size, config.streams, steps + 1), special, device=device)
     try:
         for step in range(steps):
+            keep = _writable(config, step, frames).to(device)
+            if config.head == "depth":
+                inputs[:, :, step + 1] = _draw_step(model, inputs[..., : step + 1], keep,
+                                                    top_k, temperature, generator)
+                continue
             logits = model(inputs[..., : step + 1])[:, :, -1]  # [B, S, C]
             draw = sample_top_k(logits, top_k, temperature, generator)
-            keep = _writable(config, step, frames).to(device)
             inputs[:, :, step + 1] = torch.where(keep, draw, special)
     finally:
         model.train(was_training)

@@ -4,6 +4,7 @@
     mmdtok encode data/valid -o tokens/valid
     python -m examples.musicgen_lm.train tokens/train --valid tokens/valid \\
         --pattern delay --frames 150 --steps 2000 -o runs/lm-delay
+    python -m examples.musicgen_lm.train tokens/train --head depth ...   # the joint model
 
 Writes OUT/lm.json (the LM's shape, the codec's fingerprint and origin, the settings and
 the held-out NLL) and OUT/lm.safetensors, atomically, at the end. AdamW with betas
@@ -23,7 +24,8 @@ import torch
 from tqdm import tqdm
 
 from examples.musicgen_lm.data import TokenSet, WindowSampler, load_token_set, windows
-from examples.musicgen_lm.model import LMConfig, MusicGenLM, loss_per_codebook, nll_per_frame
+from examples.musicgen_lm.model import (HEADS, LMConfig, MusicGenLM, loss_per_codebook,
+                                        nll_per_frame)
 from mmdtok.atomic import atomic_path
 from mmdtok.train.loop import warmup_cosine
 
@@ -95,30 +97,53 @@ def load_lm(run: Path) -> tuple[MusicGenLM, dict]:
     return model.eval(), info
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser, patterns: tuple[str, ...]) -> None:
+    """The data, LM-shape and optimization options shared by ``train`` and ``gap``."""
     parser.add_argument("tokens", nargs="+", help="token files or folders (training)")
     parser.add_argument("--valid", nargs="*", default=[], help="held-out token files/folders")
     parser.add_argument("-o", "--out", type=Path, required=True, help="run folder")
-    parser.add_argument("--pattern", default="delay", choices=["delay", "parallel", "flatten"])
+    parser.add_argument("--pattern", default="delay", choices=patterns)
     parser.add_argument("--frames", type=int, default=150, help="context in codec frames")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--depth-dim", type=int, default=128, help="width of the depth head")
+    parser.add_argument("--depth-layers", type=int, default=1,
+                        help="layers of the depth head")
     for name, value in asdict(LMTraining()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+
+
+def lm_config(args: argparse.Namespace, tokens: TokenSet, head: str) -> LMConfig:
+    return LMConfig(tokens.num_codebooks, tokens.codebook_size, args.pattern, args.frames,
+                    args.dim, args.layers, args.heads, args.dropout, head, args.depth_dim,
+                    args.depth_layers)
+
+
+def load_valid(paths: list[str], tokens: TokenSet) -> TokenSet:
+    """The held-out token set, refused when another codec made it than ``tokens``."""
+    held_out = load_token_set(paths)
+    if held_out.codec_fingerprint != tokens.codec_fingerprint:
+        raise ValueError("the --valid tokens come from another codec")
+    return held_out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser, patterns=("delay", "parallel", "flatten"))
+    parser.add_argument("--head", default="factorized", choices=HEADS,
+                        help="factorized: K independent heads; depth: the joint depth "
+                             "transformer over the K codes of a step (delay, parallel)")
     args = parser.parse_args(argv)
     try:
         tokens = load_token_set(args.tokens)
-        config = LMConfig(tokens.num_codebooks, tokens.codebook_size, args.pattern,
-                          args.frames, args.dim, args.layers, args.heads)
+        config = lm_config(args, tokens, args.head)
         training = LMTraining(**{k: getattr(args, k) for k in asdict(LMTraining())})
         model, history = train_lm(config, training, tokens)
         facts = {"training": asdict(training), "final_loss": history[-1]}
         if args.valid:
-            held_out = load_token_set(args.valid)
-            if held_out.codec_fingerprint != tokens.codec_fingerprint:
-                raise ValueError("the --valid tokens come from another codec")
+            held_out = load_valid(args.valid, tokens)
             facts["valid_nll_per_frame"] = nll_per_frame(model, windows(held_out, args.frames))
             print(f"held-out NLL: {facts['valid_nll_per_frame']:.4f} nats per frame")
         save_lm(args.out, model, tokens, facts)
