@@ -123,6 +123,38 @@ def test_quantizer_overrides_reach_the_trained_codec_and_cannot_change_its_kind(
         TrainConfig(quantizer={"kind": "fsq"})
 
 
+def test_a_run_can_start_from_a_trained_codec_and_choose_the_loss_pattern(tmp_path):
+    from mmdtok.train.state import build_run
+
+    bundled = Codec.bundled()  # float16, weight norm folded: unfolded into the run
+    config = TrainConfig(init_from="mmdtok:small-music", independence=True,
+                         independence_pattern="parallel")
+    run = build_run(config, torch.device("cpu"))
+    assert any(".parametrizations." in name for name in run.codec.state_dict())
+    audio = torch.randn(1, 1, 12000, generator=torch.Generator().manual_seed(0))
+    run.codec.eval()
+    with torch.inference_mode():
+        codes = run.codec.encode(audio)
+        assert torch.equal(codes, bundled.encode(audio))
+        torch.testing.assert_close(run.codec.decode(codes), bundled.decode(codes).float(),
+                                   atol=1e-5, rtol=0)
+    assert run.independence.loss.pattern == "parallel"
+    assert build_run(TrainConfig(independence=True),
+                     torch.device("cpu")).independence.loss.pattern == "delay"  # the preset's
+    # A run that starts from an untrained codec is that codec, not a fresh draw.
+    fresh = build_run(TrainConfig(seed=3), torch.device("cpu")).codec
+    fresh.save_pretrained(tmp_path / "start")
+    other = build_run(TrainConfig(seed=4, init_from=str(tmp_path / "start")),
+                      torch.device("cpu")).codec
+    for (name, a), b in zip(fresh.state_dict().items(), other.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(ValueError, match="another architecture"):
+        build_run(TrainConfig(init_from="mmdtok:small-music", quantizer={"codebook_size": 64}),
+                  torch.device("cpu"))
+    with pytest.raises(ValueError, match="independence_pattern"):
+        TrainConfig(independence_pattern="flatten")
+
+
 def test_validation_and_tensorboard_logs(tiny_corpus, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

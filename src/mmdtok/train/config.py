@@ -44,6 +44,8 @@ class TrainConfig:
     independence_every: int = 32
     independence_weight: float = 1e3
     independence_preset: str = "default"  # an IndependenceLoss preset: "rff" is linear
+    independence_pattern: str = ""  # "delay" or "parallel" over the preset's; "": the preset's
+    init_from: str = ""  # start from this codec's weights (mmdtok:NAME, folder, Hub id)
     valid_fraction: float = 0.05  # of the files of a folder (manifests carry their split)
     valid_every: int = 500  # validation of the moving-average codec; 0: never
     valid_files: int = 16  # the first N validation files ...
@@ -71,6 +73,9 @@ class TrainConfig:
         if "kind" in self.quantizer:
             raise ValueError("the quantizer overrides cannot change its kind; choose "
                              "another codec preset")
+        if self.independence_pattern not in {"", "delay", "parallel"}:
+            raise ValueError("independence_pattern must be '', 'delay' or 'parallel', got "
+                             f"{self.independence_pattern!r}")
         unknown = set(self.weights) - {"l1", "mel", "adversarial", "features"}
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}")

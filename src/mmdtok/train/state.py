@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mmdtok.losses import IndependenceLoss, MacroBatchIndependence
 from mmdtok.losses.balancer import GradientBalancer
 from mmdtok.losses.spectral import MultiScaleMelLoss
 from mmdtok.models import CodecModel
 from mmdtok.models.discriminator import MultiScaleSTFTDiscriminator
-from mmdtok.persistence import Codec
+from mmdtok.persistence import Codec, load_codec
 from mmdtok.train.checkpoint import WeightEma
 from mmdtok.train.config import TrainConfig
 from mmdtok.train.parallel import data_parallel
@@ -81,15 +81,50 @@ def build_independence(config: TrainConfig, codec: CodecModel
     (None when ``config.independence`` is off); its weight is the trainer's."""
     if not config.independence:
         return None
-    loss = IndependenceLoss.from_preset(config.independence_preset, seed=config.seed)
+    pattern = {"pattern": config.independence_pattern} if config.independence_pattern else {}
+    loss = IndependenceLoss.from_preset(config.independence_preset, seed=config.seed,
+                                        **pattern)
     return MacroBatchIndependence(codec.encode_streams, loss, every=config.independence_every)
+
+
+def start_from(codec: Codec, origin: str) -> None:
+    """Copy the weights (and codebooks, latent norm) of the codec ``origin`` into
+    ``codec``, in float32; ValueError when its architecture differs."""
+    source = load_codec(origin)
+    mine, theirs = codec.config.to_dict(), source.config.to_dict()
+    if mine != theirs:
+        keys = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        raise ValueError(f"init_from={origin!r} is another architecture than the codec "
+                         f"configured here (they differ in {', '.join(keys)})")
+    codec.load_state_dict(unfold_weight_norm(
+        {k: v.float() if v.is_floating_point() else v for k, v in source.state_dict().items()},
+        codec.state_dict()))
+
+
+def unfold_weight_norm(state: dict[str, Tensor], like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with every folded weight ``w`` that ``like`` holds as a weight-norm pair
+    turned into that pair, ``g = ||w||`` (over all but the first axis) and ``v = w``: the
+    same function, trainable with weight norm again."""
+    unfolded = {}
+    for name, value in state.items():
+        stem = name.removesuffix(".weight")
+        pair = f"{stem}.parametrizations.weight.original"
+        if name.endswith(".weight") and f"{pair}0" in like and f"{pair}0" not in state:
+            norm = value.flatten(1).norm(dim=1).view(-1, *[1] * (value.ndim - 1))
+            unfolded[f"{pair}0"], unfolded[f"{pair}1"] = norm, value
+        else:
+            unfolded[name] = value
+    return unfolded
 
 
 def build_run(config: TrainConfig, device: torch.device) -> Run:
     """A fresh run on ``device`` (this rank's; weights drawn from ``config.seed``, the
     same on every rank)."""
     torch.manual_seed(config.seed)
-    codec = Codec.from_config(config.codec_config()).to(device)
+    codec = Codec.from_config(config.codec_config())
+    if config.init_from:
+        start_from(codec, config.init_from)
+    codec = codec.to(device)
     codec.train()
     disc = MultiScaleSTFTDiscriminator(codec.channels, config.discriminator_filters).to(device)
     optimizer = torch.optim.Adam(codec.parameters(), lr=config.lr, betas=config.betas)
