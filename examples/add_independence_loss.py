@@ -21,6 +21,7 @@ holds too few rows, ``mmdtok.MacroBatchIndependence`` applies the loss every M s
 the accumulated inputs instead.
 
     python examples/add_independence_loss.py [--steps 600] [--seeds 0 1 2 3 4]
+        [--straight-through]
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ FACTOR_A = torch.randn(8, CHANNELS, generator=torch.Generator().manual_seed(0))
 FACTOR_B = torch.randn(8, CHANNELS, generator=torch.Generator().manual_seed(1))
 # Every setting of the other library's quantizer that the result depends on, passed
 # explicitly so that a change of its defaults between versions cannot change the toy.
-# Plain straight-through estimation (no rotation trick), as in EnCodec and as the
-# streams below assume.
+# The reconstruction gradient reaches the encoder by the rotation trick (the library's
+# default since 1.20) or, with --straight-through, by plain straight-through estimation
+# as in EnCodec; the independence loss's streams are straight-through in both.
 QUANTIZER = {"kmeans_init": True, "kmeans_iters": 10, "decay": 0.9,
-             "threshold_ema_dead_code": 1, "commitment_weight": 1.0,
-             "rotation_trick": False, "use_cosine_sim": False}
+             "threshold_ema_dead_code": 1, "commitment_weight": 1.0, "use_cosine_sim": False}
 
 
 def toy_audio(generator: torch.Generator, batch: int = BATCH) -> torch.Tensor:
@@ -56,13 +57,14 @@ def toy_audio(generator: torch.Generator, batch: int = BATCH) -> torch.Tensor:
     return (FACTOR_A[s1] + FACTOR_B[s2] + noise).transpose(1, 2)
 
 
-def train(weight: float, steps: int, seed: int, verbose: bool = True) -> tuple[float, float]:
+def train(weight: float, steps: int, seed: int, rotation_trick: bool = True,
+          verbose: bool = True) -> tuple[float, float]:
     """One arm for one seed; returns (code dependence, reconstruction MSE) at the end."""
     torch.manual_seed(seed)
     encoder = nn.Sequential(nn.Conv1d(CHANNELS, 64, 1), nn.ELU(), nn.Conv1d(64, LATENT, 1))
     decoder = nn.Sequential(nn.Conv1d(LATENT, 64, 1), nn.ELU(), nn.Conv1d(64, CHANNELS, 1))
     quantizer = ResidualVQ(dim=LATENT, num_quantizers=STAGES, codebook_size=CODES,
-                           **QUANTIZER)
+                           rotation_trick=rotation_trick, **QUANTIZER)
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=2e-3)
 
     independence = IndependenceLoss("exact", pattern="parallel", bandwidths="median")
@@ -108,10 +110,11 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} +- {sd:.4f}"
 
 
-def compare(steps: int, seeds: list[int], weight: float,
+def compare(steps: int, seeds: list[int], weight: float, rotation_trick: bool = True,
             verbose: bool = True) -> dict[float, list[tuple[float, float]]]:
     """Both arms for every seed: {weight: [(dependence, MSE) per seed]}."""
-    return {w: [train(w, steps, seed, verbose) for seed in seeds] for w in (0.0, weight)}
+    return {w: [train(w, steps, seed, rotation_trick, verbose) for seed in seeds]
+            for w in (0.0, weight)}
 
 
 def main() -> None:
@@ -119,10 +122,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--weight", type=float, default=10.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--straight-through", action="store_true",
+                        help="plain straight-through gradients for the reconstruction "
+                             "instead of the rotation trick")
     args = parser.parse_args()
     if args.weight <= 0 or args.steps < 1:
         parser.error("--weight must be > 0 and --steps >= 1")
-    results = compare(args.steps, args.seeds, args.weight)
+    results = compare(args.steps, args.seeds, args.weight, not args.straight_through)
     print(f"\nat step {args.steps}, over seeds {args.seeds} (mean +- standard deviation):")
     for w, rows in results.items():
         print(f"  weight {w:>4g}: code dependence {spread([r[0] for r in rows])}, "

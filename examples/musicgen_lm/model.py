@@ -106,10 +106,13 @@ def head_of_step(config: LMConfig, steps: int, device: torch.device | None = Non
 
 
 class DepthHead(nn.Module):
-    """p(code k of a step | temporal state, codes 0..k-1 of the step), k = 0..K-1: a small
-    causal transformer over the K positions of one step. Position 0 reads the projected
-    temporal state, position k > 0 the state plus the embedding of code k - 1 of the step
-    (the special token ``C`` where the pattern pads)."""
+    """The within-step part of the joint model: a small causal transformer over the K
+    positions of one step. Position 0 reads the projected temporal state, position k > 0
+    the state plus the embedding of code k - 1 of the step (the special token ``C`` where
+    the pattern pads). Its output, projected back to the LM's width, is added to the
+    temporal state before the K output heads; the projection starts at zero, so an
+    untrained depth head is the factorized model, and the joint model can always fall
+    back to it."""
 
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
@@ -124,35 +127,34 @@ class DepthHead(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, config.depth_layers,
                                                  enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
-        self.heads = nn.Linear(dim, k * c)
+        self.back = nn.Linear(dim, config.dim)
+        nn.init.zeros_(self.back.weight)
+        nn.init.zeros_(self.back.bias)
 
     def forward(self, state: Tensor, previous: Tensor) -> Tensor:
         """State [B, N, D] and the first P - 1 codes of each step, [B, P - 1, N]
-        (P <= K) -> logits of codes 0..P-1 of each step, [B, P, N, C]."""
+        (P <= K) -> the states that predict codes 0..P-1 of each step, [B, P, N, D]."""
         config = self.config
         given = previous.shape[1]
         positions = given + 1
         if given >= config.num_codebooks:
             raise ValueError(f"at most {config.num_codebooks - 1} codes of a step can be "
                              f"given, got {given}")
-        x = self.project(state)[:, :, None].expand(-1, -1, positions, -1)  # [B, N, P, d]
         rows = previous + (config.codebook_size + 1) * torch.arange(
             given, device=previous.device)[:, None]
-        codes = self.embeddings(rows).permute(0, 2, 1, 3)  # [B, N, P - 1, d]
-        x = x + F.pad(codes, (0, 0, 1, 0)) + self.position.weight[:positions]
+        codes = F.pad(self.embeddings(rows), (0, 0, 0, 0, 1, 0))  # [B, P, N, d]
+        x = (self.project(state)[:, None] + codes
+             + self.position.weight[:positions, None]).transpose(1, 2)  # [B, N, P, d]
         batch, steps = x.shape[:2]
         mask = nn.Transformer.generate_square_subsequent_mask(positions, device=x.device)
         x = self.transformer(x.reshape(batch * steps, positions, -1), mask=mask,
                              is_causal=True)
-        x = self.norm(x).view(batch, steps, positions, -1)
-        weight = self.heads.weight.view(config.num_codebooks, config.codebook_size, -1)
-        bias = self.heads.bias.view(config.num_codebooks, config.codebook_size)
-        return (torch.einsum("bnpd,pcd->bpnc", x, weight[:positions])
-                + bias[:positions, None])
+        x = self.back(self.norm(x)).view(batch, steps, positions, -1).transpose(1, 2)
+        return state[:, None] + x
 
 
 class MusicGenLM(nn.Module):
-    """Embeddings -> causal pre-norm transformer -> K heads (or the depth head); see the
+    """Embeddings -> causal pre-norm transformer -> (depth head) -> K heads; see the
     module docstring."""
 
     def __init__(self, config: LMConfig) -> None:
@@ -171,10 +173,9 @@ class MusicGenLM(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, config.layers,
                                                  enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.dim)
+        self.heads = nn.Linear(config.dim, config.num_codebooks * config.codebook_size)
         if config.head == "depth":
             self.depth = DepthHead(config)
-        else:
-            self.heads = nn.Linear(config.dim, config.num_codebooks * config.codebook_size)
 
     def temporal(self, inputs: Tensor) -> Tensor:
         """Inputs [B, S, N] (codes and special tokens) -> the causal state [B, N, D]: step n
@@ -189,6 +190,19 @@ class MusicGenLM(nn.Module):
         mask = nn.Transformer.generate_square_subsequent_mask(steps, device=inputs.device)
         return self.norm(self.transformer(x, mask=mask, is_causal=True))  # [B, N, D]
 
+    def depth_logits(self, state: Tensor, previous: Tensor) -> Tensor:
+        """Depth head: state [B, N, D] and codes 0..P-2 of each step [B, P - 1, N] ->
+        logits of codes 0..P-1 of each step, [B, P, N, C]."""
+        config = self.config
+        x = self.depth(state, previous)  # [B, P, N, D]
+        batch, positions, steps, _ = x.shape
+        weight = self.heads.weight.view(config.num_codebooks, config.codebook_size, -1)
+        bias = self.heads.bias.view(config.num_codebooks, config.codebook_size)
+        # One matrix product per position, the logits made in place ([P, B * N, C]).
+        x = x.transpose(0, 1).reshape(positions, batch * steps, -1)
+        logits = torch.baddbmm(bias[:positions, None], x, weight[:positions].transpose(1, 2))
+        return logits.view(positions, batch, steps, -1).transpose(0, 1)
+
     def forward(self, inputs: Tensor, targets: Tensor | None = None) -> Tensor:
         """Inputs [B, S, N] -> logits [B, S, N, C]. The depth head also reads the targets
         [B, S, N] of :func:`layout` (teacher forcing: code k of a step is predicted from
@@ -199,7 +213,7 @@ class MusicGenLM(nn.Module):
             if targets is None:
                 raise ValueError("the depth head needs the targets (teacher forcing)")
             step_codes = targets.masked_fill(targets == IGNORE, config.codebook_size)
-            return self.depth(x, step_codes[:, :-1])
+            return self.depth_logits(x, step_codes[:, :-1])
         weight = self.heads.weight.view(config.num_codebooks, config.codebook_size, -1)
         bias = self.heads.bias.view(config.num_codebooks, config.codebook_size)
         if config.pattern != "flatten":  # every head at every step: [B, K, N, C]

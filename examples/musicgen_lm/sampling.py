@@ -51,7 +51,7 @@ def _draw_step(model: MusicGenLM, prefix: Tensor, keep: Tensor, top_k: int,
     state = model.temporal(prefix)[:, -1:]  # [B, 1, D]
     drawn = prefix.new_full((prefix.shape[0], model.config.num_codebooks), special)
     for k in range(model.config.num_codebooks):
-        logits = model.depth(state, drawn[:, :k, None])[:, k, 0]  # [B, C]
+        logits = model.depth_logits(state, drawn[:, :k, None])[:, k, 0]  # [B, C]
         draw = sample_top_k(logits, top_k, temperature, generator)
         drawn[:, k] = draw if keep[k] else special
     return drawn

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -24,7 +25,10 @@ TRAINING = train_lib.LMTraining(steps=250, batch_size=32, lr=3e-3, warmup_steps=
 
 
 def tiny_depth(pattern: str, k: int = 3, c: int = 8, frames: int = 10) -> MusicGenLM:
-    return MusicGenLM(LMConfig(k, c, pattern, frames, head="depth", **SHAPE)).eval()
+    """A depth-head LM whose depth head is not at its (zero) starting point."""
+    model = MusicGenLM(LMConfig(k, c, pattern, frames, head="depth", **SHAPE)).eval()
+    torch.nn.init.normal_(model.depth.back.weight)
+    return model
 
 
 def copied_codes(count: int, frames: int, size: int, p: float, k: int = 3,
@@ -67,10 +71,21 @@ def test_code_k_of_a_step_reads_only_the_past_and_codes_before_k(pattern):
                                base[..., : step + 1, :])
 
 
+@pytest.mark.parametrize("pattern", ["parallel", "delay"])
+def test_an_untrained_depth_head_is_the_factorized_model_of_the_same_seed(pattern):
+    config = LMConfig(3, 8, pattern, 10, **SHAPE)
+    torch.manual_seed(5)
+    factorized = MusicGenLM(config).eval()
+    torch.manual_seed(5)
+    joint = MusicGenLM(replace(config, head="depth")).eval()
+    inputs, targets = model_lib.layout(torch.randint(0, 8, (2, 3, 10)), config)
+    torch.testing.assert_close(joint(inputs, targets), factorized(inputs))
+
+
 def test_a_depth_model_that_predicts_uniformly_scores_k_log_c_nats_per_frame():
     model = tiny_depth("delay", k=3, c=8)
-    torch.nn.init.zeros_(model.depth.heads.weight)
-    torch.nn.init.zeros_(model.depth.heads.bias)
+    torch.nn.init.zeros_(model.heads.weight)
+    torch.nn.init.zeros_(model.heads.bias)
     codes = torch.randint(0, 8, (5, 3, 10))
     assert model_lib.nll_per_frame(model, codes, batch_size=2) == pytest.approx(3 * math.log(8))
     per_window = model_lib.nll_per_window(model, codes)

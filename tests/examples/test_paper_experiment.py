@@ -10,8 +10,10 @@ import pytest
 from examples.paper_experiment import run
 
 QUICK = ["--codec-override", "steps=2", "batch_size=2", "independence_every=1",
-         "calibration_batches=1", "checkpoint_every=2", "--lm-steps", "2", "--lm-frames", "8",
-         "--window-seconds", "1", "--lm-dim", "16", "--lm-layers", "1", "--lm-heads", "2"]
+         "calibration_batches=1", "checkpoint_every=2", "warmup_steps=1",
+         "--lm-steps", "2", "--lm-frames", "8", "--window-seconds", "1", "--lm-dim", "16",
+         "--lm-layers", "1", "--lm-heads", "2", "--depth-dim", "16", "--lm-seeds", "0", "1",
+         "--flatten"]
 
 
 @pytest.fixture
@@ -27,27 +29,39 @@ def manifest(tiny_corpus, tmp_path):
     return path
 
 
-def test_both_codecs_get_every_figure_and_a_rerun_recomputes_nothing(manifest, tmp_path,
-                                                                      capsys):
+def test_three_arms_from_one_codec_get_every_figure_and_a_rerun_recomputes_nothing(
+        manifest, tmp_path, capsys):
     out = tmp_path / "experiment"
     assert run.main([str(manifest), "-o", str(out), *QUICK]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"baseline", "independence"}
+    assert set(results) == {"none", "delay", "parallel"}
+    shared = json.loads((out / "codec-shared" / "train_config.json").read_text())
+    assert shared["independence"] is False and shared["init_from"] == ""
     for name, r in results.items():
         settings = json.loads((out / f"codec-{name}" / "train_config.json").read_text())
-        assert settings["independence"] == (name == "independence")
-        assert settings["quantizer"] == {"codebook_size": 256}
-        assert all(math.isfinite(r[key]) for key in (
-            "si_sdr", "mel_distance", "normalized_total_correlation", "pairwise_dependence",
-            "stream_independence_loss"))
-        nll = {p: r["lm"][p]["test_nll_per_frame"] for p in ("delay", "flatten")}
-        # Barely trained LMs: near uniform over 256 codes for each of the 4 codebooks.
-        assert all(0 < v < 2 * 4 * math.log(256) for v in nll.values())
-        assert r["nll_gap"] == pytest.approx(nll["delay"] - nll["flatten"])
+        assert settings["init_from"] == str(out / "codec-shared")
+        assert settings["independence"] == (name != "none")
+        assert settings["independence_pattern"] == ("" if name == "none" else name)
+        assert settings["seed"] == 1  # the same batches in every arm
+        assert all(math.isfinite(r[key]) for key in ("si_sdr", "mel_distance"))
+        assert set(r["independence_loss"]) == {
+            "median_delay", "median_parallel", "paper_bandwidths_delay",
+            "paper_bandwidths_parallel"}
+        assert all(math.isfinite(v) and v >= 0 for v in r["independence_loss"].values())
+        for layout in ("delay", "parallel"):
+            gap = r["gap"][layout]
+            assert gap["seeds"] == 2 and len(gap["runs"]) == 2
+            assert [g["training"]["seed"] for g in gap["runs"]] == [0, 1]
+            for g in gap["runs"]:
+                assert g["pattern"] == layout
+                assert g["gap"] == pytest.approx(g["nll_factorized"] - g["nll_joint"])
+                # Barely trained LMs: near uniform over 1,024 codes for each of 4 codebooks.
+                assert 0 < g["nll_joint"] < 2 * 4 * math.log(1024)
+        assert 0 < r["flatten"]["test_nll_per_frame"] < 2 * 4 * math.log(1024)
         assert list((out / f"tokens-{name}" / "test").rglob("*.mmdtok"))
     table = capsys.readouterr().out
-    assert "| baseline |" in table and "| independence |" in table
+    assert all(f"| {name} |" in table for name in results)
     stamps = {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
     assert run.main([str(manifest), "-o", str(out), *QUICK]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()} == stamps
-    assert capsys.readouterr().out.splitlines()[-2:] == table.splitlines()[-2:]
+    assert capsys.readouterr().out.splitlines()[-3:] == table.splitlines()[-3:]
