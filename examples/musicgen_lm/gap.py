@@ -36,8 +36,7 @@ from torch import Tensor
 
 from examples.musicgen_lm.data import TokenSet, load_token_set, windows
 from examples.musicgen_lm.model import LMConfig, nll_per_window
-from examples.musicgen_lm.train import (LMTraining, add_arguments, lm_config, load_valid,
-                                        train_lm)
+from examples.musicgen_lm.train import LMTraining, add_arguments, lm_config, load_valid, train_lm
 from mmdtok.atomic import atomic_path
 
 RESAMPLES = 2000

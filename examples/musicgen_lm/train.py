@@ -24,8 +24,7 @@ import torch
 from tqdm import tqdm
 
 from examples.musicgen_lm.data import TokenSet, WindowSampler, load_token_set, windows
-from examples.musicgen_lm.model import (HEADS, LMConfig, MusicGenLM, loss_per_codebook,
-                                        nll_per_frame)
+from examples.musicgen_lm.model import HEADS, LMConfig, MusicGenLM, loss_per_codebook, nll_per_frame
 from mmdtok.atomic import atomic_path
 from mmdtok.train.loop import warmup_cosine
 

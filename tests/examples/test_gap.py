@@ -16,12 +16,10 @@ from examples.musicgen_lm import gap as gap_lib
 from examples.musicgen_lm import model as model_lib
 from examples.musicgen_lm import sampling
 from examples.musicgen_lm import train as train_lib
-from examples.musicgen_lm.data import TokenSet
+from examples.musicgen_lm.synthetic import SHAPE, copied_codes, copy_information, measure, token_set
 from mmdtok.tokens import TokenFile, save_tokens
 
 LMConfig, MusicGenLM = model_lib.LMConfig, model_lib.MusicGenLM
-SHAPE = {"dim": 32, "layers": 1, "heads": 2, "dropout": 0.0, "depth_dim": 32}
-TRAINING = train_lib.LMTraining(steps=250, batch_size=32, lr=3e-3, warmup_steps=10)
 
 
 def tiny_depth(pattern: str, k: int = 3, c: int = 8, frames: int = 10) -> MusicGenLM:
@@ -29,28 +27,6 @@ def tiny_depth(pattern: str, k: int = 3, c: int = 8, frames: int = 10) -> MusicG
     model = MusicGenLM(LMConfig(k, c, pattern, frames, head="depth", **SHAPE)).eval()
     torch.nn.init.normal_(model.depth.back.weight)
     return model
-
-
-def copied_codes(count: int, frames: int, size: int, p: float, k: int = 3,
-                 seed: int = 0) -> torch.Tensor:
-    """[count, k, frames], every frame independent: codebook 1 equal to codebook 0 of the
-    same frame with probability p, else uniform; the other codebooks uniform."""
-    generator = torch.Generator().manual_seed(seed)
-    codes = torch.randint(size, (count, k, frames), generator=generator)
-    copy = torch.rand(count, frames, generator=generator) < p
-    codes[:, 1] = torch.where(copy, codes[:, 0], codes[:, 1])
-    return codes
-
-
-def copy_information(size: int, p: float) -> float:
-    """I(z0; z1) in nats for :func:`copied_codes`: log C - H(z1 | z0)."""
-    same, other = p + (1 - p) / size, (1 - p) / size
-    conditional = -same * math.log(same) - (size - 1) * other * math.log(other)
-    return math.log(size) - conditional
-
-
-def token_set(codes: torch.Tensor, size: int) -> TokenSet:
-    return TokenSet(list(codes), size, "synthetic", "", 50.0)
 
 
 @pytest.mark.parametrize("pattern", ["parallel", "delay"])
@@ -125,31 +101,25 @@ def test_the_bootstrap_interval_covers_the_mean_of_the_distribution():
 
 def test_the_gap_matches_the_conditional_total_correlation_of_copied_codes():
     size, p = 8, 0.7
-    tokens = token_set(copied_codes(8192, 16, size, p, seed=1), size)
-    held_out = token_set(copied_codes(96, 16, size, p, seed=2), size)
     expected = copy_information(size, p)  # 0.96 nats
     for pattern, truth in (("parallel", expected), ("delay", 0.0)):
         # Delay: code 1 of a step belongs to the frame before, whose code 0 is in the past.
-        config = LMConfig(3, size, pattern, 16, **SHAPE)
-        facts = gap_lib.factorization_gap(config, TRAINING, tokens, held_out, progress=False)
+        facts = measure(p, pattern, seed=0)
         low, high = facts["gap_ci95"]
         assert low <= truth <= high, (pattern, facts)
         assert facts["gap"] == pytest.approx(facts["nll_factorized"] - facts["nll_joint"])
         assert facts["frames"] == 96 * 16
-        # Both models reach the entropy of the data: 3 log C - I (joint) per frame.
+        # The joint model reaches the entropy of the data: 3 log C - I per frame.
         assert facts["nll_joint"] == pytest.approx(3 * math.log(size) - expected, abs=0.08)
 
 
 def test_on_independent_codes_the_interval_holds_zero():
-    size = 8
-    tokens = token_set(copied_codes(8192, 16, size, 0.0, seed=3), size)
-    held_out = token_set(copied_codes(96, 16, size, 0.0, seed=4), size)
-    config = LMConfig(3, size, "parallel", 16, **SHAPE)
     training = train_lib.LMTraining(steps=120, batch_size=32, lr=3e-3, warmup_steps=10)
-    facts = gap_lib.factorization_gap(config, training, tokens, held_out, progress=False)
+    facts = measure(0.0, "parallel", seed=0, training=training)
     low, high = facts["gap_ci95"]
     assert low <= 0.0 <= high
     assert high - low < 0.1
+    assert copy_information(8, 0.0) == 0.0
 
 
 @pytest.mark.parametrize("pattern", ["parallel", "delay"])
