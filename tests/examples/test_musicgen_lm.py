@@ -122,13 +122,16 @@ def test_sampling_follows_the_tempered_softmax_and_temperature_zero_is_greedy():
     assert torch.equal(sampling.sample_top_k(values, 3, 0.0), values.argmax(-1))
 
 
-@pytest.mark.parametrize("pattern", PATTERNS)
-def test_greedy_generation_agrees_with_the_model_reading_its_own_output(pattern):
-    model = tiny(pattern, frames=6)
+@pytest.mark.parametrize("pattern, head", [(p, "factorized") for p in PATTERNS]
+                         + [("parallel", "depth"), ("delay", "depth")])
+def test_greedy_generation_agrees_with_the_model_reading_its_own_output(pattern, head):
+    model = tiny(pattern, frames=6, head=head, depth_dim=16)
+    if head == "depth":  # away from its zero start, so that it reads the step's codes
+        torch.nn.init.normal_(model.depth.back.weight)
     codes = sampling.generate(model, 5, batch_size=2, temperature=0.0)
     assert codes.shape == (2, 3, 5) and codes.min() >= 0 and codes.max() < 8
     inputs, targets = model_lib.layout(codes, model.config)
-    predicted = model(inputs).argmax(-1)
+    predicted = model(inputs, targets).argmax(-1)
     valid = targets != model_lib.IGNORE
     assert torch.equal(predicted[valid], targets[valid])
 
@@ -192,6 +195,16 @@ def test_the_scripts_train_save_and_generate_audio_through_the_codec(codec_and_t
         audio, rate = soundfile.read(out / f"sample_{i}.wav")
         assert rate == codec.sample_rate and len(audio) == frames * codec.hop_length
     capsys.readouterr()
+    # The joint model with the depth head, through the same scripts.
+    assert train_lib.main([str(root / "tokens"), "-o", str(root / "lm-depth"), "--head",
+                           "depth", "--pattern", "parallel", "--frames", "12", "--dim", "16",
+                           "--layers", "1", "--heads", "2", "--depth-dim", "8", "--steps", "3",
+                           "--batch-size", "2"]) == 0
+    assert train_lib.load_lm(root / "lm-depth")[0].config.head == "depth"
+    assert generate.main([str(root / "lm-depth"), "--codec", str(root / "codec"), "-o",
+                          str(root / "generated-depth"), "--seconds", "0.1"]) == 0
+    assert load_tokens(root / "generated-depth" / "sample_0.mmdtok").codes.shape == (
+        codec.num_codebooks, frames)
     assert generate.main([str(run), "--codec", "mmdtok:small-music", "-o",
                           str(root / "wrong")]) == 2
     assert "not the codec" in capsys.readouterr().err
