@@ -47,9 +47,6 @@ FACTOR_B = torch.randn(8, CHANNELS, generator=torch.Generator().manual_seed(1))
 # The reconstruction gradient reaches the encoder by the rotation trick (the library's
 # default since 1.20) or, with --straight-through, by plain straight-through estimation
 # as in EnCodec; the independence loss's streams are straight-through in both.
-# The stream dependence of the test frames: the loss's own estimator (exact MMD with
-# median bandwidths) on the code vectors, what the loss optimizes.
-MEASURE = IndependenceLoss("exact", pattern="parallel", bandwidths="median")
 QUANTIZER = {"kmeans_init": True, "kmeans_iters": 10, "decay": 0.9,
              "threshold_ema_dead_code": 1, "commitment_weight": 1.0, "use_cosine_sim": False}
 
@@ -106,7 +103,10 @@ def evaluate(encoder, decoder, quantizer, test) -> tuple[float, float, float]:
     dependence = normalized_pairwise_dependence(indices.transpose(1, 2), CODES, "parallel")
     streams = straight_through_streams(z, all_codes.transpose(2, 3))
     error = (decoder(quantized.transpose(1, 2)) - test).square().mean()
-    return float(dependence), float(MEASURE(streams)), float(error)
+    # The loss's own estimator (exact MMD, median bandwidths), fresh so that every
+    # evaluation draws the same random numbers.
+    measure = IndependenceLoss("exact", pattern="parallel", bandwidths="median", seed=0)
+    return float(dependence), float(measure(streams)), float(error)
 
 
 def report(label: str, step: int, dependence: float, streams: float, error: float) -> str:

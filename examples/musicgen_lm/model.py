@@ -121,7 +121,7 @@ class DepthHead(nn.Module):
         self.project = nn.Linear(config.dim, dim)
         self.embeddings = nn.Embedding(k * (c + 1), dim)  # row k * (C + 1) + code
         self.position = nn.Embedding(k, dim)
-        layer = nn.TransformerEncoderLayer(dim, config.heads, 4 * dim, config.dropout,
+        layer = nn.TransformerEncoderLayer(dim, config.heads, 2 * dim, config.dropout,
                                            activation="gelu", batch_first=True,
                                            norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, config.depth_layers,
