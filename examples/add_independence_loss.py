@@ -14,7 +14,8 @@ seeds and the paired differences.
 
 The toy is noisy: the dependence of one run moves by +-0.02 from one evaluation to the
 next as the codebooks' EMA updates move codes between clusters, so one seed can show
-either order. Read the mean over seeds and the paired differences.
+either order. Read the mean over seeds and the paired differences (the README has them
+and what they do and do not show).
 
 A few lines connect the loss to the other library's quantizer: its per-stage code vectors
 (``return_all_codes``) become streams with a straight-through gradient to the encoder,
@@ -23,7 +24,7 @@ holds too few rows, ``mmdtok.MacroBatchIndependence`` applies the loss every M s
 the accumulated inputs instead.
 
     python examples/add_independence_loss.py [--steps 600] [--seeds 0 1 2 3 4]
-        [--straight-through]
+        [--rotation-trick]
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ FACTOR_A = torch.randn(8, CHANNELS, generator=torch.Generator().manual_seed(0))
 FACTOR_B = torch.randn(8, CHANNELS, generator=torch.Generator().manual_seed(1))
 # Every setting of the other library's quantizer that the result depends on, passed
 # explicitly so that a change of its defaults between versions cannot change the toy.
-# The reconstruction gradient reaches the encoder by the rotation trick (the library's
-# default since 1.20) or, with --straight-through, by plain straight-through estimation
-# as in EnCodec; the independence loss's streams are straight-through in both.
+# The reconstruction gradient reaches the encoder by plain straight-through estimation,
+# as in EnCodec and as the independence loss's streams assume, or, with --rotation-trick,
+# by the rotation trick (the library's default since 1.20).
 QUANTIZER = {"kmeans_init": True, "kmeans_iters": 10, "decay": 0.9,
              "threshold_ema_dead_code": 1, "commitment_weight": 1.0, "use_cosine_sim": False}
 
@@ -59,7 +60,7 @@ def toy_audio(generator: torch.Generator, batch: int = BATCH) -> torch.Tensor:
     return (FACTOR_A[s1] + FACTOR_B[s2] + noise).transpose(1, 2)
 
 
-def train(weight: float, steps: int, seed: int, rotation_trick: bool = True,
+def train(weight: float, steps: int, seed: int, rotation_trick: bool = False,
           verbose: bool = True) -> tuple[float, float, float]:
     """One arm for one seed; returns (code dependence, stream dependence, reconstruction
     MSE) on the test frames at the end."""
@@ -119,7 +120,7 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} +- {sd:.4f}"
 
 
-def compare(steps: int, seeds: list[int], weight: float, rotation_trick: bool = True,
+def compare(steps: int, seeds: list[int], weight: float, rotation_trick: bool = False,
             verbose: bool = True) -> dict[float, list[tuple[float, float, float]]]:
     """Both arms for every seed: {weight: [train's triple per seed]}."""
     return {w: [train(w, steps, seed, rotation_trick, verbose) for seed in seeds]
@@ -131,13 +132,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--weight", type=float, default=10.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--straight-through", action="store_true",
-                        help="plain straight-through gradients for the reconstruction "
-                             "instead of the rotation trick")
+    parser.add_argument("--rotation-trick", action="store_true",
+                        help="the rotation trick for the reconstruction gradient instead "
+                             "of plain straight-through")
     args = parser.parse_args()
     if args.weight <= 0 or args.steps < 1:
         parser.error("--weight must be > 0 and --steps >= 1")
-    results = compare(args.steps, args.seeds, args.weight, not args.straight_through)
+    results = compare(args.steps, args.seeds, args.weight, args.rotation_trick)
     print(f"\nat step {args.steps}, over seeds {args.seeds} (mean +- standard deviation):")
     for w, rows in results.items():
         print(f"  weight {w:>4g}: code dependence {spread([r[0] for r in rows])}, stream "
