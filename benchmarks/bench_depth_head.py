@@ -26,9 +26,9 @@ from examples.musicgen_lm.model import LMConfig, MusicGenLM, loss_per_codebook
 
 # (name, LM shape, batch): K = 4 codebooks of 1,024 codes, as the shipped codec makes.
 SHAPES = [
-    ("default (256 wide, 4 layers, 150 frames)",
+    ("default (256 wide, 4 layers, 150 frames; depth head 128 wide)",
      LMConfig(4, 1024, "delay", 150, dim=256, layers=4, heads=4, depth_dim=128), 16),
-    ("paper experiment (128 wide, 4 layers, 50 frames)",
+    ("paper experiment (128 wide, 4 layers, 50 frames; depth head 64 wide)",
      LMConfig(4, 1024, "delay", 50, dim=128, layers=4, heads=4, dropout=0.0, depth_dim=64),
      16),
 ]
