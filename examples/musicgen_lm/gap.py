@@ -20,7 +20,8 @@ bootstrap interval over held-out windows; it holds the sampling noise of the tes
 not the spread over training seeds (rerun with ``--seed`` for that).
 
 Writes OUT/gap.json atomically: pattern, nll_factorized, nll_joint, gap, gap_ci95,
-frames (held-out frames scored), windows, steps, and the LM's shape and training.
+frames (held-out frames scored), windows, steps, the LM's shape and training, and the
+gap of every held-out window (``window_gaps``, for paired comparisons of codecs).
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ def bootstrap_interval(values: Tensor, resamples: int = RESAMPLES, level: float 
     return float(low), float(high)
 
 
+def paired_difference(gaps: list[float], reference: list[float]) -> dict:
+    """Mean of ``gaps - reference`` over the same held-out windows (two codecs' tokens of
+    the same audio) with its paired bootstrap interval."""
+    if len(gaps) != len(reference):
+        raise ValueError(f"{len(gaps)} and {len(reference)} windows: not the same audio")
+    difference = torch.tensor(gaps, dtype=torch.float64) - torch.tensor(
+        reference, dtype=torch.float64)
+    return {"difference": float(difference.mean()),
+            "ci95": list(bootstrap_interval(difference))}
+
+
 def factorization_gap(config: LMConfig, training: LMTraining, tokens: TokenSet,
                       held_out: TokenSet, progress: bool = True) -> dict:
     """Train the factorized and the depth-head LM of ``config`` (its ``head`` is ignored)
@@ -79,6 +91,9 @@ def factorization_gap(config: LMConfig, training: LMTraining, tokens: TokenSet,
             "gap": float(difference.mean()),
             "gap_ci95": list(bootstrap_interval(difference)),
             "frames": test.shape[0] * test.shape[-1], "windows": test.shape[0],
+            # Per held-out window, in file order: paired comparisons of two codecs' gaps
+            # on the same audio (``paired_difference``).
+            "window_gaps": [round(v, 6) for v in difference.tolist()],
             "steps": training.steps,
             "lm": {k: v for k, v in config.to_dict().items() if k != "head"},
             "training": asdict(training), "train_seconds": seconds}

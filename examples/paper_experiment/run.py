@@ -17,8 +17,10 @@ fast factorized LM loses against the exact joint one?
 5. The factorization gap of each codec's test tokens under the delay and the parallel
    layouts (``examples.musicgen_lm.gap``: the same temporal LM trained twice on the same
    batches, factorized heads and depth head; held-out NLL difference with a paired
-   bootstrap interval), for every LM seed of ``--lm-seeds``. ``--flatten`` also trains
-   the flattened LM (K times longer sequences) for each codec, as a column.
+   bootstrap interval), for every LM seed of ``--lm-seeds``; and each loss arm's gap
+   minus the gap without the loss, paired over the held-out windows (the same audio).
+   ``--flatten`` also trains the flattened LM (K times longer sequences) for each codec,
+   as a column.
 
 Every stage writes its JSON under OUT/results/ and is skipped when it is there (rerun to
 resume, delete a result to redo it); codec training resumes from its last checkpoint.
@@ -39,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from examples.musicgen_lm.data import TokenSet, load_token_set, windows
-from examples.musicgen_lm.gap import factorization_gap
+from examples.musicgen_lm.gap import factorization_gap, paired_difference
 from examples.musicgen_lm.model import LMConfig, nll_per_frame
 from examples.musicgen_lm.train import LMTraining, train_lm
 from mmdtok import Codec, IndependenceLoss
@@ -133,9 +135,11 @@ def flattened_lm(tokens: TokenSet, held_out: TokenSet, config: LMConfig,
 
 
 def summarize(gaps: list[dict]) -> dict:
-    """The gap of one codec under one layout over the LM seeds."""
+    """The gap of one codec under one layout over the LM seeds (``window_gaps``: the
+    mean over seeds of each held-out window's gap)."""
     values = [g["gap"] for g in gaps]
-    return {"gap": statistics.mean(values),
+    windows = [statistics.mean(column) for column in zip(*(g["window_gaps"] for g in gaps))]
+    return {"gap": statistics.mean(values), "window_gaps": windows,
             "gap_sd": statistics.stdev(values) if len(values) > 1 else None,
             "gap_ci95": gaps[0]["gap_ci95"] if len(gaps) == 1 else None,
             "nll_factorized": statistics.mean(g["nll_factorized"] for g in gaps),
@@ -182,6 +186,11 @@ def run(args: argparse.Namespace) -> dict:
             results[name]["flatten"] = stage(
                 results_dir / f"lm-{name}-flatten.json", flattened_lm, tokens["train"],
                 tokens["test"], config, lm_training(args, args.lm_seeds[0]))
+    for name in ("delay", "parallel"):  # each arm's gap against the arm without the loss
+        for layout in LAYOUTS:
+            results[name]["gap"][layout]["change_vs_none"] = paired_difference(
+                results[name]["gap"][layout]["window_gaps"],
+                results["none"]["gap"][layout]["window_gaps"])
     with atomic_path(out / "results.json") as temp:
         temp.write_text(json.dumps(results, indent=2) + "\n")
     return results
@@ -199,11 +208,20 @@ def _gap_cell(summary: dict) -> str:
     return f"{summary['gap']:.3f} [{low:.3f}, {high:.3f}]"
 
 
+def _change_cell(summary: dict) -> str:
+    if "change_vs_none" not in summary:
+        return "-"
+    change = summary["change_vs_none"]
+    low, high = change["ci95"]
+    return f"{change['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def table(results: dict) -> str:
     flatten = all("flatten" in r for r in results.values())
     header = ["codec", "SI-SDR (dB)", "mel distance", "loss delay (median)",
               "loss parallel (median)", "loss delay (paper bw)", "NLL joint (delay)",
-              "gap delay", "gap parallel"] + (["NLL flatten"] if flatten else [])
+              "gap delay", "vs none", "gap parallel", "vs none"] + (
+                  ["NLL flatten"] if flatten else [])
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in results.items():
         losses = r["independence_loss"]
@@ -211,7 +229,8 @@ def table(results: dict) -> str:
                  f"{losses['median_delay']:.2e}", f"{losses['median_parallel']:.2e}",
                  f"{losses['paper_bandwidths_delay']:.2e}",
                  f"{r['gap']['delay']['nll_joint']:.3f}", _gap_cell(r["gap"]["delay"]),
-                 _gap_cell(r["gap"]["parallel"])]
+                 _change_cell(r["gap"]["delay"]), _gap_cell(r["gap"]["parallel"]),
+                 _change_cell(r["gap"]["parallel"])]
         if flatten:
             cells.append(f"{r['flatten']['test_nll_per_frame']:.3f}")
         rows.append("| " + " | ".join(cells) + " |")

@@ -167,4 +167,10 @@ def test_the_gap_command_writes_gap_json_from_token_files(tmp_path):
     assert facts["frames"] == 12 * 2 * 20  # two windows of 20 frames per 40-frame file
     assert facts["gap_ci95"][0] <= facts["gap"] <= facts["gap_ci95"][1]
     assert facts["codec_fingerprint"] == "f" * 16
+    assert len(facts["window_gaps"]) == 24
+    assert sum(facts["window_gaps"]) / 24 == pytest.approx(facts["gap"], abs=1e-5)
+    same = gap_lib.paired_difference(facts["window_gaps"], facts["window_gaps"])
+    assert same == {"difference": 0.0, "ci95": [0.0, 0.0]}
+    with pytest.raises(ValueError, match="same audio"):
+        gap_lib.paired_difference(facts["window_gaps"], facts["window_gaps"][:-1])
     assert gap_lib.main([str(tmp_path / "train"), "-o", str(out)]) == 2  # no --valid

@@ -57,6 +57,13 @@ def test_three_arms_from_one_codec_get_every_figure_and_a_rerun_recomputes_nothi
                 assert g["gap"] == pytest.approx(g["nll_factorized"] - g["nll_joint"])
                 # Barely trained LMs: near uniform over 1,024 codes for each of 4 codebooks.
                 assert 0 < g["nll_joint"] < 2 * 4 * math.log(1024)
+            if name == "none":
+                assert "change_vs_none" not in gap
+            else:  # paired over the same held-out windows
+                change = gap["change_vs_none"]
+                expected = gap["gap"] - results["none"]["gap"][layout]["gap"]
+                assert change["difference"] == pytest.approx(expected, abs=1e-5)
+                assert change["ci95"][0] <= change["difference"] <= change["ci95"][1]
         assert 0 < r["flatten"]["test_nll_per_frame"] < 2 * 4 * math.log(1024)
         assert list((out / f"tokens-{name}" / "test").rglob("*.mmdtok"))
     table = capsys.readouterr().out
