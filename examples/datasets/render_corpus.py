@@ -15,7 +15,12 @@ Renderers (each call bounded in time):
   (``apt-get install timidity fluid-soundfont-gm``; FluidR3 GM, MIT licence);
 - ``tinysoundfont``: the ``tinysoundfont`` synthesizer (``pip install tinysoundfont
   --no-deps``; its pyaudio dependency is only for live playback) with the small
-  TimGM6mb SoundFont bundled in ``pretty_midi`` (GPL-2).
+  TimGM6mb SoundFont bundled in ``pretty_midi`` (GPL-2);
+- ``additive``: additive synthesis in numpy (harmonics and envelopes per instrument
+  family, noise drums), nothing to install beyond the ``dev`` extra; cruder timbres.
+
+``--renderer auto`` (the default) takes the first of these that this machine has and
+says which.
 
     python examples/datasets/render_corpus.py --recipe small --out data/corpus
     python examples/datasets/render_corpus.py --recipe tiny --out /tmp/tiny --renderer tinysoundfont
@@ -239,7 +244,82 @@ def render_tinysoundfont(midi_path: Path, sample_rate: int, timeout: float) -> n
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 
-RENDERERS = {"timidity": render_timidity, "tinysoundfont": render_tinysoundfont}
+HARMONICS = np.arange(1, 25)
+# Spectral roll-off (amplitude of harmonic h = h ** -rolloff) per General MIDI family
+# (program // 8): piano, chromatic percussion, organ, guitar, bass, strings, ensemble,
+# brass, reed, pipe, synth lead, synth pad, effects, ethnic, percussive, sound effects.
+ROLLOFF = (1.6, 2.2, 0.9, 1.4, 1.8, 1.0, 1.1, 0.8, 0.9, 2.0, 0.8, 1.2, 1.2, 1.4, 2.0, 1.5)
+# Time constant (s) of the exponential decay per family; long for sustained families.
+DECAY = (1.2, 0.6, 8.0, 1.0, 1.0, 6.0, 6.0, 4.0, 4.0, 5.0, 5.0, 8.0, 3.0, 1.5, 0.3, 1.0)
+
+
+def render_additive(midi_path: Path, sample_rate: int, timeout: float) -> np.ndarray:
+    """Mono float32 audio by additive synthesis, with numpy only (no SoundFont, nothing
+    to install): each note is 24 harmonics whose roll-off and decay depend on the General
+    MIDI family of its instrument, plus broadband noise 30 dB below (bow, breath,
+    hammer), with a 10 ms attack and a 60 ms release; drums are seeded noise bursts (a
+    pitch sweep for the kick). Cruder than a SoundFont, still the
+    score's music: the fallback when neither timidity nor tinysoundfont is there."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(str(midi_path))
+    total = int((midi.get_end_time() + TAIL_SECONDS) * sample_rate)
+    if total / sample_rate > timeout * 100:
+        raise RuntimeError("piece too long for the time bound")
+    out = np.zeros(total, np.float64)
+    release, attack = 0.06, 0.01
+    for inst in midi.instruments:
+        family = inst.program // 8
+        amplitudes = HARMONICS ** -ROLLOFF[family]
+        for note in inst.notes:
+            start = int(note.start * sample_rate)
+            length = min(total - start, int((note.end - note.start + release) * sample_rate))
+            if length <= 0:
+                continue
+            t = np.arange(length) / sample_rate
+            gain = note.velocity / 127
+            if inst.is_drum:
+                wave = _drum(note.pitch, t, start)
+            else:
+                f0 = pretty_midi.note_number_to_hz(note.pitch)
+                kept = HARMONICS * f0 < 0.45 * sample_rate
+                phase = 2 * np.pi * f0 * t
+                wave = amplitudes[kept] @ np.sin(HARMONICS[kept, None] * phase) / 3
+                # Bow, breath or hammer noise: broadband, 30 dB below the tone.
+                wave += 0.03 * np.random.default_rng([note.pitch, start]).standard_normal(
+                    length)
+                held = note.end - note.start
+                envelope = np.minimum(t / attack, 1.0) * np.exp(-t / DECAY[family])
+                envelope *= np.clip((held + release - t) / release, 0.0, 1.0)
+                wave = wave * envelope
+            out[start : start + length] += gain * wave
+    return out.astype(np.float32)
+
+
+def _drum(pitch: int, t: np.ndarray, start: int) -> np.ndarray:
+    """A drum hit over ``t``: a kick's falling sine, or noise decaying fast (snare, hats),
+    seeded by the pitch and the start sample so that every rendering is identical."""
+    if pitch in (35, 36):
+        return np.sin(2 * np.pi * (50 * t + 60 * (1 - np.exp(-t / 0.03)) * 0.03)) * np.exp(
+            -t / 0.15)
+    noise = np.random.default_rng([pitch, start]).standard_normal(t.shape)
+    return 0.3 * noise * np.exp(-t / (0.03 if pitch in (42, 44, 46) else 0.08))
+
+
+RENDERERS = {"timidity": render_timidity, "tinysoundfont": render_tinysoundfont,
+             "additive": render_additive}
+
+
+def available_renderer() -> str:
+    """The best renderer this machine has: timidity with FluidR3 GM, else tinysoundfont,
+    else additive synthesis (always there with the ``dev`` extra)."""
+    if shutil.which("timidity") and Path("/etc/timidity/fluidr3_gm.cfg").exists():
+        return "timidity"
+    import importlib.util
+
+    if importlib.util.find_spec("tinysoundfont"):
+        return "tinysoundfont"
+    return "additive"
 # What a score that music21 cannot parse, expand or write, or a failed render, raises: the
 # piece is skipped with the reason. (Import errors and interrupts are not caught.)
 SKIPPABLE = (ValueError, IndexError, KeyError, TypeError, AttributeError, ZeroDivisionError,
@@ -288,10 +368,12 @@ def render(recipe: Recipe, out: Path, renderer: str = "timidity", jobs: int = 2,
     out.mkdir(parents=True, exist_ok=True)
     pool_jobs = [(s, recipe, renderer, str(out)) for s in candidates(recipe)]
     pieces: list[Piece] = []
+    skipped: list[str] = []
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         for result in pool.imap(render_piece, pool_jobs, chunksize=1):
             if isinstance(result, str):
                 log.info("skipped %s", result)
+                skipped.append(result)
                 continue
             _partial(out / result.path).replace(out / result.path)
             pieces.append(result)
@@ -303,6 +385,9 @@ def render(recipe: Recipe, out: Path, renderer: str = "timidity", jobs: int = 2,
         leftover.unlink()
     if progress:
         print(file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} pieces skipped (-v lists the reasons), e.g. {skipped[0]}",
+              file=sys.stderr)
     lines = [json.dumps(asdict(p), sort_keys=True) for p in sorted(pieces, key=lambda p: p.path)]
     (out / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     (out / "recipe.json").write_text(json.dumps({**asdict(recipe), "renderer": renderer},
@@ -314,7 +399,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="small")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--renderer", choices=sorted(RENDERERS), default="timidity")
+    parser.add_argument("--renderer", choices=["auto", *sorted(RENDERERS)], default="auto",
+                        help="auto: timidity if installed, else tinysoundfont, else "
+                             "additive synthesis")
     parser.add_argument("--sample-rate", type=int, help="override the recipe's rate")
     parser.add_argument("--format", choices=["flac", "wav"], default="flac")
     parser.add_argument("--jobs", type=int, default=2)
@@ -324,9 +411,17 @@ def main() -> None:
     recipe = RECIPES[args.recipe]
     recipe = Recipe(**{**asdict(recipe), "audio_format": args.format,
                        "sample_rate": args.sample_rate or recipe.sample_rate})
-    pieces = render(recipe, args.out, args.renderer, args.jobs)
+    renderer = available_renderer() if args.renderer == "auto" else args.renderer
+    if renderer == "timidity" and available_renderer() != "timidity":
+        parser.error("timidity with fluid-soundfont-gm is not installed: apt-get install "
+                     "timidity fluid-soundfont-gm, or pip install tinysoundfont --no-deps "
+                     "(or --renderer additive)")
+    print(f"renderer: {renderer}", file=sys.stderr)
+    pieces = render(recipe, args.out, renderer, args.jobs)
     hours = sum(p.duration for p in pieces) / 3600
     print(f"{len(pieces)} pieces, {hours:.2f} h, manifest {args.out / 'manifest.jsonl'}")
+    if not pieces:
+        raise SystemExit("error: no piece was rendered (-v lists why)")
 
 
 if __name__ == "__main__":
