@@ -4,6 +4,8 @@ import os
 import stat
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mmdtok.atomic import atomic_path
 
@@ -37,3 +39,66 @@ def test_atomic_files_get_the_permissions_of_a_plainly_created_file(tmp_path, um
         os.umask(previous)
     mode = stat.S_IMODE(os.stat(tmp_path / "model.safetensors").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain").st_mode) == 0o666 & ~umask
+
+
+KILLED_WRITER = """
+import os, sys
+from mmdtok.atomic import atomic_path
+with atomic_path(sys.argv[1]) as temp:
+    temp.write_text("half")
+    os._exit(9)  # killed between the temporary file and the rename
+"""
+
+
+def _killed_write(target):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target)], timeout=60)
+    assert done.returncode == 9
+
+
+def test_a_killed_write_leaves_a_temporary_that_is_never_read_and_is_removed_on_rerun(
+        tmp_path):
+    from mmdtok.atomic import is_temporary
+    from mmdtok.paths import find_files
+
+    target = tmp_path / "song.mmdtok"
+    _killed_write(target)
+    (left,) = tmp_path.iterdir()
+    assert is_temporary(left) and not target.exists()
+    (tmp_path / "other.mmdtok").write_text("complete")
+    assert [f.path.name for f in find_files([tmp_path], lambda p: True)] == ["other.mmdtok"]
+    with atomic_path(target) as temp:  # the rerun of the same write
+        temp.write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.mmdtok", "song.mmdtok"]
+
+
+def test_only_the_temporaries_of_the_target_itself_are_removed(tmp_path):
+    _killed_write(tmp_path / "a.mmdtok")
+    _killed_write(tmp_path / "ab.mmdtok")
+    _killed_write(tmp_path / "a.wav")
+    _killed_write(tmp_path / "a.b.mmdtok")  # ".a.b.XXXXXXXX.part.mmdtok": not a.mmdtok's
+    with atomic_path(tmp_path / "a.mmdtok") as temp:
+        temp.write_text("x")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "a.mmdtok" in names and len(names) == 4  # the three others' are kept
+    assert not any(n.startswith(".a.") and n.endswith(".mmdtok") and n.count(".") == 4
+                   for n in names)
+
+
+@given(stem=st.text(st.characters(blacklist_characters="/\0"), min_size=1, max_size=20),
+       suffix=st.sampled_from(["", ".mmdtok", ".wav", ".pt", ".safetensors"]))
+def test_temporary_names_are_recognized_and_ordinary_names_are_not(stem, suffix):
+    from pathlib import Path
+
+    from mmdtok.atomic import is_temporary
+
+    if stem in {".", ".."}:
+        return
+    target = Path("/folder") / f"{stem}{suffix}"
+    temp = target.with_name(f".{target.stem}.0123abcd.part{target.suffix}")
+    assert is_temporary(temp)
+    assert not is_temporary(Path("/folder") / "song.mmdtok")
+    assert not is_temporary(Path("/folder") / ".hidden.mmdtok")
+    assert not is_temporary(Path("/folder") / "take.part.wav")  # a user's own name

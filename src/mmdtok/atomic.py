@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.part(\.[^.]*)?", re.DOTALL)
+
+
+def is_temporary(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is named as the temporary file of an atomic write
+    (``.NAME.XXXXXXXX.part.SUFFIX``): an unfinished write, never data to read."""
+    return bool(_TEMPORARY.fullmatch(Path(path).name))
+
+
+def remove_temporaries(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that earlier, interrupted writes of ``target`` left
+    next to it; returns them. Only one writer writes a given target at a time (parallel
+    shards write disjoint files), so any temporary of ``target`` is stale."""
+    target = Path(target)
+    own = re.compile(re.escape(f".{target.stem}.") + "[0-9a-f]{8}"
+                     + re.escape(f".part{target.suffix}"), re.DOTALL)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for temp in target.parent.iterdir():
+        if own.fullmatch(temp.name) and temp.is_file():
+            temp.unlink(missing_ok=True)
+            removed.append(temp)
+    return removed
 
 
 def _create_temp(target: Path) -> Path:
@@ -29,6 +55,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     untouched."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(target)  # left by a write of the same file that was killed
     temp = _create_temp(target)
     try:
         yield temp
