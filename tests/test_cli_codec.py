@@ -168,6 +168,10 @@ def test_inspect_reports_dependence_of_token_files_and_plots_it(tmp_path):
                     TokenFile(codes=part, codec="toy", codec_fingerprint="0",
                               sample_rate=24_000, channels=1, frame_rate=75.0,
                               codebook_size=16, length=part.shape[1] * 320))
+    # A complete token file left under its temporary name by a write killed before the
+    # rename: never counted (it would be counted twice).
+    (tmp_path / "tok" / ".1.0123abcd.part.mmdtok").write_bytes(
+        (tmp_path / "tok" / "1.mmdtok").read_bytes())
     result = _invoke("inspect", tmp_path / "tok", "--pattern", "parallel", "--plot",
                      tmp_path / "mi.png")
     assert result.exit_code == 0, result.output
