@@ -43,3 +43,20 @@ def test_train_codec_refuses_to_overwrite_a_run_or_resume_nothing_naming_the_fla
                                        str(tmp_path / "empty"), "--resume"])
     assert nothing.exit_code == 2 and "nothing to resume" in nothing.output
     assert not (tmp_path / "empty").exists()
+
+
+def test_an_early_stop_says_so_and_success_is_printed_only_with_the_codec(tiny_corpus,
+                                                                          tmp_path):
+    manifest = str(tiny_corpus[0] / "manifest.jsonl")
+    settings = ["steps=2", "batch_size=2", "segment_seconds=0.25", "discriminator_filters=4",
+                "checkpoint_every=1", "calibration_batches=1", "valid_every=0"]
+    out = tmp_path / "run"
+    first = CliRunner().invoke(app, ["train-codec", manifest, "-o", str(out), *settings,
+                                     "--max-steps", "1"])
+    assert first.exit_code == 0, first.output
+    assert "stopped at step 1 of 2" in first.output and "--resume" in first.output
+    assert "codec in" not in first.output and not (out / "model.safetensors").exists()
+    done = CliRunner().invoke(app, ["train-codec", manifest, "-o", str(out), *settings,
+                                    "--resume"])
+    assert done.exit_code == 0, done.output
+    assert "trained to step 2" in done.output and (out / "model.safetensors").exists()

@@ -210,7 +210,8 @@ def train_codec(
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     max_steps: Annotated[int | None, typer.Option(
-        help="Stop after this many steps (the schedule still spans 'steps').")] = None,
+        min=1, help="Stop after this many steps (the schedule still spans 'steps'; "
+                    "--resume goes on).")] = None,
 ) -> None:
     """Train a codec (EnCodec losses, optional independence loss) on your audio. Under
     torchrun every rank trains on its own batches with DDP (batch_size is per rank)."""
@@ -237,9 +238,12 @@ def train_codec(
                                 None, "step", _loss_summary(values)))
     except ValueError as error:
         raise fail(str(error)) from error
-    if main_rank:
+    if main_rank and run.step >= cfg.steps:
         typer.echo(f"trained to step {run.step} ({run.skipped} skipped); codec in {out}",
                    err=True)
+    elif main_rank:
+        typer.echo(f"stopped at step {run.step} of {cfg.steps} ({run.skipped} skipped); "
+                   f"checkpoint in {out}: pass --resume to go on", err=True)
 
 
 def _loss_summary(values: dict[str, float]) -> str | None:
