@@ -181,3 +181,25 @@ def test_inspect_reports_dependence_of_token_files_and_plots_it(tmp_path):
     assert abs(float(row0.split()[3])) < 0.05
     assert (tmp_path / "mi.png").read_bytes()[:4] == b"\x89PNG"
     assert _invoke("inspect", tmp_path / "none").exit_code == 2
+
+
+def test_a_corrupt_token_file_sorted_first_fails_alone(tmp_path):
+    from mmdtok import Codec
+    from mmdtok.persistence import token_file
+    from mmdtok.tokens import save_tokens
+
+    codec = Codec.bundled()
+    audio = torch.randn(1, 1, 4_800, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.inference_mode():
+        codes = codec.encode(audio)[0]
+    save_tokens(tmp_path / "tok" / "b_good.mmdtok", token_file(codec, codes, 4_800))
+    (tmp_path / "tok" / "a_corrupt.mmdtok").write_bytes(b"not a token file at all")
+    result = _invoke("decode", tmp_path / "tok", "-o", tmp_path / "dec")
+    assert result.exit_code == 1, result.output  # a failure reported, the rest decoded
+    assert "1 decoded" in result.output and "1 failed" in result.output
+    assert "a_corrupt.mmdtok" in result.output
+    assert (tmp_path / "dec" / "b_good.wav").exists()
+    assert not (tmp_path / "dec" / "a_corrupt.wav").exists()
+    (tmp_path / "tok" / "b_good.mmdtok").write_bytes(b"broken too")
+    nothing = _invoke("decode", tmp_path / "tok", "-o", tmp_path / "dec2")
+    assert nothing.exit_code == 2 and "no token file could be read" in nothing.output

@@ -187,13 +187,25 @@ def decode(
     try:
         tasks = plan(tokens, out, accept=is_token_file, suffix=f".{audio_format}")
         if model is None and tasks:
-            model, revision = parse_origin(load_tokens(tasks[0].source).codec_origin)
+            model, revision = parse_origin(_first_origin(tasks, load_tokens))
     except ValueError as error:
         raise fail(str(error)) from error
     codec = _load_codec(model, revision, device)
     with _interruptible(), _progress(len(tasks), "decoding") as progress:
         report = decode_files(codec, tasks, overwrite=overwrite, progress=progress)
     _finish(report, "decoded")
+
+
+def _first_origin(tasks, load_tokens) -> str:
+    """The codec recorded in the first token file that can be read: an unreadable one is
+    reported with the others by the decoding, it does not stop the folder."""
+    first_error = None
+    for task in tasks:
+        try:
+            return load_tokens(task.source).codec_origin
+        except (ValueError, OSError) as error:
+            first_error = first_error or error
+    raise ValueError(f"no token file could be read, so no codec is known: {first_error}")
 
 
 @app.command("train-codec")
