@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from mmdtok.convert import codec_config_from_encodec, convert_encodec_state, is_encodec_config
@@ -69,10 +70,18 @@ class Codec(CodecModel):
 
 
 def save_pretrained(codec: CodecModel, folder: str | os.PathLike[str]) -> Path:
-    """Write ``config.json`` (format, version, codec config) and ``model.safetensors``."""
+    """Write ``config.json`` (format, version, codec config) and ``model.safetensors``.
+    ValueError (and nothing written) when a weight or buffer holds NaN or infinity: such
+    a codec would encode everything to one code."""
+    state = codec.state_dict()
+    broken = [name for name, value in state.items()
+              if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if broken:
+        raise ValueError(f"refusing to save a codec with non-finite values in "
+                         f"{', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}")
     config = {"format": FORMAT, "format_version": FORMAT_VERSION,
               "mmdtok_version": __version__, "codec": codec.config.to_dict()}
-    return write_folder(folder, config, codec.state_dict(),
+    return write_folder(folder, config, state,
                         metadata={"format": FORMAT, "fingerprint": codec.fingerprint()})
 
 

@@ -88,6 +88,8 @@ def test_steps_with_non_finite_losses_are_skipped(tiny_corpus, tmp_path):
     assert 0 < run.skipped < 8
     assert all(torch.isfinite(p).all() for p in run.codec.parameters())
     assert all(torch.isfinite(p).all() for p in run.ema.model.parameters())
+    exported = Codec.from_pretrained(tmp_path / "run")  # recalibrated without the NaN file
+    assert all(torch.isfinite(b).all() for b in exported.buffers() if b.is_floating_point())
 
 
 def test_settings_are_checked_and_overridden(tmp_path):

@@ -56,3 +56,21 @@ def test_recalibration_sets_the_statistics_of_the_codecs_own_encoder(tiny_corpus
     torch.testing.assert_close(norm.var, rows.var(dim=0, unbiased=False), rtol=1e-3,
                                atol=1e-9)
     assert not recalibrate_latent_norm(Codec.from_preset("musicgen-32khz"), iter(batches))
+    # A batch holding a NaN file is skipped: the statistics are those of the others.
+    poisoned = batches[0].clone()
+    poisoned[1, 0, 100] = float("nan")
+    before = norm.mean.clone(), norm.var.clone()
+    norm.mean.fill_(5.0)
+    assert recalibrate_latent_norm(codec, iter([poisoned, *batches]))
+    torch.testing.assert_close(norm.mean, before[0])
+    torch.testing.assert_close(norm.var, before[1])
+    with pytest.raises(ValueError, match="no batches with finite values"):
+        recalibrate_latent_norm(codec, iter([poisoned]))
+
+
+def test_a_codec_with_non_finite_weights_or_buffers_is_not_saved(tmp_path):
+    codec = Codec.from_preset("small-music")
+    codec.quantizer.latent_norm.var.fill_(float("nan"))
+    with pytest.raises(ValueError, match="non-finite values in quantizer.latent_norm.var"):
+        codec.save_pretrained(tmp_path / "out")
+    assert not (tmp_path / "out" / "model.safetensors").exists()

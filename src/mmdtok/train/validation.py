@@ -94,8 +94,8 @@ def recalibrate_latent_norm(codec: CodecModel, batches: Iterable[Tensor]) -> boo
     During training the moving averages follow a moving encoder; a codec exported from a
     weight average has an encoder of its own. Recalibrating (as one does for batch norms
     after averaging weights) makes inference normalize with the statistics of the
-    weights that are used. Returns False (and changes nothing) for a codec without a
-    latent norm."""
+    weights that are used. Batches whose encoding is not finite are skipped. Returns
+    False (and changes nothing) for a codec without a latent norm."""
     norm = getattr(codec.quantizer, "latent_norm", None)
     if norm is None:
         return False
@@ -105,6 +105,8 @@ def recalibrate_latent_norm(codec: CodecModel, batches: Iterable[Tensor]) -> boo
     try:
         for audio in batches:
             rows = to_rows(codec.encoder(audio.to(norm.mean.device))).double()
+            if not bool(torch.isfinite(rows).all()):  # a NaN file: skipped, as in training
+                continue
             mean, var = rows.mean(dim=0), rows.var(dim=0, unbiased=False)
             count += rows.shape[0]
             first = first + mean * rows.shape[0]
@@ -112,7 +114,7 @@ def recalibrate_latent_norm(codec: CodecModel, batches: Iterable[Tensor]) -> boo
     finally:
         codec.train(was_training)
     if count == 0:
-        raise ValueError("no batches to recalibrate on")
+        raise ValueError("no batches with finite values to recalibrate on")
     mean = first / count
     norm.mean.copy_(mean.to(norm.mean.dtype))
     norm.var.copy_((second / count - mean.pow(2)).clamp(min=0).to(
