@@ -255,7 +255,8 @@ def train_codec(
                    err=True)
     elif main_rank:
         typer.echo(f"stopped at step {run.step} of {cfg.steps} ({run.skipped} skipped); "
-                   f"checkpoint in {out}: pass --resume to go on", err=True)
+                   f"the codec so far and a checkpoint in {out}: pass --resume to go on",
+                   err=True)
 
 
 def _loss_summary(values: dict[str, float]) -> str | None:
