@@ -67,7 +67,8 @@ def row_moments(parts: Sequence[Tensor], pattern: str) -> tuple[Tensor, Tensor, 
         squares += (rows - mean).square().sum(0)
     var = all_reduce_sum(squares) / num_rows
     dtype = parts[0].dtype
-    return mean.to(dtype), torch.rsqrt(var + STANDARDIZE_EPS).to(dtype), int(num_rows)
+    floor = STANDARDIZE_EPS * var.mean() + torch.finfo(torch.float64).tiny  # relative
+    return mean.to(dtype), torch.rsqrt(var + floor).to(dtype), int(num_rows)
 
 
 def frequencies(num_dims: int, bandwidths: Sequence[float], num_features: int,

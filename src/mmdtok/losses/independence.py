@@ -187,10 +187,17 @@ class IndependenceLoss(nn.Module):
 # Rows (from the first clips) from which rff draws the pairs of its median bandwidth.
 MEDIAN_SAMPLE_ROWS = 1 << 16
 def standardize_rows(rows: Tensor) -> Tensor:
-    """Each feature of rows [N, P] to mean 0 and variance 1 over the rows."""
-    mean = rows.mean(0)
-    var = (rows - mean.detach()).square().mean(0)
-    return (rows - mean) * torch.rsqrt(var + fourier.STANDARDIZE_EPS)
+    """Each feature of rows [N, P] to mean 0 and variance 1 over the rows. The moments
+    are taken in float64 and the variance floor is relative (``STANDARDIZE_EPS`` times
+    the features' mean variance), so the result does not depend on the scale of the
+    rows: float16 rows, or rows scaled by 1e-10 or 1e20, standardize as the same rows at
+    unit scale would. Float32 (at least) out."""
+    wide = rows.double()
+    mean = wide.mean(0)
+    var = (wide - mean.detach()).square().mean(0)
+    floor = fourier.STANDARDIZE_EPS * var.detach().mean() + torch.finfo(torch.float64).tiny
+    out = (wide - mean) * torch.rsqrt(var + floor)
+    return out.to(torch.promote_types(rows.dtype, torch.float32))
 
 
 def check_streams(streams: Streams) -> list[Tensor]:
@@ -213,6 +220,12 @@ def check_streams(streams: Streams) -> list[Tensor]:
                         f"got {type(streams).__name__}")
     if len(parts) < 2:
         raise ValueError(f"independence needs at least 2 codebooks, got {len(parts)}")
+    if parts[0].shape[0] == 0 or parts[0].shape[-1] == 0:
+        raise ValueError(f"the streams are empty (B = {parts[0].shape[0]} clips of T = "
+                         f"{parts[0].shape[-1]} frames)")
+    if any(part.shape[1] == 0 for part in parts):
+        raise ValueError(f"every stream needs D >= 1 dimensions, got "
+                         f"{[part.shape[1] for part in parts]}")
     if not all(part.is_floating_point() for part in parts):
         raise ValueError("streams must be floating-point vectors, not codes; pass "
                          "QuantizerOutput.streams")
