@@ -2,6 +2,7 @@
 (huggingface_hub for real, against local folders and a closed local port)."""
 
 import shutil
+import time
 
 import pytest
 import torch
@@ -75,12 +76,22 @@ def test_a_cached_copy_is_used_when_offline_is_asked_per_call(saved, tmp_path):
     assert loaded.fingerprint() == codec.fingerprint()
 
 
-def test_names_that_are_neither_folders_nor_repo_ids_are_refused(saved, tmp_path):
+def test_names_that_are_neither_folders_nor_repo_ids_are_refused(saved, tmp_path,
+                                                                 monkeypatch):
     _, folder = saved
     with pytest.raises(ModelNotFoundError, match="not a Hub repository id"):
         Codec.from_pretrained(tmp_path / "missing" / "deeper" / "folder")
     with pytest.raises(ValueError, match="revisions only apply"):
         Codec.from_pretrained(folder, revision="main")
+    # Paths of this machine are never tried on the Hub (no retries against an endpoint
+    # that does not answer): a file's suffix, or an existing folder as the "owner".
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    for name in ("dir/missing.mmdtok", "songs/take.wav", "sub/absent"):
+        started = time.monotonic()
+        with pytest.raises(ModelNotFoundError, match="no such file or model folder"):
+            Codec.from_pretrained(name, endpoint=CLOSED_PORT, cache_dir=tmp_path / "c")
+        assert time.monotonic() - started < 2.0
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotFoundError, match="is not a model folder"):
         Codec.from_pretrained(tmp_path / "empty")

@@ -33,6 +33,8 @@ def offline_mode(local_files_only: bool = False) -> bool:
 
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Names ending so are files, never Hub repositories (token files, audio, weights).
+FILE_SUFFIXES = {".mmdtok", ".wav", ".flac", ".ogg", ".mp3", ".safetensors", ".json", ".pt"}
 
 
 def resolve_model(name_or_dir: str | os.PathLike[str], revision: str | None = None, *,
@@ -59,6 +61,9 @@ def resolve_model(name_or_dir: str | os.PathLike[str], revision: str | None = No
     if not REPO_ID.match(text) or ".." in text:
         raise ModelNotFoundError(f"no model folder at {local}, and {text!r} is not a Hub "
                                  "repository id of the form 'owner/name'")
+    if local.suffix.lower() in FILE_SUFFIXES or local.parent.is_dir():
+        # A path: a file's suffix, or a folder of this machine as the "owner".
+        raise ModelNotFoundError(f"no such file or model folder: {local}")
     try:
         return _download(text, revision, cache_dir, offline_mode(local_files_only), endpoint)
     except ModelNotFoundError as error:
