@@ -9,7 +9,10 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.part(\.[^.]*)?", re.DOTALL)
+_TEMPORARY = re.compile(r"\.(?P<stem>.+)\.[0-9a-f]{8}\.part(?P<suffix>\.[^.]*)?", re.DOTALL)
+# Per folder, the temporaries found there at this process's first write into it, by the
+# name of the file each was writing: listed once per folder, not once per write.
+_STALE: dict[str, dict[str, list[Path]]] = {}
 
 
 def is_temporary(path: str | os.PathLike[str]) -> bool:
@@ -21,18 +24,29 @@ def is_temporary(path: str | os.PathLike[str]) -> bool:
 def remove_temporaries(target: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporary files that earlier, interrupted writes of ``target`` left
     next to it; returns them. Only one writer writes a given target at a time (parallel
-    shards write disjoint files), so any temporary of ``target`` is stale."""
+    shards write disjoint files), so a temporary of ``target`` that was there before this
+    process first wrote into the folder is stale. The folder is listed once per process."""
     target = Path(target)
-    own = re.compile(re.escape(f".{target.stem}.") + "[0-9a-f]{8}"
-                     + re.escape(f".part{target.suffix}"), re.DOTALL)
-    removed = []
-    if not target.parent.is_dir():
-        return removed
-    for temp in target.parent.iterdir():
-        if own.fullmatch(temp.name) and temp.is_file():
-            temp.unlink(missing_ok=True)
-            removed.append(temp)
+    folder = os.path.abspath(target.parent)
+    if folder not in _STALE:
+        _STALE[folder] = _temporaries_by_target(folder)
+    removed = _STALE[folder].pop(target.name, [])
+    for temp in removed:
+        temp.unlink(missing_ok=True)
     return removed
+
+
+def _temporaries_by_target(folder: str) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    if not os.path.isdir(folder):
+        return found
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            match = _TEMPORARY.fullmatch(entry.name)
+            if match and entry.is_file():
+                name = match["stem"] + (match["suffix"] or "")
+                found.setdefault(name, []).append(Path(entry.path))
+    return found
 
 
 def _create_temp(target: Path) -> Path:
