@@ -37,7 +37,14 @@ from torch import Tensor
 
 from examples.musicgen_lm.data import TokenSet, load_token_set, windows
 from examples.musicgen_lm.model import LMConfig, nll_per_window
-from examples.musicgen_lm.train import LMTraining, add_arguments, lm_config, load_valid, train_lm
+from examples.musicgen_lm.train import (
+    LMTraining,
+    add_arguments,
+    lm_config,
+    lm_training,
+    load_valid,
+    train_lm,
+)
 from mmdtok.atomic import atomic_path
 
 RESAMPLES = 2000
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens = load_token_set(args.tokens)
         held_out = load_valid(args.valid, tokens)
         config = lm_config(args, tokens, "factorized")
-        training = LMTraining(**{k: getattr(args, k) for k in asdict(LMTraining())})
+        training = lm_training(args)
         facts = factorization_gap(config, training, tokens, held_out)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 
 import torch
 
@@ -65,7 +66,7 @@ def measure(p: float, pattern: str, seed: int = 0, training: LMTraining = TRAINI
     tokens = token_set(copied_codes(train_clips, FRAMES, SIZE, p, seed=2 * seed + 1), SIZE)
     held_out = token_set(copied_codes(test_clips, FRAMES, SIZE, p, seed=2 * seed + 2), SIZE)
     config = LMConfig(CODEBOOKS, SIZE, pattern, FRAMES, **SHAPE)
-    training = LMTraining(**{**training.__dict__, "seed": seed})
+    training = replace(training, seed=seed)
     return factorization_gap(config, training, tokens, held_out, progress=False)
 
 

@@ -120,6 +120,11 @@ def lm_config(args: argparse.Namespace, tokens: TokenSet, head: str) -> LMConfig
                     args.depth_layers)
 
 
+def lm_training(args: argparse.Namespace) -> LMTraining:
+    """The optimization settings of :func:`add_arguments`' options."""
+    return LMTraining(**{k: getattr(args, k) for k in asdict(LMTraining())})
+
+
 def load_valid(paths: list[str], tokens: TokenSet) -> TokenSet:
     """The held-out token set, refused when another codec made it than ``tokens``."""
     held_out = load_token_set(paths)
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tokens = load_token_set(args.tokens)
         config = lm_config(args, tokens, args.head)
-        training = LMTraining(**{k: getattr(args, k) for k in asdict(LMTraining())})
+        training = lm_training(args)
         model, history = train_lm(config, training, tokens)
         facts = {"training": asdict(training), "final_loss": history[-1]}
         if args.valid:

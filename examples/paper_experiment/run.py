@@ -34,7 +34,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -79,8 +79,7 @@ def codec_config(name: str, out: Path, overrides: list[str]) -> TrainConfig:
     if name == "shared":
         return load_config(HERE / "codec_shared.json").with_overrides(overrides)
     arm = load_config(HERE / "codec_arm.json").with_overrides(overrides)
-    changes = {**ARMS[name], "init_from": str(out / "codec-shared")}
-    return TrainConfig.from_dict({**arm.to_dict(), **changes})
+    return replace(arm, **ARMS[name], init_from=str(out / "codec-shared"))
 
 
 def train_codec(config: TrainConfig, manifest: Path, run_dir: Path) -> dict:
@@ -138,8 +137,8 @@ def summarize(gaps: list[dict]) -> dict:
     """The gap of one codec under one layout over the LM seeds (``window_gaps``: the
     mean over seeds of each held-out window's gap)."""
     values = [g["gap"] for g in gaps]
-    windows = [statistics.mean(column) for column in zip(*(g["window_gaps"] for g in gaps))]
-    return {"gap": statistics.mean(values), "window_gaps": windows,
+    per_window = [statistics.mean(c) for c in zip(*(g["window_gaps"] for g in gaps))]
+    return {"gap": statistics.mean(values), "window_gaps": per_window,
             "gap_sd": statistics.stdev(values) if len(values) > 1 else None,
             "gap_ci95": gaps[0]["gap_ci95"] if len(gaps) == 1 else None,
             "nll_factorized": statistics.mean(g["nll_factorized"] for g in gaps),
