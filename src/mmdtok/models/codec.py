@@ -184,3 +184,19 @@ def _folded_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
         elif not name.endswith(".parametrizations.weight.original0"):
             folded[name] = tensor
     return folded
+
+
+def unfolded_state(state: dict[str, Tensor], like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of :func:`_folded_state`: ``state`` with every folded weight ``w``
+    that ``like`` (a codec's state with weight norm) holds as a weight-norm pair turned
+    into that pair, ``g = ||w||`` (over all but the first axis) and ``v = w``. The same
+    function, trainable with weight norm again."""
+    unfolded = {}
+    for name, value in state.items():
+        pair = f"{name.removesuffix('.weight')}.parametrizations.weight.original"
+        if name.endswith(".weight") and f"{pair}0" in like and f"{pair}0" not in state:
+            norm = value.flatten(1).norm(dim=1).view(-1, *[1] * (value.ndim - 1))
+            unfolded[f"{pair}0"], unfolded[f"{pair}1"] = norm, value
+        else:
+            unfolded[name] = value
+    return unfolded

@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from mmdtok.losses import IndependenceLoss, MacroBatchIndependence
 from mmdtok.losses.balancer import GradientBalancer
 from mmdtok.losses.spectral import MultiScaleMelLoss
 from mmdtok.models import CodecModel
+from mmdtok.models.codec import unfolded_state
 from mmdtok.models.discriminator import MultiScaleSTFTDiscriminator
 from mmdtok.persistence import Codec, load_codec
 from mmdtok.train.checkpoint import WeightEma
@@ -96,25 +97,9 @@ def start_from(codec: Codec, origin: str) -> None:
         keys = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         raise ValueError(f"init_from={origin!r} is another architecture than the codec "
                          f"configured here (they differ in {', '.join(keys)})")
-    codec.load_state_dict(unfold_weight_norm(
+    codec.load_state_dict(unfolded_state(
         {k: v.float() if v.is_floating_point() else v for k, v in source.state_dict().items()},
         codec.state_dict()))
-
-
-def unfold_weight_norm(state: dict[str, Tensor], like: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``state`` with every folded weight ``w`` that ``like`` holds as a weight-norm pair
-    turned into that pair, ``g = ||w||`` (over all but the first axis) and ``v = w``: the
-    same function, trainable with weight norm again."""
-    unfolded = {}
-    for name, value in state.items():
-        stem = name.removesuffix(".weight")
-        pair = f"{stem}.parametrizations.weight.original"
-        if name.endswith(".weight") and f"{pair}0" in like and f"{pair}0" not in state:
-            norm = value.flatten(1).norm(dim=1).view(-1, *[1] * (value.ndim - 1))
-            unfolded[f"{pair}0"], unfolded[f"{pair}1"] = norm, value
-        else:
-            unfolded[name] = value
-    return unfolded
 
 
 def build_run(config: TrainConfig, device: torch.device) -> Run:
