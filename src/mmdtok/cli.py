@@ -180,14 +180,14 @@ def decode(
     by another codec are refused."""
     from mmdtok.folders import decode_files, plan
     from mmdtok.persistence import parse_origin
-    from mmdtok.tokens import is_token_file, load_tokens
+    from mmdtok.tokens import is_token_file
 
     if audio_format not in {"wav", "flac", "ogg"}:
         raise fail(f"--format must be wav, flac or ogg, got {audio_format!r}")
     try:
         tasks = plan(tokens, out, accept=is_token_file, suffix=f".{audio_format}")
         if model is None and tasks:
-            model, revision = parse_origin(_first_origin(tasks, load_tokens))
+            model, revision = parse_origin(_first_origin(tasks))
     except ValueError as error:
         raise fail(str(error)) from error
     codec = _load_codec(model, revision, device)
@@ -196,9 +196,11 @@ def decode(
     _finish(report, "decoded")
 
 
-def _first_origin(tasks, load_tokens) -> str:
+def _first_origin(tasks) -> str:
     """The codec recorded in the first token file that can be read: an unreadable one is
     reported with the others by the decoding, it does not stop the folder."""
+    from mmdtok.tokens import load_tokens
+
     first_error = None
     for task in tasks:
         try:
