@@ -56,7 +56,34 @@ def test_an_early_stop_says_so_and_success_is_printed_only_with_the_codec(tiny_c
     assert first.exit_code == 0, first.output
     assert "stopped at step 1 of 2" in first.output and "--resume" in first.output
     assert "trained to step" not in first.output
+    changed = CliRunner().invoke(app, ["train-codec", manifest, "-o", str(out), *settings,
+                                       "lr=0.01", "--resume"])
+    assert changed.exit_code == 2 and "lr=0.0003 (now 0.01)" in changed.output
     done = CliRunner().invoke(app, ["train-codec", manifest, "-o", str(out), *settings,
                                     "--resume"])
     assert done.exit_code == 0, done.output
     assert "trained to step 2" in done.output and (out / "model.safetensors").exists()
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tiny_corpus, tmp_path):
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmdtok", "train-codec", str(tiny_corpus[0] / "manifest.jsonl"),
+         "-o", str(out), "steps=10000", "batch_size=2", "segment_seconds=0.25",
+         "discriminator_filters=4", "checkpoint_every=1", "valid_every=0"],
+        env={**os.environ, "OMP_NUM_THREADS": "1",
+             "PYTHONPATH": str(Path(__file__).parents[1])},
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoints" / "last.pt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "add --resume to the same command" in err and "Traceback" not in err

@@ -19,7 +19,7 @@ from mmdtok.train.config import TrainConfig
     ("steps=abc", "steps must be an integer, got 'abc'"),
     ("batch_size=true", "batch_size must be an integer, got True"),
     ("quantizer=5", "quantizer must be an object"),
-    ('weights={"l1": "x"}', "weights must be an object of a number"),
+    ('weights={"l1": "x"}', "weights must be an object whose values are each a number"),
     ("independence=1", "independence must be true or false, got 1"),
     ("betas=[0.5]", "betas must be a list of 2"),
     ("seed=null", "seed must be an integer, got None"),

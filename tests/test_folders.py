@@ -42,3 +42,35 @@ def test_a_failing_batch_is_retried_item_by_item_so_one_bad_input_fails_alone():
     assert [(item[1], out) for item, out in done] == [(0, 0), (1, 10), (2, 20), (4, 40)]
     assert report.failed == [(Path("3.wav"), "out of memory on item 3")]
     assert seen == ["failed"] and calls == [5, 1, 1, 1, 1, 1]
+
+
+def test_a_full_disk_fails_one_file_leaves_nothing_partial_and_the_others_go_on(tmp_path,
+                                                                               monkeypatch):
+    import errno
+
+    import safetensors.torch
+    import soundfile
+
+    from mmdtok.folders import encode_files
+    from mmdtok.testing import notes, trained_codebooks
+    from mmdtok.tokens import load_tokens
+
+    for i in range(3):
+        soundfile.write(tmp_path / f"{i}.wav", notes(0.3, 24_000, seed=i).T.numpy(), 24_000)
+    tasks = plan([tmp_path], tmp_path / "tok", accept=is_audio_file, suffix=".mmdtok")
+    real_save = safetensors.torch.save_file
+
+    def save_file(tensors, filename, metadata=None):
+        if ".1." in Path(filename).name:  # the temporary of 1.mmdtok: half written, then
+            Path(filename).write_bytes(b"\0" * 100)  # the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    report = encode_files(trained_codebooks("small-music"), tasks, batch_size=3)
+    assert [p.name for p in report.written] == ["0.mmdtok", "2.mmdtok"]
+    assert report.failed == [(tmp_path / "1.wav",
+                              f"cannot write {tmp_path / 'tok' / '1.mmdtok'}: No space left "
+                              "on device")]
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["0.mmdtok", "2.mmdtok"]
+    assert load_tokens(tmp_path / "tok" / "2.mmdtok").num_frames == 23

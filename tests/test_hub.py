@@ -118,3 +118,38 @@ def test_push_to_hub_reports_offline_mode_and_unreachable_hubs(saved, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="offline mode"):
         codec.push_to_hub("owner/codec")
+
+
+def test_decode_names_the_recorded_hub_codec_and_offline_contacts_nothing(saved, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from mmdtok.persistence import token_file
+    from mmdtok.tokens import save_tokens
+
+    codec, folder = saved
+    cache = _cache(tmp_path, folder)
+    hub_codec = Codec.from_pretrained("owner/codec", cache_dir=cache, local_files_only=True)
+    audio = notes(0.5, codec.sample_rate, seed=2)[None]
+    with torch.inference_mode():
+        save_tokens(tmp_path / "tok" / "a.mmdtok",
+                    token_file(hub_codec, hub_codec.encode(audio)[0], audio.shape[-1]))
+    server, connections = socket.socket(), []  # a Hub endpoint that counts who calls
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    threading.Thread(target=lambda: connections.append(server.accept()), daemon=True).start()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache),
+           "HF_ENDPOINT": f"http://127.0.0.1:{server.getsockname()[1]}",
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run([sys.executable, "-m", "mmdtok", "decode", str(tmp_path / "tok"),
+                             "-o", str(tmp_path / "dec")], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    server.close()
+    assert result.returncode == 0, result.stderr
+    assert (f"codec: owner/codec at revision {COMMIT} from the local Hugging Face cache only "
+            "(offline), as recorded in the token files") in result.stderr
+    assert (tmp_path / "dec" / "a.wav").exists() and not connections

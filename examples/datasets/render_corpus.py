@@ -229,7 +229,7 @@ def render_tinysoundfont(midi_path: Path, sample_rate: int, timeout: float) -> n
     events.sort()
     total = int((midi.get_end_time() + TAIL_SECONDS) * sample_rate)
     if total / sample_rate > timeout * 100:
-        raise RuntimeError("piece too long for the time bound")
+        raise ValueError("piece too long for the time bound")
     chunks, done = [], 0
     for time, on, channel, pitch, velocity in events + [(total / sample_rate, -1, 0, 0, 0)]:
         upto = min(total, int(time * sample_rate))
@@ -265,7 +265,7 @@ def render_additive(midi_path: Path, sample_rate: int, timeout: float) -> np.nda
     midi = pretty_midi.PrettyMIDI(str(midi_path))
     total = int((midi.get_end_time() + TAIL_SECONDS) * sample_rate)
     if total / sample_rate > timeout * 100:
-        raise RuntimeError("piece too long for the time bound")
+        raise ValueError("piece too long for the time bound")
     out = np.zeros(total, np.float64)
     release, attack = 0.06, 0.01
     for inst in midi.instruments:
@@ -320,10 +320,12 @@ def available_renderer() -> str:
     if importlib.util.find_spec("tinysoundfont"):
         return "tinysoundfont"
     return "additive"
-# What a score that music21 cannot parse, expand or write, or a failed render, raises: the
-# piece is skipped with the reason. (Import errors and interrupts are not caught.)
-SKIPPABLE = (ValueError, IndexError, KeyError, TypeError, AttributeError, ZeroDivisionError,
-             EOFError, OSError, RuntimeError, subprocess.SubprocessError)
+# What a score that music21 cannot parse, expand or write as MIDI raises (with
+# music21's own exceptions), and a renderer that fails on or times out over a piece: the
+# piece is skipped with the reason. Anything else (a programming error, a full disk, a
+# missing program) stops the run with its traceback.
+SKIPPABLE = (ValueError, IndexError, KeyError, ZeroDivisionError, EOFError,
+             subprocess.CalledProcessError, subprocess.TimeoutExpired)
 
 
 def render_piece(job: tuple[str, Recipe, str, str]) -> Piece | str:

@@ -79,3 +79,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def check_writable(folder: str | os.PathLike[str]) -> None:
+    """OSError unless a file can be created in ``folder``: one is created under a
+    temporary's name (never read as data) and removed at once."""
+    _create_temp(Path(folder) / ".mmdtok-write-test").unlink()

@@ -63,15 +63,31 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int,
     return resample(audio, source_rate, sample_rate), source_rate
 
 
-def write_audio(path: str | os.PathLike[str], audio: Tensor, sample_rate: int) -> Path:
+def write_audio(path: str | os.PathLike[str], audio: Tensor, sample_rate: int,
+                tags: dict[str, str] | None = None) -> Path:
     """Write audio [C, L] atomically; the format follows the suffix (wav: 16-bit PCM
-    unless float is needed; flac, ogg, mp3 as soundfile supports them)."""
+    unless float is needed; flac, ogg, mp3 as soundfile supports them). ``tags``: text
+    fields the format stores (title, comment, software, ...; see :func:`read_tags`)."""
     import soundfile
 
     data = audio.detach().cpu().float().clamp(-1, 1).T.contiguous().numpy()
     with atomic_path(path) as temp:
-        soundfile.write(os.fspath(temp), data, sample_rate)
+        with soundfile.SoundFile(os.fspath(temp), "w", sample_rate, data.shape[1]) as file:
+            for name, value in (tags or {}).items():
+                setattr(file, name, value)
+            file.write(data)
     return Path(path)
+
+
+def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The text fields of an audio file (empty when it has none or cannot be read)."""
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(os.fspath(path)) as file:
+            return file.copy_metadata()
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, OSError):
+        return {}
 
 
 def is_audio_file(path: Path) -> bool:

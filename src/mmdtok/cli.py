@@ -60,6 +60,25 @@ def version() -> None:
     typer.echo(f"python {platform.python_version()}")
 
 
+def _device(name: str):
+    """The torch device ``name``, checked before any work (a user error otherwise)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise fail(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)"
+                   ) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise fail(f"--device {name}: CUDA is not available to this torch "
+                   f"({torch.__version__}); use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise fail(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type not in {"cpu", "cuda"}:
+        raise fail(f"--device {name}: mmdtok runs on cpu or cuda")
+    return device
+
+
 def _load_codec(model: str | None, revision: str | None, device: str):
     """``mmdtok.persistence.load_codec`` on ``device``, its errors as user errors."""
     from mmdtok.persistence import is_bundled_name, load_codec
@@ -67,9 +86,33 @@ def _load_codec(model: str | None, revision: str | None, device: str):
     if revision is not None and is_bundled_name(model):
         raise fail(f"--revision applies to Hub repositories, not to "
                    f"{model or 'the default codec'}")
+    target = _device(device)
     try:
-        return load_codec(model, revision).to(device)
+        return load_codec(model, revision).to(target)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise fail(str(error)) from error
+
+
+def _codec_source(model: str | None, revision: str | None) -> str:
+    """Where ``--model`` (or a token file's origin) loads a codec from, in words."""
+    from mmdtok.hub import offline_mode
+    from mmdtok.persistence import is_bundled_name
+
+    if is_bundled_name(model):
+        return f"{model or 'mmdtok:small-music'} (shipped in the package)"
+    if Path(model).expanduser().is_dir():
+        return f"the folder {Path(model).expanduser().resolve()}"
+    cache = "the local Hugging Face cache only (offline)" if offline_mode() else (
+        "the Hugging Face Hub (or its local cache)")
+    return f"{model} at revision {revision or 'main'} from {cache}"
+
+
+def _output_folder(out: Path) -> None:
+    from mmdtok.folders import check_output_folder
+
+    try:
+        check_output_folder(out)
+    except ValueError as error:
         raise fail(str(error)) from error
 
 
@@ -89,14 +132,17 @@ def _distributed(backend: str = "gloo") -> Iterator[None]:
             dist.destroy_process_group()
 
 
+_RESUME_FILES = ("finished files are kept and no partial file is left; run the same "
+                 "command again to resume")
+
+
 @contextmanager
-def _interruptible() -> Iterator[None]:
-    """Ctrl-C ends with exit code 130 and says what is on disk."""
+def _interruptible(hint: str = _RESUME_FILES) -> Iterator[None]:
+    """Ctrl-C ends with exit code 130 and says what is on disk and how to go on."""
     try:
         yield
     except KeyboardInterrupt:
-        typer.echo("\ninterrupted: finished files are kept and no partial file is left; run "
-                   "the same command again to resume", err=True)
+        typer.echo(f"\ninterrupted: {hint}", err=True)
         raise typer.Exit(130) from None
 
 
@@ -149,19 +195,31 @@ def encode(
     from mmdtok.folders import encode_files, plan, shard
     from mmdtok.tokens import SUFFIX
 
-    codec = _load_codec(model, revision, device)
-    if n_q is not None and not 1 <= n_q <= codec.num_codebooks:
-        raise fail(f"--n-q must be in 1..{codec.num_codebooks}, got {n_q}")
     try:
         tasks = plan(paths, out, accept=is_audio_file, suffix=SUFFIX)
     except ValueError as error:
         raise fail(str(error)) from error
+    _output_folder(out)
+    codec = _load_codec(model, revision, device)
+    if n_q is not None and not 1 <= n_q <= codec.num_codebooks:
+        raise fail(f"--n-q must be in 1..{codec.num_codebooks}, got {n_q}")
     with _interruptible(), _distributed():
         tasks = shard(tasks)
         with _progress(len(tasks), "encoding") as progress:
-            report = encode_files(codec, tasks, n_q=n_q, batch_size=batch_size,
-                                  overwrite=overwrite, progress=progress)
+            report = _run(encode_files, codec, tasks, n_q=n_q, batch_size=batch_size,
+                          overwrite=overwrite, progress=progress)
     _finish(report, "encoded")
+
+
+def _run(work, *args, **options):
+    """``encode_files`` or ``decode_files``; outputs that this run must not keep or
+    replace stop it before any work, as a user error."""
+    from mmdtok.folders import OutputConflict
+
+    try:
+        return work(*args, **options)
+    except OutputConflict as error:
+        raise fail(str(error)) from error
 
 
 @app.command()
@@ -184,15 +242,19 @@ def decode(
 
     if audio_format not in {"wav", "flac", "ogg"}:
         raise fail(f"--format must be wav, flac or ogg, got {audio_format!r}")
+    recorded = model is None
     try:
         tasks = plan(tokens, out, accept=is_token_file, suffix=f".{audio_format}")
-        if model is None and tasks:
+        if recorded and tasks:
             model, revision = parse_origin(_first_origin(tasks))
     except ValueError as error:
         raise fail(str(error)) from error
+    _output_folder(out)
+    typer.echo(f"codec: {_codec_source(model, revision)}"
+               + (", as recorded in the token files" if recorded and tasks else ""), err=True)
     codec = _load_codec(model, revision, device)
     with _interruptible(), _progress(len(tasks), "decoding") as progress:
-        report = decode_files(codec, tasks, overwrite=overwrite, progress=progress)
+        report = _run(decode_files, codec, tasks, overwrite=overwrite, progress=progress)
     _finish(report, "decoded")
 
 
@@ -243,7 +305,9 @@ def train_codec(
     try:
         cfg = load_config(config).with_overrides(settings)
         device = training_device(cfg.device)
-        with _interruptible(), _distributed(process_group_backend(device)):
+        hint = (f"the last checkpoint in {out} is kept; add --resume to the same command "
+                "to go on from it")
+        with _interruptible(hint), _distributed(process_group_backend(device)):
             main_rank = rank() == 0
             with _progress(min(cfg.steps, max_steps or cfg.steps), "training",
                            enabled=main_rank) as progress:
@@ -285,7 +349,7 @@ def inspect(
     try:
         result = inspect_token_files(paths, pattern)
         if plot is not None:
-            plot_mutual_information(result, plot)
+            plot = plot_mutual_information(result, plot)
     except ValueError as error:
         raise fail(str(error)) from error
     _print_inspection(result)

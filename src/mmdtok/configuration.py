@@ -81,5 +81,6 @@ def describe(hint: Any) -> str:
             return f"a list of {len(args)} ({', '.join(describe(a) for a in args)})"
         return f"a list of {describe(args[0]) if args else 'values'}"
     if origin is dict:
-        return f"an object of {describe(args[1])}" if args else "an object"
+        return (f"an object whose values are each {describe(args[1])}"
+                if args and args[1] is not Any else "an object (a JSON mapping)")
     return getattr(hint, "__name__", str(hint))

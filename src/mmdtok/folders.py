@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmdtok.audio import is_audio_file, load_audio, write_audio
+from mmdtok.atomic import check_writable
+from mmdtok.audio import is_audio_file, load_audio, read_tags, write_audio
 from mmdtok.distributed import rank, world_size
 from mmdtok.models import ChunkSettings, CodecModel, decode_many, encode_many
 from mmdtok.paths import find_files
@@ -18,6 +19,7 @@ from mmdtok.tokens import (
     check_same_codec,
     is_token_file,
     load_tokens,
+    read_metadata,
     save_tokens,
 )
 
@@ -71,16 +73,95 @@ def _batches(tasks: Sequence[Task], size: int) -> Iterable[list[Task]]:
         yield list(tasks[start : start + size])
 
 
+# How an existing output relates to this run: made by it (same codec and settings),
+# by another codec or settings (replaced only with overwrite), or not by mmdtok at all
+# (never replaced: it may be one of the user's originals).
+SAME, OTHER, FOREIGN = "same", "other", "foreign"
+Verdict = Callable[[Path], tuple[str, str]]
+
+
+class OutputConflict(ValueError):
+    """Outputs exist that this run would not make as they are; raised before any work."""
+
+
+def check_output_folder(out: str | os.PathLike[str]) -> Path:
+    """Create ``out`` if needed and check that files can be written into it; ValueError
+    with the reason otherwise (a file in its place, no permission, a read-only or full
+    disk), before any work is done."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {out} is a file: give a folder with -o")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out)
+    except OSError as error:
+        raise ValueError(f"cannot write into the output folder {out}: "
+                         f"{error.strerror or error}") from error
+    return out
+
+
 def _skip_existing(tasks: Sequence[Task], overwrite: bool, report: Report,
-                   progress: Progress) -> list[Task]:
-    todo = []
+                   progress: Progress, verdict: Verdict) -> list[Task]:
+    """The tasks to run. An existing target made by this run is skipped (replaced with
+    ``overwrite``); one made by another codec or settings, or not by mmdtok, stops the
+    whole run before any work (:class:`OutputConflict`): keeping it would report
+    success for files this run did not make."""
+    todo, keep, conflicts = [], [], []
     for task in tasks:
-        if task.target.exists() and not overwrite:
-            report.skipped.append(task.target)
-            progress(task, "skipped")
-        else:
+        if not task.target.exists():
             todo.append(task)
+            continue
+        kind, why = verdict(task.target)
+        if kind == FOREIGN or (kind == OTHER and not overwrite):
+            conflicts.append((kind, task.target, why))
+        elif overwrite:
+            todo.append(task)
+        else:
+            keep.append(task)
+    if conflicts:
+        kind, target, why = next((c for c in conflicts if c[0] == FOREIGN), conflicts[0])
+        advice = ("mmdtok replaces only files it wrote itself: choose another output "
+                  "folder" if kind == FOREIGN else "pass --overwrite to replace them, or "
+                  "choose another output folder")
+        raise OutputConflict(f"{len(conflicts)} output file(s) already exist that this run "
+                             f"would not make, e.g. {target}: {why}; {advice}")
+    for task in keep:
+        report.skipped.append(task.target)
+        progress(task, "skipped")
     return todo
+
+
+def _token_verdict(fingerprint: str, num_codebooks: int) -> Verdict:
+    def verdict(path: Path) -> tuple[str, str]:
+        try:
+            meta = read_metadata(path)
+        except ValueError as error:
+            return OTHER, str(error)
+        made = (meta.get("codec_fingerprint"), meta.get("num_codebooks"))
+        if made == (fingerprint, str(num_codebooks)):
+            return SAME, ""
+        return OTHER, (f"it holds {meta.get('num_codebooks')} codebooks of codec "
+                       f"{meta.get('codec')} (weights {meta.get('codec_fingerprint')}), this "
+                       f"run writes {num_codebooks} of weights {fingerprint}")
+    return verdict
+
+
+_DECODED_MARK = "mmdtok decode"
+
+
+def _decoded_tags(codec: CodecModel, fingerprint: str) -> dict[str, str]:
+    return {"comment": f"{_DECODED_MARK}: codec {codec.config.name} weights {fingerprint}"}
+
+
+def _audio_verdict(fingerprint: str) -> Verdict:
+    def verdict(path: Path) -> tuple[str, str]:
+        comment = read_tags(path).get("comment", "")
+        if not comment.startswith(_DECODED_MARK):
+            return FOREIGN, "it was not decoded by mmdtok (it may be an original)"
+        if comment.endswith(f"weights {fingerprint}"):
+            return SAME, ""
+        return OTHER, f"it was decoded with other weights ({comment})"
+    return verdict
 
 
 def encode_files(codec: CodecModel, tasks: Sequence[Task], *, n_q: int | None = None,
@@ -91,7 +172,8 @@ def encode_files(codec: CodecModel, tasks: Sequence[Task], *, n_q: int | None = 
     unless ``overwrite``. A file that fails is reported and the others go on."""
     report, fingerprint = Report(), codec.fingerprint()
     device = next(codec.parameters()).device
-    todo = _skip_existing(tasks, overwrite, report, progress)
+    todo = _skip_existing(tasks, overwrite, report, progress,
+                          _token_verdict(fingerprint, n_q or codec.num_codebooks))
     for batch in _batches(todo, batch_size):
         loaded = []
         for task in batch:
@@ -107,7 +189,13 @@ def encode_files(codec: CodecModel, tasks: Sequence[Task], *, n_q: int | None = 
                                                                    progress):
             tokens = token_file(codec, code, audio.shape[-1], source=task.source.name,
                                 source_sample_rate=source_rate, fingerprint=fingerprint)
-            save_tokens(task.target, tokens)
+            try:
+                save_tokens(task.target, tokens)  # never a partial file, even on a full disk
+            except OSError as error:
+                report.failed.append((task.source, f"cannot write {task.target}: "
+                                                   f"{error.strerror or error}"))
+                progress(task, "failed")
+                continue
             report.written.append(task.target)
             progress(task, "written")
     return report
@@ -134,13 +222,14 @@ def decode_files(codec: CodecModel, tasks: Sequence[Task], *, overwrite: bool = 
     """Decode each task's token file to an audio file at the codec's sample rate."""
     report, fingerprint = Report(), codec.fingerprint()
     device = next(codec.parameters()).device
-    for task in _skip_existing(tasks, overwrite, report, progress):
+    tags = _decoded_tags(codec, fingerprint)
+    for task in _skip_existing(tasks, overwrite, report, progress, _audio_verdict(fingerprint)):
         try:
             tokens = load_tokens(task.source)
             check_same_codec(tokens, codec.config.name, fingerprint, where=str(task.source))
             audio = decode_many(codec, [tokens.codes.to(device)], [tokens.length],
                                 settings)[0]
-            write_audio(task.target, audio.cpu(), codec.sample_rate)
+            write_audio(task.target, audio.cpu(), codec.sample_rate, tags)
         except (ValueError, OSError, RuntimeError) as error:
             if isinstance(error, CodecMismatchError):
                 report.other_codecs.add(error.origin)
@@ -152,5 +241,5 @@ def decode_files(codec: CodecModel, tasks: Sequence[Task], *, overwrite: bool = 
     return report
 
 
-__all__ = ["Report", "Task", "decode_files", "encode_files", "is_audio_file", "is_token_file",
-           "plan", "shard"]
+__all__ = ["OutputConflict", "Report", "Task", "check_output_folder", "decode_files",
+           "encode_files", "is_audio_file", "is_token_file", "plan", "shard"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from mmdtok import patterns
+from mmdtok.atomic import atomic_path
 from mmdtok.metrics import DependenceReport, dependence_report
 from mmdtok.tokens import find_token_files, load_tokens
 
@@ -60,7 +61,9 @@ def inspect_token_files(paths: Sequence[str | os.PathLike[str]], pattern: str = 
 
 def plot_mutual_information(inspection: TokenInspection, path: str | os.PathLike[str]
                             ) -> Path:
-    """A heatmap PNG of the normalized pairwise mutual information (needs matplotlib)."""
+    """A heatmap of the normalized pairwise mutual information (needs matplotlib), in
+    the format of ``path``'s suffix (PNG when it has none: ``.png`` is added); returns
+    the path written."""
     try:
         import matplotlib
 
@@ -84,6 +87,13 @@ def plot_mutual_information(inspection: TokenInspection, path: str | os.PathLike
     figure.colorbar(image, ax=axes)
     figure.tight_layout()
     out = Path(path)
-    figure.savefig(out, dpi=100)
-    pyplot.close(figure)
+    out = out if out.suffix else out.with_name(out.name + ".png")  # as matplotlib would
+    try:
+        with atomic_path(out) as temp:  # creates the folder; never a partial image
+            figure.savefig(temp, dpi=100)
+    except OSError as error:
+        raise ValueError(f"cannot write the heatmap {out}: {error.strerror or error}"
+                         ) from error
+    finally:
+        pyplot.close(figure)
     return out

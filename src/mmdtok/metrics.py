@@ -53,8 +53,12 @@ def entropy(codes: Tensor, codebook_size: int, correction: Correction = "none") 
 
 def _joint_entropy(a: Tensor, b: Tensor, size_b: int, correction: Correction = "none"
                    ) -> Tensor:
-    return _entropy_of_counts(torch.bincount(a.reshape(-1) * size_b + b.reshape(-1)),
-                              correction)
+    cells = a.reshape(-1) * size_b + b.reshape(-1)
+    if cells.numel() and int(cells.max()) < max(4 * cells.numel(), 1 << 16):
+        return _entropy_of_counts(torch.bincount(cells), correction)
+    # Large codebooks: count the cells that occur, in memory linear in the rows (a dense
+    # table of codebook_size ** 2 cells would not fit).
+    return _entropy_of_counts(torch.unique(cells, return_counts=True)[1], correction)
 
 
 def mutual_information(a: Tensor, b: Tensor, size_a: int, size_b: int,
@@ -102,11 +106,13 @@ class CodebookUsage:
 def codebook_usage(codes: Tensor, codebook_size: int) -> CodebookUsage:
     """How codes [B, K, T] use each codebook."""
     _check_codes(codes)
-    counts = torch.stack([torch.bincount(codes[:, k].reshape(-1), minlength=codebook_size)
-                          for k in range(codes.shape[1])])  # [K, C]
-    entropies = torch.stack([_entropy_of_counts(row) for row in counts])
-    return CodebookUsage(entropies, entropies.exp(),
-                         counts.gt(0).double().sum(dim=1) / codebook_size)
+    entropies, used = [], []
+    for k in range(codes.shape[1]):  # one codebook's counts at a time: memory O(C)
+        counts = torch.bincount(codes[:, k].reshape(-1), minlength=codebook_size)
+        entropies.append(_entropy_of_counts(counts))
+        used.append(counts.gt(0).sum())
+    entropy_k = torch.stack(entropies)
+    return CodebookUsage(entropy_k, entropy_k.exp(), torch.stack(used).double() / codebook_size)
 
 
 def pairwise_mutual_information(codes: Tensor, codebook_size: int, pattern: str = "delay",

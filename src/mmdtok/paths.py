@@ -4,6 +4,8 @@ finder behind ``mmdtok encode``/``decode``/``inspect`` and the trainer's data.""
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +28,59 @@ def find_files(paths: Sequence[str | os.PathLike[str]], accept: Callable[[Path],
     sorted) that ``accept`` takes; in the order given. The temporary files of
     interrupted atomic writes (:func:`mmdtok.atomic.is_temporary`) are never taken from
     a folder. A file named directly is kept whatever its name. ValueError naming a path
-    that does not exist."""
+    that does not exist or is not a regular file or folder. What a folder holds and is
+    not taken is reported with a warning: unreadable subfolders, symbolic links to
+    folders (not followed: name them directly), FIFOs and other special files, and a
+    folder with nothing to take."""
     found: list[FoundFile] = []
     for given in map(Path, paths):
         if given.is_dir():
-            inside = sorted(p for p in given.rglob("*")
-                            if p.is_file() and not is_temporary(p) and accept(p))
+            inside = sorted(_walk(given, accept))
+            if not inside:
+                warnings.warn(f"{given} holds no file to take", stacklevel=2)
             found += [FoundFile(p, p.relative_to(given)) for p in inside]
         elif given.is_file():
             found.append(FoundFile(given, Path(given.name)))
+        elif given.exists():
+            raise ValueError(f"{given} is not a regular file or folder ({_kind(given)})")
         else:
             raise ValueError(f"no such file or folder: {given}")
     return found
+
+
+def _walk(folder: Path, accept: Callable[[Path], bool]) -> list[Path]:
+    """The accepted regular files under ``folder``, with a warning for each thing
+    skipped that a user may have meant to include."""
+    taken, pending = [], [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as scan:
+                entries = list(scan)
+        except OSError as error:
+            warnings.warn(f"skipped the folder {current}: {error.strerror or error}",
+                          stacklevel=3)
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(path)
+            elif entry.is_dir():  # a symbolic link to a folder
+                warnings.warn(f"skipped {path}: a symbolic link to a folder is not followed "
+                              "(it could loop); name it directly to include it", stacklevel=3)
+            elif entry.is_file():
+                if not is_temporary(path) and accept(path):
+                    taken.append(path)
+            elif accept(path):
+                warnings.warn(f"skipped {path}: not a regular file ({_kind(path)})",
+                              stacklevel=3)
+    return taken
+
+
+def _kind(path: Path) -> str:
+    mode = path.stat().st_mode if path.exists() else 0
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a broken link" if path.is_symlink() else "not a regular file"

@@ -91,23 +91,39 @@ def load_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None = 
                     endpoint: str | None = None) -> Codec:
     """A codec from a local folder or a Hub repository, in mmdtok's format or EnCodec's
     (converted on load). ``inference``: eval mode with weight norm folded."""
-    from safetensors.torch import load_file
-
     folder = resolve_model(name_or_dir, revision, cache_dir=cache_dir,
                            local_files_only=local_files_only, endpoint=endpoint)
     data = read_config(folder)
-    state = load_file(str(folder / WEIGHTS_NAME))
-    if is_encodec_config(data):
-        config = codec_config_from_encodec(data, name=_default_name(name_or_dir))
-        state = convert_encodec_state(state)
-    elif data.get("format") == FORMAT:
-        config, state = _read_format(data, state, folder)
-    else:
-        raise ValueError(f"{folder / 'config.json'} is neither an mmdtok codec (format "
-                         f"{FORMAT!r}) nor an EnCodec model (model_type 'encodec')")
-    codec = Codec.from_config(config).load_weights(state)
+    state = read_weights(folder / WEIGHTS_NAME)
+    try:
+        if is_encodec_config(data):
+            config = codec_config_from_encodec(data, name=_default_name(name_or_dir))
+            state = convert_encodec_state(state)
+        elif data.get("format") == FORMAT:
+            config, state = _read_format(data, state, folder)
+        else:
+            raise ValueError(f"{folder / 'config.json'} is neither an mmdtok codec (format "
+                             f"{FORMAT!r}) nor an EnCodec model (model_type 'encodec')")
+        codec = Codec.from_config(config).load_weights(state)
+    except ValueError as error:  # name the model in every message
+        if str(folder) in str(error):
+            raise
+        raise ValueError(f"the model in {folder}: {error}") from error
     codec.origin = _origin(name_or_dir, folder, revision)
     return codec.for_inference() if inference else codec
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; ValueError naming the file when it is missing,
+    empty, truncated or not safetensors (a pickle is never unpickled)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error}): the "
+                         "download or copy is incomplete, or it is another format") from error
 
 
 def _read_format(data: dict[str, Any], state: dict[str, Tensor], folder: Path
@@ -116,6 +132,9 @@ def _read_format(data: dict[str, Any], state: dict[str, Tensor], folder: Path
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise ValueError(f"{folder} holds codec format version {version}; this mmdtok "
                          f"({__version__}) reads 1 to {FORMAT_VERSION}: upgrade mmdtok")
+    if not isinstance(data.get("codec"), dict):
+        raise ValueError(f"{folder / 'config.json'} lacks its 'codec' object (the codec's "
+                         "settings): it is not a complete mmdtok model folder")
     codec = dict(data["codec"])
     if version == 1:
         codec, state = migrate_format_1(codec, state)

@@ -10,6 +10,7 @@ the source's name and sample rate when known.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mmdtok.atomic import atomic_path
+from mmdtok.limits import check_codebooks
 from mmdtok.paths import find_files
 
 FORMAT = "mmdtok-tokens"
@@ -46,6 +48,13 @@ class TokenFile:
         if self.codes.dim() != 2 or self.codes.is_floating_point():
             raise ValueError(f"codes must be an integer tensor [K, T], got "
                              f"{tuple(self.codes.shape)} {self.codes.dtype}")
+        check_codebooks(self.num_codebooks, self.codebook_size, "token file")
+        for name in ("sample_rate", "channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.frame_rate < math.inf or self.length < 0:
+            raise ValueError(f"frame_rate must be positive and length >= 0, got "
+                             f"{self.frame_rate} and {self.length}")
         if self.codes.numel():
             low, high = (int(v) for v in torch.aminmax(self.codes))
             if low < 0 or high >= self.codebook_size:
@@ -88,8 +97,13 @@ def save_tokens(path: str | os.PathLike[str], tokens: TokenFile) -> Path:
     return Path(path)
 
 
-def load_tokens(path: str | os.PathLike[str]) -> TokenFile:
-    """Read a token file; ValueError when it is not one, or from a newer format."""
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata of a token file without reading its codes; ValueError when the file
+    is not a token file."""
+    return _open(path, codes=False)[0]
+
+
+def _open(path: str | os.PathLike[str], codes: bool = True) -> tuple[dict[str, str], Tensor | None]:
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -98,24 +112,51 @@ def load_tokens(path: str | os.PathLike[str]) -> TokenFile:
             if meta.get("format") != FORMAT:
                 raise ValueError(f"{path} is not an mmdtok token file (format "
                                  f"{meta.get('format')!r})")
-            codes = handle.get_tensor("codes")
+            return meta, handle.get_tensor("codes") if codes else None
     except SafetensorError as error:
         raise ValueError(f"{path} is not a safetensors token file: {error}") from error
-    version = int(meta.get("format_version", "0"))
+
+
+def load_tokens(path: str | os.PathLike[str]) -> TokenFile:
+    """Read a token file; ValueError when it is not one, or from a newer format."""
+    meta, codes = _open(path)
+    version = _number(path, meta, "format_version", int, "0")
     if version < 1 or version > FORMAT_VERSION:
         raise ValueError(f"{path} has token format version {version}; this mmdtok reads "
                          f"1..{FORMAT_VERSION}: upgrade mmdtok")
+    number = lambda name, kind=int, default=None: _number(path, meta, name, kind, default)
     try:
-        return TokenFile(codes=codes.long(), codec=meta["codec"],
-                         codec_fingerprint=meta["codec_fingerprint"],
-                         sample_rate=int(meta["sample_rate"]), channels=int(meta["channels"]),
-                         frame_rate=float(meta["frame_rate"]),
-                         codebook_size=int(meta["codebook_size"]), length=int(meta["length"]),
+        return TokenFile(codes=codes.long(), codec=_text(path, meta, "codec"),
+                         codec_fingerprint=_text(path, meta, "codec_fingerprint"),
+                         sample_rate=number("sample_rate"), channels=number("channels"),
+                         frame_rate=number("frame_rate", float),
+                         codebook_size=number("codebook_size"), length=number("length"),
                          codec_origin=meta.get("codec_origin", ""),
                          source=meta.get("source", ""),
-                         source_sample_rate=int(meta.get("source_sample_rate", "0")))
-    except KeyError as error:
-        raise ValueError(f"{path} lacks the metadata field {error.args[0]!r}") from error
+                         source_sample_rate=number("source_sample_rate", int, "0"))
+    except ValueError as error:
+        message = str(error)
+        raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}"
+                         ) from error
+
+
+def _text(path: str | os.PathLike[str], meta: dict[str, str], name: str) -> str:
+    if name not in meta:
+        raise ValueError(f"{path} lacks the metadata field {name!r}")
+    return meta[name]
+
+
+def _number(path: str | os.PathLike[str], meta: dict[str, str], name: str, kind: type,
+            default: str | None) -> int | float:
+    text = meta.get(name, default)
+    if text is None:
+        raise ValueError(f"{path} lacks the metadata field {name!r}")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{path}: metadata field {name!r} must be "
+                         f"{'an integer' if kind is int else 'a number'}, got {text!r}"
+                         ) from None
 
 
 class CodecMismatchError(ValueError):

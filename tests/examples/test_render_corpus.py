@@ -79,8 +79,8 @@ def test_every_renderer_available_here_renders_a_piece(tmp_path):
         except ImportError:
             assert renderer == "tinysoundfont"  # the optional one
             continue
-        if isinstance(result, str) and "not installed" in result:
-            assert renderer == "timidity"
+        except RuntimeError as error:  # a missing program is not a bad score: never skipped
+            assert renderer == "timidity" and "not installed" in str(error)
             continue
         assert not isinstance(result, str), result
         audio, _ = soundfile.read(tmp_path / renderer / result.path)
@@ -104,3 +104,27 @@ def test_additive_synthesis_renders_the_score_deterministically_with_numpy_only(
         spectrum = np.abs(np.fft.rfft(frame))
         assert (spectrum > 0.05 * spectrum.max()).sum() > 20  # chords with harmonics
     assert digests[0] == digests[1]
+
+
+def test_a_bad_score_or_render_skips_the_piece_and_a_programming_error_stops(tmp_path,
+                                                                            monkeypatch):
+    import subprocess
+
+    script = load_script()
+    recipe = script.Recipe(pieces=1, collections=("bach",), max_seconds=2.0)
+    source = script.candidates(recipe)[0]
+
+    def failing(error):
+        def render(midi_path, sample_rate, timeout):
+            raise error
+        return render
+
+    monkeypatch.setitem(script.RENDERERS, "crashing", failing(
+        subprocess.CalledProcessError(1, ["renderer"])))
+    skipped = script.render_piece((source, recipe, "crashing", str(tmp_path)))
+    assert isinstance(skipped, str) and "CalledProcessError" in skipped
+    assert source in skipped
+    for error in (AttributeError("a bug"), OSError(28, "No space left on device")):
+        monkeypatch.setitem(script.RENDERERS, "crashing", failing(error))
+        with pytest.raises(type(error)):
+            script.render_piece((source, recipe, "crashing", str(tmp_path)))

@@ -48,11 +48,13 @@ def test_unreadable_files_are_logged_and_skipped(tiny_corpus, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         for step in range(20):
             assert sampler.batch(step).shape == (4, 1, 2_400)
-    assert sampler.bad == {tmp_path / "broken.wav"}
+    assert list(sampler.bad) == [tmp_path / "broken.wav"]
+    assert "Format not recognised" in sampler.bad[tmp_path / "broken.wav"]
     assert "skipping" in caplog.text
     padded = sampler.crop(short, 0.0)  # 100 samples at 8 kHz -> 300 at 24 kHz, then zeros
     assert padded[0, :250].abs().min() > 0.4 and padded[0, 400:].abs().max() == 0
     only_bad = ClipSampler(find_audio([tmp_path], valid_fraction=0.0)[:1], sample_rate=8_000,
                            channels=1, segment=10, batch_size=1)
-    with pytest.raises(RuntimeError, match="every audio file failed"):
+    with pytest.raises(ValueError, match="every one of the 1 training audio files failed "
+                                         "to load, e.g. .*broken.wav"):
         only_bad.batch(0)

@@ -149,6 +149,13 @@ class CodecModel(nn.Module):
         the codec first. ValueError naming missing or unexpected keys. Returns ``self``."""
         if not any(".parametrizations." in name for name in state):
             fold_weight_norm(self)
+        own = self.state_dict()
+        wrong = [f"{name} is {list(tensor.shape)}, the config makes {list(own[name].shape)}"
+                 for name, tensor in state.items()
+                 if name in own and own[name].shape != tensor.shape]
+        if wrong:
+            raise ValueError(f"weights do not match the codec config: {len(wrong)} tensor(s) "
+                             f"of another shape, e.g. {wrong[0]}")
         result = self.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(f"weights do not match the codec config: missing "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmdtok.configuration import describe
 from mmdtok.models.seanet import SEANetConfig
 from mmdtok.quantizers import FSQ, CodebookOptions, ProductVQ, Quantizer, ResidualVQ
 
@@ -60,7 +61,13 @@ class CodecConfig:
         if unknown:
             raise ValueError(f"unknown codec config keys {sorted(unknown)}; known: "
                              f"{list(_FIELDS)}")
-        return cls(name=str(data["name"]), sample_rate=int(data["sample_rate"]),
+        for key, kind in (("name", str), ("sample_rate", int), ("seanet", dict),
+                          ("quantizer", dict)):
+            if key in data and (not isinstance(data[key], kind)
+                                or isinstance(data[key], bool)):
+                raise ValueError(f"codec config {key} must be {describe(kind)}, got "
+                                 f"{data[key]!r}")
+        return cls(name=data["name"], sample_rate=data["sample_rate"],
                    seanet=SEANetConfig.from_dict(dict(data.get("seanet", {}))),
                    quantizer=dict(data.get("quantizer", {"kind": "rvq"})))
 
@@ -69,6 +76,9 @@ def build_quantizer(config: CodecConfig) -> Quantizer:
     """The quantizer ``config.quantizer`` names; ValueError naming a bad option."""
     options = {k: v for k, v in config.quantizer.items() if k != "kind"}
     if "codebook" in options:
+        if not isinstance(options["codebook"], dict):
+            raise ValueError(f"quantizer codebook must be an object of options, got "
+                             f"{options['codebook']!r}")
         options["codebook"] = CodebookOptions.from_dict(dict(options["codebook"]))
     cls = QUANTIZERS[config.quantizer["kind"]]
     try:

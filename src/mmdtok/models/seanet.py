@@ -32,6 +32,10 @@ from mmdtok.models.layers import (
     context_frames,
 )
 
+_BOUNDS = {"dimension": 8192, "n_filters": 4096, "n_residual_layers": 16, "kernel_size": 63,
+           "last_kernel_size": 63, "residual_kernel_size": 63, "dilation_base": 16,
+           "compress": 16, "lstm_layers": 16}
+
 
 @dataclass(frozen=True)
 class SEANetConfig:
@@ -66,10 +70,16 @@ class SEANetConfig:
         object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
         if self.channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, got {self.channels}")
-        if not self.ratios or min(self.ratios) < 1:
-            raise ValueError(f"ratios must be positive integers, got {self.ratios}")
-        if self.lstm_layers < 1:
-            raise ValueError(f"lstm_layers must be >= 1, got {self.lstm_layers}")
+        if not self.ratios or min(self.ratios) < 1 or max(self.ratios) > 64 or len(
+                self.ratios) > 8:
+            raise ValueError(f"ratios must be 1 to 8 integers in 1..64, got {self.ratios}")
+        for name, bound in _BOUNDS.items():  # a crafted config must not allocate terabytes
+            if not 1 <= getattr(self, name) <= bound:
+                raise ValueError(f"SEANet {name} must be in 1..{bound}, got "
+                                 f"{getattr(self, name)}")
+        if self.n_filters * 2 ** len(self.ratios) > 65_536:
+            raise ValueError(f"SEANet n_filters {self.n_filters} doubled at each of "
+                             f"{len(self.ratios)} ratios exceeds 65,536 channels")
 
     @property
     def hop_length(self) -> int:

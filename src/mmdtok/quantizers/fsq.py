@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ as _VqpFSQ
 
+from mmdtok.limits import check_codebooks
 from mmdtok.quantizers.base import (
     KeepDistribution,
     Quantizer,
@@ -49,9 +50,9 @@ class FSQ(Quantizer):
         if not levels or min(levels) < 3:
             raise ValueError(f"FSQ levels must be a non-empty list of integers >= 3, "
                              f"got {levels}")
-        if num_codebooks < 1 or dim < 1:
-            raise ValueError(f"dim and num_codebooks must be >= 1, got {dim} and "
-                             f"{num_codebooks}")
+        check_codebooks(num_codebooks, math.prod(levels), f"FSQ with levels {levels}")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
         self.dim, self.num_codebooks, self.levels = dim, num_codebooks, tuple(levels)
         self.codebook_size = math.prod(levels)
         inner = num_codebooks * len(levels)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmdtok.limits import check_codebooks
 from mmdtok.quantizers.base import (
     KeepDistribution,
     Quantizer,
@@ -42,7 +43,8 @@ class ProductVQ(Quantizer):
                  codebook: CodebookOptions = CodebookOptions(),
                  codebook_dropout: KeepDistribution = None) -> None:
         super().__init__()
-        if num_codebooks < 1 or dim % num_codebooks:
+        check_codebooks(num_codebooks, codebook_size, "ProductVQ")
+        if dim % num_codebooks:
             raise ValueError(f"dim ({dim}) must be a positive multiple of num_codebooks "
                              f"({num_codebooks})")
         self.dim, self.num_codebooks, self.codebook_size = dim, num_codebooks, codebook_size

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmdtok.limits import check_codebooks
 from mmdtok.quantizers.base import (
     KeepDistribution,
     Quantizer,
@@ -48,8 +49,7 @@ class ResidualVQ(Quantizer):
                  codebook_dropout: KeepDistribution = None, latent_norm: bool = False
                  ) -> None:
         super().__init__()
-        if num_codebooks < 1:
-            raise ValueError(f"num_codebooks must be >= 1, got {num_codebooks}")
+        check_codebooks(num_codebooks, codebook_size, "ResidualVQ")
         self.dim, self.num_codebooks, self.codebook_size = dim, num_codebooks, codebook_size
         self.codebooks = make_codebooks(num_codebooks, dim, codebook_size, codebook)
         self.set_codebook_dropout(codebook_dropout)

@@ -28,8 +28,14 @@ def load_checkpoint(path: str | os.PathLike[str],
     """Read a checkpoint with ``weights_only=True``: plain data only, never code."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"cannot read checkpoint {path}: it holds Python objects other "
+                         "than tensors, numbers, strings, lists and dicts, and mmdtok never "
+                         "unpickles code; it was not written by mmdtok's trainer") from error
+    except (RuntimeError, EOFError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "empty file"
+        raise ValueError(f"cannot read checkpoint {path} (truncated or not a checkpoint): "
+                         f"{first}") from error
 
 
 class WeightEma:

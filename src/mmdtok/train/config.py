@@ -10,6 +10,7 @@ length that fit a CPU.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,17 @@ class TrainConfig:
                      "log_every", "valid_files"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("segment_seconds", "lr"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a positive number, got "
+                                 f"{getattr(self, name)}")
+        for name in ("warmup_steps", "adversarial_from", "calibration_batches",
+                     "independence_weight", "commitment_weight"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1 or not 0 <= self.valid_fraction < 1:
+            raise ValueError(f"ema_decay and valid_fraction must be in [0, 1), got "
+                             f"{self.ema_decay} and {self.valid_fraction}")
         if self.valid_every < 0 or self.valid_seconds <= 0:
             raise ValueError("valid_every must be >= 0 and valid_seconds > 0, got "
                              f"{self.valid_every} and {self.valid_seconds}")
@@ -118,16 +130,25 @@ def load_config(path: str | Path | None) -> TrainConfig:
     """Settings from a JSON or YAML file, or the defaults."""
     if path is None:
         return TrainConfig()
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read the settings file {path}: {error}") from error
     if Path(path).suffix in {".yaml", ".yml"}:
         try:
             import yaml
         except ImportError as error:
             raise ValueError("reading YAML needs PyYAML (pip install pyyaml); or use JSON"
                              ) from error
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from error
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of settings")  # noqa: TRY004
     return TrainConfig.from_dict(data)

@@ -86,7 +86,7 @@ class ClipSampler:
             raise ValueError("no audio files to train on")
         self.files, self.sample_rate, self.channels = list(files), sample_rate, channels
         self.segment, self.batch_size, self.seed, self.rank = segment, batch_size, seed, rank
-        self.bad: set[Path] = set()
+        self.bad: dict[Path, str] = {}  # files that failed to load, and why
 
     @classmethod
     def from_config(cls, files: Sequence[AudioFile], config: TrainConfig, *, sample_rate: int,
@@ -103,7 +103,9 @@ class ClipSampler:
         clips = []
         while len(clips) < self.batch_size:
             if len(self.bad) == len(self.files):
-                raise RuntimeError("every audio file failed to load; see the log")
+                path, reason = next(iter(self.bad.items()))
+                raise ValueError(f"every one of the {len(self.files)} training audio files "
+                                 f"failed to load, e.g. {path}: {reason}")
             file = self.files[int(rng.integers(len(self.files)))]
             if file.path in self.bad:
                 continue
@@ -111,7 +113,7 @@ class ClipSampler:
                 clips.append(self.crop(file.path, float(rng.random())))
             except (ValueError, RuntimeError, OSError) as error:
                 log.warning("skipping %s: %s", file.path, error)
-                self.bad.add(file.path)
+                self.bad[file.path] = str(error)
         return torch.stack(clips)
 
     def crop(self, path: Path, position: float) -> Tensor:

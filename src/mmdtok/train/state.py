@@ -56,20 +56,40 @@ class Run:
 
     def load(self, state: dict, settings: dict) -> None:
         """Continue from ``state``; ValueError when it was written with other settings
-        than ``settings`` (``TrainConfig.to_dict()``; runtime settings may differ)."""
-        if computed_settings(state["config"]) != computed_settings(settings):
-            raise ValueError("the checkpoint was written with other settings; resume with "
-                             "the settings the run was started with")
-        self.step, self.skipped = int(state["step"]), int(state["skipped"])
-        self.codec.load_state_dict(state["codec"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.disc_optimizer.load_state_dict(state["disc_optimizer"])
-        self.ema.load_state_dict(state["ema"])
-        if self.balancer:
-            self.balancer.load_state_dict(state["balancer"])
-        if self.independence:
-            self.independence.loss.load_state_dict(state["independence"])
+        than ``settings`` (``TrainConfig.to_dict()``; runtime settings may differ, the
+        message names the others), or is not a checkpoint of this trainer."""
+        if (not isinstance(state, dict) or not _CHECKPOINT_KEYS <= state.keys()
+                or not isinstance(state["config"], dict)):
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"the checkpoint is not one of mmdtok's trainer (it holds "
+                             f"{found}; expected {sorted(_CHECKPOINT_KEYS)})")
+        before, now = computed_settings(state["config"]), computed_settings(settings)
+        if before != now:
+            changed = ", ".join(f"{k}={before.get(k)!r} (now {now.get(k)!r})"
+                                for k in sorted(before.keys() | now.keys())
+                                if before.get(k) != now.get(k))
+            raise ValueError(f"the checkpoint was written with other settings: {changed}; "
+                             "resume with the settings the run was started with")
+        try:
+            self.step, self.skipped = int(state["step"]), int(state["skipped"])
+            self.codec.load_state_dict(state["codec"])
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+            self.ema.load_state_dict(state["ema"])
+            if self.balancer:
+                self.balancer.load_state_dict(state["balancer"])
+            if self.independence:
+                self.independence.loss.load_state_dict(state["independence"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise ValueError(f"the checkpoint does not fit this codec and trainer: "
+                             f"{first}") from error
+
+
+_CHECKPOINT_KEYS = frozenset({"step", "skipped", "config", "codec", "discriminator",
+                              "optimizer", "disc_optimizer", "ema", "balancer",
+                              "independence"})
 
 
 def computed_settings(settings: dict) -> dict:
