@@ -19,3 +19,29 @@ def test_folders_are_searched_recursively_sorted_and_filtered_files_kept_as_name
 def test_a_missing_path_is_named(tmp_path):
     with pytest.raises(ValueError, match="no such file or folder: .*missing"):
         find_files([tmp_path / "missing"], accept=lambda p: True)
+
+
+def test_an_unreadable_subfolder_is_warned_about_and_the_rest_is_found(tmp_path,
+                                                                       monkeypatch):
+    import os
+
+    for name in ("ok/1.wav", "ok/locked/2.wav"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    real_scandir = os.scandir
+
+    def scandir(path):  # what a folder without read permission does (root reads all)
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("mmdtok.paths.os.scandir", scandir)
+    with pytest.warns(UserWarning, match=r"skipped the folder .*locked: Permission denied"):
+        found = find_files([tmp_path / "ok"], accept=lambda p: p.suffix == ".wav")
+    assert [f.relative.as_posix() for f in found] == ["1.wav"]
+
+
+def test_nothing_to_take_in_a_folder_is_a_warning(tmp_path):
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.warns(UserWarning, match="holds no file to take"):
+        assert find_files([tmp_path], accept=lambda p: p.suffix == ".wav") == []

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -68,7 +69,9 @@ def test_training_lowers_the_reconstruction_loss_and_writes_a_model_folder(tiny_
     mels = []
     train(config, [tiny_corpus[0] / "manifest.jsonl"], tmp_path,
           progress=lambda step, values: mels.append(values["mel"]))
-    assert sum(mels[-5:]) / 5 < 0.8 * sum(mels[:5]) / 5
+    # Medians: a batch whose crops fall in digital silence (the tail of a piece rendered
+    # without a noise floor) has a log-mel loss several times the others at any step.
+    assert statistics.median(mels[-10:]) < 0.5 * statistics.median(mels[:5])
     assert json.loads((tmp_path / "train_config.json").read_text())["steps"] == 30
     codec = Codec.from_pretrained(tmp_path)
     assert codec.config.name == "small-music"
