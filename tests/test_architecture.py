@@ -19,7 +19,7 @@ LAYERS = {
     2: ["losses", "metrics"],
     3: ["models", "convert"],
     4: ["persistence"],
-    5: ["folders", "inspection", "testing", "train"],
+    5: ["folders", "inspection", "testing", "train", "evaluation"],
     6: ["cli", "__main__", ""],  # "" is the package itself (mmdtok/__init__.py)
 }
 RANK = {name: rank for rank, names in LAYERS.items() for name in names}

@@ -382,6 +382,80 @@ def _print_inspection(result) -> None:
 
 
 @app.command()
+def evaluate(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Reference audio files and folders (searched recursively).")],
+    model: ModelOption = None,
+    revision: RevisionOption = None,
+    n_q: Annotated[list[int] | None, typer.Option(
+        "--n-q", help="Codebooks kept (a bitrate); repeat for several. Default: every "
+                      "prefix 1..K.")] = None,
+    baseline: Annotated[str, typer.Option(
+        help="Classical codecs on the same references, KIND:KBPS[,KBPS...] (opus through "
+             "opusenc/opusdec, mp3 through ffmpeg), space-separated; '' for none.")
+    ] = "opus:6,12",
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Also write every score (per file and summary) to this JSON file.")
+    ] = None,
+    no_visqol: Annotated[bool, typer.Option(
+        "--no-visqol", help="Skip ViSQOL (the slowest metric).")] = False,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Reconstruction quality of a codec on reference audio, per bitrate, next to
+    classical codecs: SI-SDR, mel distance, multi-resolution STFT distance and ViSQOL v3
+    (audio mode, with mmdtok[evaluate]); the mean and standard deviation over files."""
+    import json
+
+    from mmdtok.atomic import atomic_path
+    from mmdtok.audio import is_audio_file
+    from mmdtok.evaluation import evaluate as run_evaluation
+    from mmdtok.evaluation import parse_baselines
+    from mmdtok.paths import find_files
+
+    try:
+        baselines = parse_baselines(baseline)
+        files = [found.path for found in find_files(paths, is_audio_file)]
+    except ValueError as error:
+        raise fail(str(error)) from error
+    codec = _load_codec(model, revision, device)
+    with _interruptible("nothing is written until every file is scored"), _progress(
+            len(files), "evaluating") as progress:
+        try:
+            report = run_evaluation(codec, files or paths, n_q=n_q, baselines=baselines,
+                                    with_visqol=not no_visqol, name=model or None,
+                                    progress=lambda path: progress(None, "done"))
+        except ValueError as error:
+            raise fail(str(error)) from error
+    _print_evaluation(report)
+    if json_out is not None:
+        with atomic_path(json_out) as temp:
+            temp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        typer.echo(f"scores written to {json_out}", err=True)
+    for path, reason in report.failed:
+        typer.echo(f"  failed: {path}: {reason}", err=True)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_evaluation(report) -> None:
+    def cell(summary, digits):
+        return "-" if summary is None else (f"{summary['mean']:.{digits}f} ± "
+                                            f"{summary['sd']:.{digits}f}")
+    files = max((len(r.files) for r in report.rows), default=0)
+    typer.echo(f"{files} file(s); mean ± standard deviation over files")
+    header = ("system", "kbps", "SI-SDR (dB)", "mel distance", "STFT distance", "ViSQOL")
+    lines = [header] + [
+        (row.system, f"{row.kbps:.2f}", cell(s["si_sdr"], 2), cell(s["mel_distance"], 3),
+         cell(s["stft_distance"], 3), cell(s["visqol"], 2))
+        for row in report.rows for s in [row.summary()]]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        typer.echo("  ".join(value.ljust(width) for value, width in zip(line, widths)))
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+@app.command()
 def info(
     target: Annotated[str, typer.Argument(help="A token file, a model folder or a Hub id.")],
     revision: RevisionOption = None,
