@@ -119,6 +119,10 @@ def test_evaluate_scores_every_bitrate_and_fails_a_bad_file_alone(tmp_path):
     assert last["si_sdr"]["mean"] > first["si_sdr"]["mean"] + 1  # closer to the original
     assert all(len(row.files) == 2 for row in report.rows)
     assert report.rows[0].summary()["visqol"] is None
+    excerpt = ev.evaluate(Codec.bundled(), [tmp_path / "bach_bwv154.3_woodwinds.wav"],
+                          n_q=[4], seconds=1.0, with_visqol=False)
+    whole = report.rows[-1].values["si_sdr"][0]
+    assert excerpt.rows[0].values["si_sdr"][0] != whole  # another, shorter reference
 
 
 def test_the_command_prints_the_table_and_writes_json(tmp_path):

@@ -399,6 +399,8 @@ def evaluate(
     ] = None,
     no_visqol: Annotated[bool, typer.Option(
         "--no-visqol", help="Skip ViSQOL (the slowest metric).")] = False,
+    seconds: Annotated[float | None, typer.Option(
+        help="Score an excerpt this long from the middle of each file (faster).")] = None,
     device: DeviceOption = "cpu",
 ) -> None:
     """Reconstruction quality of a codec on reference audio, per bitrate, next to
@@ -423,6 +425,7 @@ def evaluate(
         try:
             report = run_evaluation(codec, files or paths, n_q=n_q, baselines=baselines,
                                     with_visqol=not no_visqol, name=model or None,
+                                    seconds=seconds,
                                     progress=lambda path: progress(None, "done"))
         except ValueError as error:
             raise fail(str(error)) from error

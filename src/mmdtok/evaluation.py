@@ -282,11 +282,15 @@ def codec_kbps(codec: CodecModel, n_q: int) -> float:
 def evaluate(codec: CodecModel, paths: Sequence[str | os.PathLike[str]], *,
              n_q: Sequence[int] | None = None, baselines: Sequence[Baseline] = (),
              with_visqol: bool = True, name: str | None = None,
+             seconds: float | None = None,
              progress: Callable[[str], None] = lambda path: None) -> Evaluation:
     """Encode and decode every audio file under ``paths`` with the first ``n_q``
     codebooks (each value; default every prefix 1..K), run each available baseline on
     the same reference, and score them all. A file that cannot be read or coded fails
-    alone. ``progress`` is called once per file."""
+    alone. ``seconds``: score only that long an excerpt from the middle of each file
+    (coded alone, as a file of that length). ``progress`` is called once per file."""
+    if seconds is not None and not seconds > 0:
+        raise ValueError(f"seconds must be positive, got {seconds}")
     files = [f.path for f in find_files(paths, is_audio_file)]
     if not files:
         raise ValueError(f"no audio files in {', '.join(map(str, paths))}")
@@ -313,6 +317,10 @@ def evaluate(codec: CodecModel, paths: Sequence[str | os.PathLike[str]], *,
     for path in files:
         try:
             reference, _ = load_audio(path, codec.sample_rate, codec.channels)
+            if seconds is not None and reference.shape[-1] > seconds * codec.sample_rate:
+                keep = round(seconds * codec.sample_rate)
+                start = (reference.shape[-1] - keep) // 2
+                reference = reference[:, start : start + keep].contiguous()
             with torch.inference_mode():
                 codes = encode_many(codec, [reference.to(device)])[0]
                 decoded = {k: decode_many(codec, [codes[:k]], [reference.shape[-1]])[0].cpu()
