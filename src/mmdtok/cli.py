@@ -62,21 +62,12 @@ def version() -> None:
 
 def _device(name: str):
     """The torch device ``name``, checked before any work (a user error otherwise)."""
-    import torch
+    from mmdtok.distributed import checked_device
 
     try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise fail(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)"
-                   ) from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise fail(f"--device {name}: CUDA is not available to this torch "
-                   f"({torch.__version__}); use --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise fail(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
-    if device.type not in {"cpu", "cuda"}:
-        raise fail(f"--device {name}: mmdtok runs on cpu or cuda")
-    return device
+        return checked_device(name)
+    except ValueError as error:
+        raise fail(f"--device {name}: {error}") from None
 
 
 def _load_codec(model: str | None, revision: str | None, device: str):

@@ -11,8 +11,27 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["all_reduce_sum", "gather_rows", "global_row_offset", "is_distributed", "rank",
-           "rank_row_counts", "sample_global_rows", "shared_sum", "synced_sum", "world_size"]
+__all__ = ["all_reduce_sum", "checked_device", "gather_rows", "global_row_offset",
+           "is_distributed", "rank", "rank_row_counts", "sample_global_rows", "shared_sum",
+           "synced_sum", "world_size"]
+
+
+def checked_device(name: str) -> torch.device:
+    """The torch device ``name`` (``cpu``, ``cuda``, ``cuda:1``, ...) once it is known to
+    be usable here; ValueError saying why not (no CUDA in this torch, no such GPU, a
+    device type mmdtok does not run on, a name torch does not know)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError("not a torch device (cpu, cuda, cuda:1, ...)") from error
+    if device.type not in {"cpu", "cuda"}:
+        raise ValueError("mmdtok runs on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"CUDA is not available to this torch ({torch.__version__}); "
+                         "use cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 def is_distributed() -> bool:

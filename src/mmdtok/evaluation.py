@@ -301,15 +301,15 @@ def evaluate(codec: CodecModel, paths: Sequence[str | os.PathLike[str]], *,
     rows = {k: SystemScores(f"{label}, {k} codebook{'s' * (k > 1)}", codec_kbps(codec, k))
             for k in prefixes}
     report = Evaluation(list(rows.values()))
-    usable = []
+    usable = []  # (its row, baseline)
     for baseline in baselines:
         if baseline.engine() is None:
             report.notes.append(f"{baseline.name}: skipped, neither "
                                 f"{' and '.join(baseline.programs)} nor PyAV is installed "
                                 "(apt-get install opus-tools / ffmpeg, or pip install av)")
         else:
-            usable.append(baseline)
-            report.rows.append(SystemScores(baseline.label(), baseline.kbps))
+            usable.append((SystemScores(baseline.label(), baseline.kbps), baseline))
+            report.rows.append(usable[-1][0])
     if with_visqol and not visqol_available():
         report.notes.append("ViSQOL: not measured (pip install mmdtok[evaluate])")
         with_visqol = False
@@ -326,8 +326,8 @@ def evaluate(codec: CodecModel, paths: Sequence[str | os.PathLike[str]], *,
                 decoded = {k: decode_many(codec, [codes[:k]], [reference.shape[-1]])[0].cpu()
                            for k in prefixes}
             coded = [(rows[k], decoded[k]) for k in prefixes] + [
-                (row, b.roundtrip(reference, codec.sample_rate))
-                for row, b in zip(report.rows[len(prefixes):], usable)]
+                (row, baseline.roundtrip(reference, codec.sample_rate))
+                for row, baseline in usable]
             measured = [(row, scores(audio.float(), reference, codec.sample_rate, with_visqol))
                         for row, audio in coded]
         except (ValueError, RuntimeError, OSError, subprocess.SubprocessError) as error:

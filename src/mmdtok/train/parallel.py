@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mmdtok.distributed import is_distributed, world_size
+from mmdtok.distributed import checked_device, is_distributed, world_size
 
 
 def training_device(name: str) -> torch.device:
@@ -26,10 +26,10 @@ def training_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} was asked for but CUDA is not available")
-    return device
+    try:
+        return checked_device(name)
+    except ValueError as error:
+        raise ValueError(f"device={name!r}: {error}") from None
 
 
 def process_group_backend(device: torch.device) -> str:
