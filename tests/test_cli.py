@@ -87,3 +87,23 @@ def test_ctrl_c_during_training_says_how_to_resume(tiny_corpus, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "add --resume to the same command" in err and "Traceback" not in err
+
+
+def test_progress_off_a_terminal_is_plain_lines_with_rate_and_time_left(capsys):
+    from mmdtok.cli import _progress
+
+    with _progress(4, "training", log_every=3600) as advance:
+        for step in range(4):
+            advance(None, "step", f"mel {step}" if step < 3 else None)
+    lines = capsys.readouterr().err.strip().splitlines()
+    # an hour between lines: only the last step prints, with the last info kept
+    assert len(lines) == 1 and lines[0].startswith("training: 4/4 (")
+    assert lines[0].endswith("0.0m left)  mel 2")
+    with _progress(3, "encoding", log_every=0) as advance:
+        for _ in range(3):
+            advance(None, "ok")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"encoding: {i}/3" for i in (1, 2, 3)]
+    with _progress(3, "quiet", enabled=False, log_every=0) as advance:
+        advance(None, "ok")
+    assert capsys.readouterr().err == ""

@@ -146,3 +146,26 @@ def test_the_command_prints_the_table_and_writes_json(tmp_path):
     bad = subprocess.run([*command[:6], "--baseline", "aac:64"], env=env,
                          capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2 and "aac:64" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_manifests_give_their_entries_of_the_split_asked_for(tmp_path):
+    from mmdtok import Codec
+
+    for name in ("a", "b", "c"):
+        soundfile.write(tmp_path / f"{name}.wav", notes(0.5, 24_000).T.numpy(), 24_000)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text('{"path": "a.wav", "split": "test"}\n\n'
+                        f'{{"path": "{tmp_path / "b.wav"}", "split": "train"}}\n'
+                        '{"path": "c.wav", "split": "test"}\n')
+    assert ev.reference_files([manifest], "test") == [tmp_path / "a.wav", tmp_path / "c.wav"]
+    assert ev.reference_files([manifest, tmp_path / "b.wav"], "train") == [
+        tmp_path / "b.wav", tmp_path / "b.wav"]  # files named directly are all taken
+    assert len(ev.reference_files([manifest])) == 3
+    report = ev.evaluate(Codec.bundled(), [manifest], n_q=[4], split="test",
+                         with_visqol=False)
+    assert sorted(Path(p).name for p in report.rows[0].files) == ["a.wav", "c.wav"]
+    with pytest.raises(ValueError, match="split 'valid'"):
+        ev.evaluate(Codec.bundled(), [manifest], split="valid", with_visqol=False)
+    (tmp_path / "bad.jsonl").write_text('{"file": "a.wav"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        ev.reference_files([tmp_path / "bad.jsonl"])

@@ -1,18 +1,21 @@
 """Turn a finished train-codec run into the codec shipped inside the package, measure it
 on held-out music and write its model card.
 
-    python examples/train/package_default_codec.py RUN_DIR data/corpus/manifest.jsonl \\
-        --out src/mmdtok/weights/small-music
+    python examples/train/package_default_codec.py RUN_DIR data/real/manifest.jsonl \\
+        data/corpus/manifest.jsonl --out src/mmdtok/weights/small-music --half \\
+        --evaluate data/real/manifest.jsonl --seconds 10 \\
+        --compare examples/train/small-music-renders
 
 Writes OUT/config.json + OUT/model.safetensors (weight norm folded; float16 with
 ``--half``, loaded back as float32), OUT/quality.json (every figure, machine-readable) and
 OUT/MODEL_CARD.md. Every figure is measured on the weights as written, loaded back the way
-users load them: the test split of the corpus (pieces never seen in training), at all
-bitrates (the first 1..K codebooks), plus the excerpts in examples/audio (which the
-package tests measure again). The model card takes every figure, the architecture and the
-corpus facts from quality.json; ``--card-only`` writes it again from OUT/quality.json
-(filling in what older quality.json files lack: the architecture from OUT's codec, the
-corpus facts from the manifest).
+users load them: the test split of each corpus the run trained on (files never seen in
+training, each coded whole), at all bitrates (the first 1..K codebooks); the excerpts in
+examples/audio (which the package tests measure again); and, with ``--evaluate``,
+``mmdtok evaluate``'s table on a manifest's test split (SI-SDR, mel and STFT distances,
+ViSQOL) next to Opus and to the codecs named by ``--compare``. The model card takes every
+figure, the architecture and the corpus facts from quality.json; ``--card-only`` writes it
+again from OUT/quality.json.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import soundfile
 import torch
 
 from mmdtok import Codec
+from mmdtok.evaluation import evaluate, parse_baselines
 from mmdtok.metrics import normalized_pairwise_dependence
+from mmdtok.paths import read_manifest
 from mmdtok.persistence import RunFolder, load_pretrained, save_pretrained
 from mmdtok.train.checkpoint import load_checkpoint
 from mmdtok.train.config import load_config
@@ -40,22 +45,23 @@ EXCERPTS = sorted((ROOT / "examples" / "audio").glob("*.flac"))
 WINDOW_SECONDS = 10.0  # code windows for the dependence measure
 
 
-def calibration_batches(codec: Codec, run_dir: Path, manifest: Path, count: int):
+def calibration_batches(codec: Codec, run_dir: Path, manifests: list[Path], count: int):
     """The batches the trainer recalibrates on: beyond the last step, rank 0."""
     settings = load_config(RunFolder(run_dir).settings)
-    files = [f for f in find_audio([manifest]) if f.split == "train"]
+    files = [f for f in find_audio(manifests) if f.split == "train"]
     sampler = ClipSampler.from_config(files, settings, sample_rate=codec.sample_rate,
                                       channels=codec.channels)
     return (sampler.batch(settings.steps + i, rank=0) for i in range(count))
 
 
-def export(run_dir: Path, manifest: Path, out: Path, half: bool, calibrate: int
+def export(run_dir: Path, manifests: list[Path], out: Path, half: bool, calibrate: int
            ) -> tuple[Codec, float | None]:
     """The shipped codec, loaded back from ``out``, and (with ``half``) the largest change
     of SI-SDR on the excerpts that storing float16 weights makes."""
     codec = Codec.from_pretrained(run_dir)  # the moving average, weight norm folded
     if calibrate:  # what train-codec does at the end of a run (calibration_batches)
-        recalibrate_latent_norm(codec, calibration_batches(codec, run_dir, manifest, calibrate))
+        recalibrate_latent_norm(codec, calibration_batches(codec, run_dir, manifests,
+                                                           calibrate))
     float32 = copy.deepcopy(codec) if half else None  # the reference for the float16 change
     save_pretrained(codec.half() if half else codec, out)  # weights saved as they are ...
     shipped = load_pretrained(out)  # ... and what users get: float32, eval mode
@@ -78,10 +84,25 @@ def architecture(codec: Codec) -> dict:
 
 
 def corpus_facts(manifest: Path) -> dict:
-    """Hours of audio in all splits and the longest piece, from the files themselves."""
-    durations = [soundfile.info(str(f.path)).duration for f in find_audio([manifest])]
-    return {"hours": sum(durations) / 3600, "longest_seconds": max(durations),
-            "pieces": len(durations)}
+    """What the card says of a corpus, from its manifest and its files: hours in all
+    splits, the longest file, files per split, and (recorded music) its packages and
+    licences."""
+    entries = read_manifest(manifest)
+    durations = [soundfile.info(str(e["path"])).duration for e in entries]
+    splits = [e.get("split", "train") for e in entries]
+    facts = {"manifest": _relative(manifest), "hours": sum(durations) / 3600,
+             "longest_seconds": max(durations), "pieces": len(durations),
+             "splits": {s: splits.count(s) for s in sorted(set(splits))},
+             "recorded": any("package" in e for e in entries)}
+    if facts["recorded"]:
+        facts["packages"] = sorted({e["package"] for e in entries if "package" in e})
+        facts["licenses"] = sorted({e["license"] for e in entries if "license" in e})
+    return facts
+
+
+def _relative(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 @torch.inference_mode()
@@ -108,11 +129,11 @@ def training_facts(run_dir: Path) -> dict:
             "skipped": int(checkpoint["skipped"]), "hours": (ended - started) / 3600}
 
 
-def measure(codec: Codec, manifest: Path) -> dict:
-    files = find_audio([manifest])
-    test = [f.path for f in files if f.split == "test"]
+def test_split(codec: Codec, manifest: Path) -> dict:
+    """Quality of ``codec`` on the test split of ``manifest``, each file coded whole, at
+    every bitrate, with its codebook use and the dependence of its codes."""
+    test = [e["path"] for e in read_manifest(manifest) if e.get("split") == "test"]
     clips = load_clips(test, codec.sample_rate, codec.channels)
-    excerpts = load_clips(EXCERPTS, codec.sample_rate, codec.channels)
     by_bitrate = {}
     for n_q in range(1, codec.num_codebooks + 1):
         quality, _ = evaluate_codec(codec, clips, n_q)
@@ -120,37 +141,72 @@ def measure(codec: Codec, manifest: Path) -> dict:
                            / 1000, "si_sdr": quality.si_sdr,
                            "mel_distance": quality.mel_distance}
     full = quality  # all codebooks
-    return {"test": full.as_dict() | {"clips": full.clips, "seconds": full.seconds},
-            "test_by_codebooks": by_bitrate,
-            "test_dependence": code_dependence(codec, clips),
+    return {"all": full.as_dict() | {"clips": full.clips, "seconds": full.seconds},
+            "by_codebooks": by_bitrate, "dependence": code_dependence(codec, clips)}
+
+
+def evaluation_table(codec: Codec, manifest: Path, seconds: float | None,
+                     compare: list[str]) -> dict:
+    """``mmdtok evaluate``'s rows on the test split of ``manifest``: ``codec`` at every
+    bitrate, Opus at 6 and 12 kbps, and each codec of ``compare`` with all its
+    codebooks."""
+    systems = [(f"mmdtok:{codec.config.name}", codec, None, "opus:6,12")] + [
+        (_relative_name(other), model, [model.num_codebooks], "")
+        for other, model in ((o, Codec.from_pretrained(o)) for o in compare)]
+    rows, notes = [], []
+    for name, model, n_q, baselines in systems:
+        report = evaluate(model, [manifest], n_q=n_q, split="test", seconds=seconds,
+                          baselines=parse_baselines(baselines), name=name)
+        if report.failed:
+            raise SystemExit(f"evaluation failed on {report.failed}")
+        rows += [{"system": r.system, "kbps": r.kbps, "summary": r.summary()}
+                 for r in report.rows]
+        notes += report.notes
+    return {"manifest": _relative(manifest), "split": "test", "seconds": seconds,
+            "files": len(report.rows[0].files), "rows": rows, "notes": notes}
+
+
+def _relative_name(name: str) -> str:
+    path = Path(name)
+    return _relative(path) if path.exists() else name
+
+
+def measure(codec: Codec, manifests: list[Path]) -> dict:
+    excerpts = load_clips(EXCERPTS, codec.sample_rate, codec.channels)
+    files = find_audio(manifests)
+    return {"test": {_relative(m): test_split(codec, m) for m in manifests},
             "excerpts": {path.name: evaluate_codec(codec, [clip])[0].as_dict()
                          for path, clip in zip(EXCERPTS, excerpts)},
             "train_files": sum(f.split == "train" for f in files),
-            "window_seconds": WINDOW_SECONDS, "corpus": corpus_facts(manifest)}
+            "window_seconds": WINDOW_SECONDS,
+            "corpora": [corpus_facts(m) for m in manifests]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("manifest", type=Path, help="the corpus manifest (its test split)")
+    parser.add_argument("manifests", type=Path, nargs="+",
+                        help="the manifests the run trained on (their test splits)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--half", action="store_true", help="store float16 weights")
     parser.add_argument("--calibrate", type=int, default=0, metavar="N",
                         help="recalibrate the latent norm on N training batches first "
                              "(for runs made before train-codec did it itself)")
+    parser.add_argument("--evaluate", type=Path, metavar="MANIFEST",
+                        help="also run mmdtok evaluate on this manifest's test split")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="excerpt length for --evaluate (the middle of each file)")
+    parser.add_argument("--compare", nargs="*", default=[], metavar="MODEL",
+                        help="codecs scored next to this one by --evaluate")
     parser.add_argument("--card-only", action="store_true",
                         help="write OUT/MODEL_CARD.md again from OUT/quality.json")
     args = parser.parse_args()
     if args.card_only:
         figures = json.loads((args.out / "quality.json").read_text())
-        codec = load_pretrained(args.out)
-        figures.setdefault("architecture", architecture(codec))
-        figures.setdefault("corpus", corpus_facts(args.manifest))
-        figures.setdefault("window_seconds", WINDOW_SECONDS)
-        figures["fingerprint"] = codec.fingerprint()
     else:
         start = time.time()
-        codec, gap = export(args.run_dir, args.manifest, args.out, args.half, args.calibrate)
+        codec, gap = export(args.run_dir, args.manifests, args.out, args.half,
+                            args.calibrate)
         figures = {"codec": codec.config.name, "fingerprint": codec.fingerprint(),
                    "half": args.half, "half_si_sdr_gap": gap,
                    "recalibrated_on": args.calibrate,
@@ -159,7 +215,10 @@ def main() -> None:
                    "bitrate_kbps": codec.num_codebooks * math.log2(codec.codebook_size)
                    * codec.frame_rate / 1000,
                    "parameters": sum(p.numel() for p in codec.parameters())} | measure(
-                       codec, args.manifest)
+                       codec, args.manifests)
+        if args.evaluate:
+            figures["evaluation"] = evaluation_table(codec, args.evaluate, args.seconds,
+                                                     args.compare)
         print(f"measured in {time.time() - start:.0f} s")
     (args.out / "quality.json").write_text(json.dumps(figures, indent=2) + "\n")
     (args.out / "MODEL_CARD.md").write_text(model_card(figures))
@@ -177,32 +236,102 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
+def _corpus_line(c: dict) -> str:
+    """One corpus, as the card's data list says it."""
+    size = (f"{c['pieces']} files, {c['hours']:.1f} h in all splits (the longest "
+            f"{c['longest_seconds']:.0f} s; {c['splits'].get('train', 0)} train, "
+            f"{c['splits'].get('valid', 0)} valid, {c['splits'].get('test', 0)} test)")
+    if c["recorded"]:
+        return (f"`{c['manifest']}`: recorded music, the `real` recipe of\n"
+                f"  `examples/datasets/real_corpus.py` (game soundtracks from the Debian "
+                f"packages {', '.join(c['packages'])}): {size}")
+    return (f"`{c['manifest']}`: the `small` recipe of `examples/datasets/render_corpus.py`"
+            f" (music21 scores:\n  Palestrina, Bach, Monteverdi, Beethoven, folk tunes, "
+            f"... rendered with General MIDI\n  instruments by timidity and the FluidR3 GM "
+            f"SoundFont): {size}")
+
+
+def _cell(summary: dict | None, digits: int) -> str:
+    if summary is None:
+        return "-"
+    return f"{summary['mean']:.{digits}f} ± {summary['sd']:.{digits}f}"
+
+
+def _evaluation_section(e: dict | None) -> str:
+    if not e:
+        return ""
+    rows = "\n".join(
+        f"| {r['system']} | {r['kbps']:.2f} | {_cell(r['summary']['si_sdr'], 2)} | "
+        f"{_cell(r['summary']['mel_distance'], 3)} | {_cell(r['summary']['stft_distance'], 3)}"
+        f" | {_cell(r['summary']['visqol'], 2)} |" for r in e["rows"])
+    excerpt = (f"the {e['seconds']:g} s in the middle of each" if e["seconds"]
+               else "each whole")
+    notes = "".join(f"\n{n}." for n in e["notes"])
+    return f"""
+## Next to Opus, on recorded music
+`mmdtok evaluate {e['manifest']} --split {e['split']}`: {excerpt} of the
+{e['files']} files of that test split, mean ± standard deviation over files. SI-SDR in dB
+(higher is better); mel distance and multi-resolution log-STFT distance (lower is better);
+ViSQOL v3 audio mode (MOS-LQO, 1 to 5, higher is better). Opus runs through `opusenc
+--hard-cbr` and `opusdec`.{notes}
+
+| system | kbps | SI-SDR (dB) | mel distance | STFT distance | ViSQOL |
+|---|---|---|---|---|---|
+{rows}
+"""
+
+
+def _loss_weights(weights: dict) -> str:
+    names = {"l1": "L1 on the waveform", "mel": "the multi-scale mel loss",
+             "stft": "the multi-resolution STFT loss", "adversarial": "adversarial",
+             "features": "feature matching"}
+    return ", ".join(f"{names.get(k, k)} ({v:g})" for k, v in weights.items()
+                     if k not in {"adversarial", "features"})
+
+
 def model_card(f: dict) -> str:
     """The model card, every figure and fact taken from ``f`` (quality.json)."""
-    t, s, test, a = f["training"], f["training"]["settings"], f["test"], f["architecture"]
+    t, s, a = f["training"], f["training"]["settings"], f["architecture"]
     k, size = a["num_codebooks"], a["codebook_size"]
-    rows = "\n".join(f"| {n} | {v['kbps']:.2f} | {v['si_sdr']:.2f} | {v['mel_distance']:.3f} |"
-                     for n, v in f["test_by_codebooks"].items())
+    tables = []
+    for manifest, m in f["test"].items():
+        rows = "\n".join(f"| {n} | {v['kbps']:.2f} | {v['si_sdr']:.2f} | "
+                         f"{v['mel_distance']:.3f} |" for n, v in m["by_codebooks"].items())
+        use = ", ".join(f"{m['all'][f'perplexity_{i}']:.0f}" for i in range(k))
+        dep = m["dependence"]
+        tables.append(f"""`{manifest}`, test split: {m['all']['clips']} files never used in
+training, {m['all']['seconds'] / 60:.1f} min in all.
+
+| codebooks | kbps | SI-SDR (dB) | mel distance |
+|---|---|---|---|
+{rows}
+
+Codebook perplexities (of {size:,}) with all codebooks: {use}. Normalized pairwise
+dependence of the codes (the paper's measure, plug-in, on {dep['windows']} windows of
+{f['window_seconds']:g} s): {dep['delay']:.4f} at the steps a delay-pattern LM predicts
+together, {dep['parallel']:.4f} within a frame.""")
     excerpts = "\n".join(f"| `{name}` | {v['si_sdr']:.2f} | {v['mel_distance']:.3f} |"
                          for name, v in f["excerpts"].items())
-    usage = "\n".join(
-        f"| {i} | {test[f'perplexity_{i}']:.0f} | {test[f'utilization_{i}']:.1%} |"
-        for i in range(k))
     independence = (f"on: preset `{s['independence_preset']}`, a macro-batch of "
                     f"{s['independence_every']} steps, weight {s['independence_weight']:g}"
                     if s["independence"] else "off")
     adversarial = ("from step " + str(s["adversarial_from"])
                    if s["adversarial_from"] < s["steps"] else "off")
+    start = (f"\n- Started from the weights of `{s['init_from']}`." if s.get("init_from")
+             else "")
+    sampling = ("each crop's file drawn in proportion to its duration"
+                if s.get("sampling") == "duration" else "each crop's file drawn uniformly")
     recal = (f",\n  its latent norm recalibrated on {f['recalibrated_on']} training "
-             "batches of its own\n  encoder (what train-codec now does at the end of a run)"
-             if f["recalibrated_on"] else "")
+             "batches of its own encoder" if f["recalibrated_on"] else "")
     gap = f.get("half_si_sdr_gap")
     half = ("" if not f["half"] else ";\n  stored as float16" + (
         "" if gap is None else f" (on the excerpts below, float32 weights give SI-SDR within "
         f"{gap:.2f} dB)"))
-    corpus = f["corpus"]
     channels = {1: "mono", 2: "stereo"}.get(a["channels"], f"{a['channels']}-channel")
-    window = f.get("window_seconds", WINDOW_SECONDS)
+    data = "\n".join(f"  - {_corpus_line(c)}" for c in f["corpora"])
+    licenses = sorted({lic for c in f["corpora"] for lic in c.get("licenses", [])})
+    recorded = (f" Recorded training audio: under the licences its packages state "
+                f"({', '.join(licenses)}; per file in the manifest)." if licenses else "")
     return f"""# {f['codec']}: the default codec of mmdtok
 
 A small {channels} {a['sample_rate'] / 1000:g} kHz music codec \
@@ -220,19 +349,14 @@ tools, the token format and the language-model examples on real music, not a
 replacement for EnCodec or DAC in production.
 
 ## Training
-- Data: the `small` recipe of `examples/datasets/render_corpus.py`: {f['train_files']} pieces
-  of the train split ({corpus['hours']:.1f} h in {corpus['pieces']} pieces in all splits, the
-  longest {corpus['longest_seconds']:.0f} s) from the music21 corpus (Palestrina, Bach,
-  Monteverdi, Beethoven, the Trecento, Irish and Essen folk tunes, ...), rendered with
-  General MIDI instruments by timidity and the FluidR3 GM SoundFont.
-- `mmdtok train-codec data/corpus/manifest.jsonl -o runs/default --config
-  examples/train/default_codec.json`: {t['steps']:,} steps
-  ({t['skipped']} skipped), batch {s['batch_size']} x {s['segment_seconds']:g} s random crops,
+- Data ({f['train_files']} files in the train splits):
+{data}{start}
+- {t['steps']:,} steps ({t['skipped']} skipped) of `mmdtok train-codec`, batch
+  {s['batch_size']} x {s['segment_seconds']:g} s random crops ({sampling}),
   Adam (betas {s['betas'][0]:g}, {s['betas'][1]:g}), lr {s['lr']:g} with {s['warmup_steps']}
   warmup steps and a {s['schedule']} schedule, weight moving average {s['ema_decay']:g}
   (exported).
-- Losses: L1 on the waveform and the multi-scale mel loss through the gradient balancer
-  (weights {s['weights']['l1']:g} and {s['weights']['mel']:g}), the commitment loss;
+- Losses through the gradient balancer: {_loss_weights(s['weights'])}; the commitment loss;
   adversarial and feature-matching losses {adversarial}.
 - Independence loss: {independence},
   delay pattern.
@@ -240,25 +364,12 @@ replacement for EnCodec or DAC in production.
 - Export: the weight moving average{recal}, weight norm folded{half}.
 
 ## Quality on held-out music
-The test split of the corpus: {test['clips']} pieces never used in training,
-{test['seconds'] / 60:.1f} min in all, each encoded and decoded whole.
+Each file encoded and decoded whole.
 
-| codebooks | kbps | SI-SDR (dB) | mel distance |
-|---|---|---|---|
-{rows}
-
-Codebook use on the same pieces (all {k} codebooks):
-
-| codebook | perplexity (of {size:,}) | entries used |
-|---|---|---|
-{usage}
-
-Normalized pairwise dependence of the codes (the paper's measure, plug-in, on
-{f['test_dependence']['windows']} windows of {window:g} s): {f['test_dependence']['delay']:.4f}
-at the steps a delay-pattern LM predicts together, {f['test_dependence']['parallel']:.4f}
-within a frame (0: independent; plug-in estimates are biased upwards on this few rows).
-
-The excerpts in `examples/audio` (the package tests measure these again):
+{chr(10).join(tables)}
+{_evaluation_section(f.get("evaluation"))}
+## The excerpts in `examples/audio`
+(the package tests measure these again)
 
 | excerpt | SI-SDR (dB) | mel distance |
 |---|---|---|
@@ -270,8 +381,8 @@ is better). Figures from `examples/train/package_default_codec.py`, also in
 `quality.json` beside this card.
 
 ## Licence
-Weights: MIT, as mmdtok. Training audio: public-domain compositions from the music21
-corpus, rendered with the MIT-licensed FluidR3 GM SoundFont.
+Weights: MIT, as mmdtok. Rendered training audio: public-domain compositions from the
+music21 corpus, rendered with the MIT-licensed FluidR3 GM SoundFont.{recorded}
 """
 
 

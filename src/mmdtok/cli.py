@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,20 +139,51 @@ def _interruptible(hint: str = _RESUME_FILES) -> Iterator[None]:
 
 
 @contextmanager
-def _progress(total: int, label: str, enabled: bool = True) -> Iterator:
-    """A progress bar on a terminal; the callback takes (task, status, text to show)."""
+def _progress(total: int, label: str, enabled: bool = True,
+              log_every: float = 60.0) -> Iterator:
+    """A progress bar on a terminal; elsewhere (a log file, a batch job) one plain line at
+    most every ``log_every`` seconds and at the end. The callback takes (task, status,
+    text to show)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    terminal = sys.stderr.isatty()
     columns = ("[progress.description]{task.description}", BarColumn(),
                MofNCompleteColumn(), TimeRemainingColumn(), "{task.fields[info]}")
-    with Progress(*columns, transient=False,
-                  disable=not (enabled and sys.stderr.isatty())) as bar:
+    with Progress(*columns, transient=False, disable=not (enabled and terminal)) as bar:
         task_id = bar.add_task(label, total=total, info="")
+        lines = _ProgressLines(total, label, log_every) if enabled and not terminal else None
 
         def advance(task, status, info: str | None = None) -> None:
             bar.update(task_id, advance=1, **({"info": info} if info is not None else {}))
+            if lines is not None:
+                lines.advance(info)
 
         yield advance
+
+
+class _ProgressLines:
+    """Progress as plain lines on standard error: done/total, rate, time left, info."""
+
+    def __init__(self, total: int, label: str, every: float) -> None:
+        self.total, self.label, self.every = total, label, every
+        self.done, self.info = 0, ""
+        self.start = self.last = time.monotonic()
+
+    def advance(self, info: str | None) -> None:
+        self.done += 1
+        self.info = self.info if info is None else info
+        now = time.monotonic()
+        if now - self.last >= self.every or self.done == self.total:
+            self.last = now
+            rate = (now - self.start) / self.done
+            left = _duration(rate * (self.total - self.done))
+            typer.echo(f"{self.label}: {self.done}/{self.total} ({rate:.3g} s each, "
+                       f"{left} left){'  ' + self.info if self.info else ''}", err=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{seconds / 60:.1f}m"
 
 
 def _finish(report, verb: str) -> None:
@@ -375,9 +407,13 @@ def _print_inspection(result) -> None:
 @app.command()
 def evaluate(
     paths: Annotated[list[Path], typer.Argument(
-        help="Reference audio files and folders (searched recursively).")],
+        help="Reference audio files, folders (searched recursively) and manifests (.jsonl "
+             "with 'path', as the recipes of examples/datasets write).")],
     model: ModelOption = None,
     revision: RevisionOption = None,
+    split: Annotated[str | None, typer.Option(
+        help="Only the manifest entries of this split (e.g. test); files and folders "
+             "named directly are all taken.")] = None,
     n_q: Annotated[list[int] | None, typer.Option(
         "--n-q", help="Codebooks kept (a bitrate); repeat for several. Default: every "
                       "prefix 1..K.")] = None,
@@ -400,14 +436,12 @@ def evaluate(
     import json
 
     from mmdtok.atomic import atomic_path
-    from mmdtok.audio import is_audio_file
     from mmdtok.evaluation import evaluate as run_evaluation
-    from mmdtok.evaluation import parse_baselines
-    from mmdtok.paths import find_files
+    from mmdtok.evaluation import parse_baselines, reference_files
 
     try:
         baselines = parse_baselines(baseline)
-        files = [found.path for found in find_files(paths, is_audio_file)]
+        files = reference_files(paths, split)
     except ValueError as error:
         raise fail(str(error)) from error
     codec = _load_codec(model, revision, device)
@@ -416,7 +450,7 @@ def evaluate(
         try:
             report = run_evaluation(codec, files or paths, n_q=n_q, baselines=baselines,
                                     with_visqol=not no_visqol, name=model or None,
-                                    seconds=seconds,
+                                    seconds=seconds, split=split,
                                     progress=lambda path: progress(None, "done"))
         except ValueError as error:
             raise fail(str(error)) from error

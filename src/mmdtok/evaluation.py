@@ -31,24 +31,19 @@ import torch
 from torch import Tensor
 
 from mmdtok.audio import is_audio_file, load_audio, resample
-from mmdtok.losses.spectral import magnitude, mel_distance, si_sdr
+from mmdtok.losses.spectral import STFT_SIZES, log_stft_distance, mel_distance, si_sdr
 from mmdtok.models import CodecModel, decode_many, encode_many
-from mmdtok.paths import find_files
+from mmdtok.paths import find_files, is_manifest, read_manifest
 
 METRICS = ("si_sdr", "mel_distance", "stft_distance", "visqol")
-STFT_SIZES = (2048, 1024, 512, 256)
 BASELINE_KINDS = ("opus", "mp3")
 
 
 def stft_distance(estimate: Tensor, target: Tensor, floor: float = 1e-5) -> float:
     """Mean over FFT sizes 2048, 1024, 512 and 256 (hop a quarter, Hann) of the mean
     absolute difference of log10 magnitudes (floored at ``floor``): audio [C, L]."""
-    total = 0.0
-    for n_fft in STFT_SIZES:
-        x = magnitude(estimate[None].double(), n_fft, n_fft // 4).clamp(min=floor).log10()
-        y = magnitude(target[None].double(), n_fft, n_fft // 4).clamp(min=floor).log10()
-        total += float((x - y).abs().mean())
-    return total / len(STFT_SIZES)
+    return float(log_stft_distance(estimate[None].double(), target[None].double(),
+                                   STFT_SIZES, floor))
 
 
 @cache
@@ -275,6 +270,22 @@ class Evaluation:
                 "failed": [list(f) for f in self.failed], "notes": self.notes}
 
 
+def reference_files(paths: Sequence[str | os.PathLike[str]], split: str | None = None
+                    ) -> list[Path]:
+    """The audio files of ``paths``: files, folders (searched recursively) and manifests
+    (.jsonl, as the recipes of ``examples/datasets`` write), whose entries are kept only
+    when their ``split`` is ``split`` (all of them when None). ValueError for a missing
+    path or a malformed manifest."""
+    files: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_file() and is_manifest(given):
+            files += [e["path"] for e in read_manifest(given)
+                      if split is None or e.get("split") == split]
+        else:
+            files += [f.path for f in find_files([given], is_audio_file)]
+    return files
+
+
 def codec_kbps(codec: CodecModel, n_q: int) -> float:
     return n_q * math.log2(codec.codebook_size) * codec.frame_rate / 1000
 
@@ -282,18 +293,20 @@ def codec_kbps(codec: CodecModel, n_q: int) -> float:
 def evaluate(codec: CodecModel, paths: Sequence[str | os.PathLike[str]], *,
              n_q: Sequence[int] | None = None, baselines: Sequence[Baseline] = (),
              with_visqol: bool = True, name: str | None = None,
-             seconds: float | None = None,
+             seconds: float | None = None, split: str | None = None,
              progress: Callable[[str], None] = lambda path: None) -> Evaluation:
     """Encode and decode every audio file under ``paths`` with the first ``n_q``
     codebooks (each value; default every prefix 1..K), run each available baseline on
     the same reference, and score them all. A file that cannot be read or coded fails
     alone. ``seconds``: score only that long an excerpt from the middle of each file
-    (coded alone, as a file of that length). ``progress`` is called once per file."""
+    (coded alone, as a file of that length). ``split``: of the entries of manifests among
+    ``paths`` (:func:`reference_files`). ``progress`` is called once per file."""
     if seconds is not None and not seconds > 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
-    files = [f.path for f in find_files(paths, is_audio_file)]
+    files = reference_files(paths, split)
     if not files:
-        raise ValueError(f"no audio files in {', '.join(map(str, paths))}")
+        raise ValueError(f"no audio files in {', '.join(map(str, paths))}"
+                         + (f" (split {split!r})" if split is not None else ""))
     prefixes = sorted(set(n_q or range(1, codec.num_codebooks + 1)))
     if not all(1 <= k <= codec.num_codebooks for k in prefixes):
         raise ValueError(f"--n-q must be in 1..{codec.num_codebooks}, got {prefixes}")
@@ -340,4 +353,5 @@ def evaluate(codec: CodecModel, paths: Sequence[str | os.PathLike[str]], *,
 
 
 __all__ = ["Baseline", "Evaluation", "SystemScores", "align", "codec_kbps", "evaluate",
-           "parse_baselines", "scores", "stft_distance", "visqol", "visqol_available"]
+           "parse_baselines", "reference_files", "scores", "stft_distance", "visqol",
+           "visqol_available"]

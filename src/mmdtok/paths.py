@@ -1,8 +1,10 @@
-"""Finding input files: files named directly, and folders searched recursively. The one
-finder behind ``mmdtok encode``/``decode``/``inspect`` and the trainer's data."""
+"""Finding input files: files named directly, folders searched recursively, and
+manifests. The one finder behind ``mmdtok encode``/``decode``/``inspect``/``evaluate``
+and the trainer's data."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import warnings
@@ -46,6 +48,39 @@ def find_files(paths: Sequence[str | os.PathLike[str]], accept: Callable[[Path],
         else:
             raise ValueError(f"no such file or folder: {given}")
     return found
+
+
+MANIFEST_SUFFIXES = (".jsonl", ".json")
+
+
+def is_manifest(path: Path) -> bool:
+    """A JSON-lines manifest of audio files (as the recipes of ``examples/datasets``
+    write), by its name."""
+    return path.suffix in MANIFEST_SUFFIXES
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[dict]:
+    """The entries of a manifest, one JSON object per line with at least ``path``
+    (relative paths are taken from the manifest's folder; the entry's ``path`` is made a
+    :class:`~pathlib.Path`); blank lines are skipped. ValueError naming the line of a
+    malformed entry."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read the manifest {path}: {error}") from error
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            audio = Path(entry["path"])
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}:{number}: not a manifest line with a 'path' "
+                             f"({error})") from error
+        entries.append({**entry, "path": audio if audio.is_absolute() else path.parent / audio})
+    return entries
 
 
 def _walk(folder: Path, accept: Callable[[Path], bool]) -> list[Path]:

@@ -18,13 +18,21 @@ def test_the_card_follows_the_architecture_corpus_and_figures_it_is_given():
     figures = json.loads((FOLDER / "quality.json").read_text())
     figures["architecture"] |= {"n_filters": 99, "ratios": [4, 4], "codebook_size": 2048,
                                 "sample_rate": 16_000, "frame_rate": 1000.0}
-    figures["corpus"] = {"hours": 12.34, "longest_seconds": 61.0, "pieces": 7}
+    figures["corpora"][0] |= {"hours": 12.34, "longest_seconds": 61.0, "pieces": 7,
+                              "splits": {"train": 5, "test": 2}}
     figures["training"]["steps"] = 12_345
+    figures["training"]["settings"]["weights"] = {"l1": 0.7, "mel": 2.0}
     figures["half_si_sdr_gap"] = 0.25
+    table = figures.pop("evaluation")
     card = " ".join(packaging.model_card(figures).split())  # words, whatever the line breaks
     for fact in ("99 filters", "strides 4-4", "2,048 entries", "of 2,048", "16 kHz",
-                 "1000 frames/s", "12.3 h in 7 pieces", "the longest 61 s", "12,345 steps",
-                 "within 0.25 dB"):
+                 "1000 frames/s", "7 files, 12.3 h in all splits", "the longest 61 s",
+                 "5 train, 0 valid, 2 test", "12,345 steps", "within 0.25 dB",
+                 "L1 on the waveform (0.7)"):
         assert fact in card, fact
-    for stale in ("16 filters", "1,024", "24 kHz", "75 frames/s", "3.4 h", "2,500 steps"):
+    for stale in ("16 filters", "1,024", "24 kHz", "75 frames/s", "2,500 steps",
+                  "STFT loss", "Next to Opus"):
         assert stale not in card, stale
+    with_table = packaging.model_card(figures | {"evaluation": table})
+    for row in table["rows"]:
+        assert f"| {row['system']} | {row['kbps']:.2f} | " in with_table

@@ -6,8 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmdtok.losses.spectral import (
+    MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
     hz_to_mel,
+    log_stft_distance,
     mel_distance,
     mel_filterbank,
     si_sdr,
@@ -67,3 +69,31 @@ def test_si_sdr_of_an_orthogonal_error_is_the_energy_ratio():
     error = 0.1 * torch.sin(2 * math.pi * 120 * t)  # orthogonal over whole periods
     value = si_sdr((target + error)[None, None], target[None, None])
     assert value.item() == pytest.approx(20.0, abs=0.01)
+
+
+@settings(max_examples=20, deadline=None)
+@given(gain=st.floats(0.05, 20), seed=st.integers(0, 1000))
+def test_the_stft_loss_is_zero_on_equal_inputs_and_its_log_term_measures_a_gain(gain, seed):
+    torch.manual_seed(seed)
+    x = torch.randn(2, 1, 6000)
+    loss = MultiResolutionSTFTLoss()
+    assert loss(x, x).item() == 0
+    # a gain g changes every log10 magnitude by log10(g) and the spectral convergence
+    # to |g - 1|, at every resolution
+    expected = abs(gain - 1) + abs(math.log10(gain))
+    assert loss(gain * x, x).item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert log_stft_distance(gain * x, x).item() == pytest.approx(abs(math.log10(gain)),
+                                                                  rel=1e-4, abs=1e-5)
+
+
+def test_the_stft_loss_has_gradients_grows_with_noise_and_checks_shapes():
+    torch.manual_seed(0)
+    target = torch.randn(2, 1, 8000)
+    x = (target + 0.1 * torch.randn_like(target)).requires_grad_()
+    loss = MultiResolutionSTFTLoss()
+    value = loss(x, target)
+    value.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert loss(target + 0.01 * torch.randn_like(target), target) < value.detach()
+    with pytest.raises(ValueError, match="shapes differ"):
+        loss(target, target[..., :-1])

@@ -58,3 +58,33 @@ def test_unreadable_files_are_logged_and_skipped(tiny_corpus, tmp_path, caplog):
     with pytest.raises(ValueError, match="every one of the 1 training audio files failed "
                                          "to load, e.g. .*broken.wav"):
         only_bad.batch(0)
+
+
+def test_duration_sampling_draws_files_in_proportion_to_their_length(tmp_path):
+    rate, lengths = 8_000, {"long.wav": 9.0, "short.wav": 1.0, "empty-ish.wav": 0.25}
+    for name, seconds in lengths.items():
+        soundfile.write(tmp_path / name, np.full((int(seconds * rate), 1), 0.1, "float32"),
+                        rate)
+    manifest = tmp_path / "manifest.jsonl"
+    # one duration from the manifest, the others read from the files
+    manifest.write_text('{"path": "long.wav", "split": "train", "duration": 9.0}\n'
+                        '{"path": "short.wav", "split": "train"}\n'
+                        '{"path": "empty-ish.wav", "split": "train", "duration": "x"}\n')
+    files = find_audio([manifest])
+    assert [f.duration for f in files] == [9.0, None, None]
+    assert [f.seconds() for f in files] == [9.0, 1.0, 0.25]
+    by_duration = ClipSampler(files, sample_rate=rate, channels=1, segment=80,
+                              batch_size=1, sampling="duration")
+    uniform = ClipSampler(files, sample_rate=rate, channels=1, segment=80, batch_size=1)
+    rng = np.random.default_rng(0)
+    drawn = np.bincount([by_duration._draw(rng) for _ in range(20_000)], minlength=3) / 20_000
+    np.testing.assert_allclose(drawn, np.array([9.0, 1.0, 0.25]) / 10.25, atol=0.01)
+    flat = np.bincount([uniform._draw(rng) for _ in range(20_000)], minlength=3) / 20_000
+    np.testing.assert_allclose(flat, np.full(3, 1 / 3), atol=0.015)
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        ClipSampler(files, sample_rate=rate, channels=1, segment=80, batch_size=1,
+                    sampling="hours")
+    (tmp_path / "zero.jsonl").write_text('{"path": "long.wav", "duration": 0}\n')
+    with pytest.raises(ValueError, match="known, positive duration"):
+        ClipSampler(find_audio([tmp_path / "zero.jsonl"]), sample_rate=rate, channels=1,
+                    segment=80, batch_size=1, sampling="duration")

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from mmdtok import Codec
+from mmdtok.persistence import RunFolder
 from mmdtok.train.checkpoint import load_checkpoint
 from mmdtok.train.config import TrainConfig, load_config
 from mmdtok.train.loop import learning_rate_factor, train
@@ -65,13 +66,16 @@ def test_a_killed_run_resumes_exactly_like_an_uninterrupted_one(tiny_corpus, tmp
 def test_training_lowers_the_reconstruction_loss_and_writes_a_model_folder(tiny_corpus,
                                                                            tmp_path):
     config = TrainConfig(steps=30, batch_size=4, segment_seconds=0.5, warmup_steps=5,
-                         checkpoint_every=30, adversarial_from=1000, discriminator_filters=4)
-    mels = []
+                         checkpoint_every=30, adversarial_from=1000, discriminator_filters=4,
+                         weights={"l1": 0.1, "mel": 2.0, "stft": 1.0}, sampling="duration")
+    mels, stfts = [], []
     train(config, [tiny_corpus[0] / "manifest.jsonl"], tmp_path,
-          progress=lambda step, values: mels.append(values["mel"]))
+          progress=lambda step, values: (mels.append(values["mel"]),
+                                         stfts.append(values["stft"])))
     # Medians: a batch whose crops fall in digital silence (the tail of a piece rendered
     # without a noise floor) has a log-mel loss several times the others at any step.
     assert statistics.median(mels[-10:]) < 0.5 * statistics.median(mels[:5])
+    assert statistics.median(stfts[-10:]) < 0.8 * statistics.median(stfts[:5])
     assert json.loads((tmp_path / "train_config.json").read_text())["steps"] == 30
     codec = Codec.from_pretrained(tmp_path)
     assert codec.config.name == "small-music"
@@ -195,3 +199,18 @@ def test_resume_accepts_other_runtime_settings_only(tiny_corpus, tmp_path):
         train(config.with_overrides(["lr=0.1"]), manifest, tmp_path, resume=True)
     run = train(config.with_overrides(["checkpoint_every=1"]), manifest, tmp_path, resume=True)
     assert run.step == 4
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_corpus,
+                                                                             tmp_path):
+    config = TrainConfig(steps=4, batch_size=1, segment_seconds=0.25, checkpoint_every=2,
+                         discriminator_filters=4, valid_every=0)
+    manifest = [tiny_corpus[0] / "manifest.jsonl"]
+    train(config, manifest, tmp_path, max_steps=2)
+    checkpoint = RunFolder(tmp_path).checkpoint
+    state = load_checkpoint(checkpoint)
+    del state["config"]["sampling"]  # as an older trainer wrote it
+    torch.save(state, checkpoint)
+    with pytest.raises(ValueError, match="sampling='file' \\(now 'duration'\\)"):
+        train(config.with_overrides(["sampling=duration"]), manifest, tmp_path, resume=True)
+    assert train(config, manifest, tmp_path, resume=True).step == 4

@@ -4,6 +4,10 @@ EnCodec and a multi-resolution STFT loss.
 Multi-scale mel (EnCodec): for window sizes ``2**i``, i in [start, end), hop a quarter of
 the window, ``n_mels`` mel bands from ``f_min``: L1 between mel magnitudes plus
 ``sqrt(2**i - 1)`` times the mean squared error between their base-10 logs (floored).
+
+Multi-resolution STFT: for FFT sizes 2048, 1024, 512 and 256 (hop a quarter, Hann), the
+mean absolute difference of base-10 log magnitudes (floored), plus, in the loss, the
+spectral convergence ``||X| - |Y||_F / ||Y||_F`` of Parallel WaveGAN.
 """
 
 from __future__ import annotations
@@ -88,6 +92,44 @@ class MultiScaleMelLoss(nn.Module):
             log_y = torch.log10(mel_y.clamp(min=self.floor))
             total = total + F.l1_loss(mel_x, mel_y) + weight * F.mse_loss(log_x, log_y)
         return total * self.scale
+
+
+STFT_SIZES = (2048, 1024, 512, 256)
+
+
+def log_stft_distance(estimate: Tensor, target: Tensor, sizes: tuple[int, ...] = STFT_SIZES,
+                      floor: float = 1e-5) -> Tensor:
+    """Mean over ``sizes`` of the mean absolute difference of log10 STFT magnitudes
+    (floored at ``floor``) between audio [B, C, L] tensors; differentiable."""
+    total = estimate.new_zeros(())
+    for n_fft in sizes:
+        x = magnitude(estimate, n_fft, n_fft // 4).clamp(min=floor).log10()
+        y = magnitude(target, n_fft, n_fft // 4).clamp(min=floor).log10()
+        total = total + (x - y).abs().mean()
+    return total / len(sizes)
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Spectral convergence plus log-magnitude distance, averaged over FFT ``sizes``,
+    between audio [B, C, L] tensors (the log term is :func:`log_stft_distance`)."""
+
+    def __init__(self, sizes: tuple[int, ...] = STFT_SIZES, floor: float = 1e-5,
+                 eps: float = 1e-7) -> None:
+        super().__init__()
+        self.sizes, self.floor, self.eps = tuple(sizes), floor, eps
+
+    def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
+        if estimate.shape != target.shape:
+            raise ValueError(f"shapes differ: {tuple(estimate.shape)} vs {tuple(target.shape)}")
+        total = estimate.new_zeros(())
+        for n_fft in self.sizes:
+            x = magnitude(estimate, n_fft, n_fft // 4)
+            y = magnitude(target, n_fft, n_fft // 4)
+            convergence = torch.linalg.vector_norm(x - y) / (
+                torch.linalg.vector_norm(y) + self.eps)
+            logs = (x.clamp(min=self.floor).log10() - y.clamp(min=self.floor).log10())
+            total = total + convergence + logs.abs().mean()
+        return total / len(self.sizes)
 
 
 def mel_distance(estimate: Tensor, target: Tensor, sample_rate: int) -> Tensor:

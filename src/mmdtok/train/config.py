@@ -4,7 +4,8 @@ installed) and overridden by ``key=value`` strings from the command line.
 Defaults follow EnCodec and the paper (Adam with betas 0.5/0.9, lr 3e-4; loss weights l1
 0.1, mel 2, adversarial 4, feature matching 4 through the gradient balancer; the
 independence loss every 32 steps with weight 1e3, off unless asked), at a batch size and
-length that fit a CPU.
+length that fit a CPU. ``weights`` may add ``stft``, the multi-resolution STFT loss
+(spectral convergence plus log-magnitude distance at FFT sizes 2048 to 256).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 8
     segment_seconds: float = 1.0
+    sampling: str = "file"  # each crop's file: "file" (uniform) or "duration" (weighted)
     lr: float = 3e-4
     betas: tuple[float, float] = (0.5, 0.9)
     schedule: str = "cosine"  # "constant" or "cosine" (after warmup)
@@ -82,13 +84,15 @@ class TrainConfig:
                              f"{self.valid_every} and {self.valid_seconds}")
         if self.device.split(":")[0] not in {"auto", "cpu", "cuda"}:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.sampling not in {"file", "duration"}:
+            raise ValueError(f"sampling must be 'file' or 'duration', got {self.sampling!r}")
         if "kind" in self.quantizer:
             raise ValueError("the quantizer overrides cannot change its kind; choose "
                              "another codec preset")
         if self.independence_pattern not in {"", "delay", "parallel"}:
             raise ValueError("independence_pattern must be '', 'delay' or 'parallel', got "
                              f"{self.independence_pattern!r}")
-        unknown = set(self.weights) - {"l1", "mel", "adversarial", "features"}
+        unknown = set(self.weights) - {"l1", "mel", "stft", "adversarial", "features"}
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}")
 

@@ -2,15 +2,17 @@
 on (seed, step, rank), so that a resumed run sees exactly the batches it would have seen.
 
 Sources are folders (searched recursively) or manifests (JSON lines with ``path`` and
-optionally ``split``, as written by ``examples/datasets/render_corpus.py``). Files in a
-folder are split by a hash of their path (``valid_fraction`` of them for validation).
-A file that cannot be read is logged once and never drawn again.
+optionally ``split`` and ``duration``, as written by the recipes of
+``examples/datasets``). Files in a folder are split by a hash of their path
+(``valid_fraction`` of them for validation). Each crop draws its file uniformly
+(``sampling="file"``) or in proportion to the files' durations (``"duration"``: every
+second of audio equally likely, so a long recording is not drawn as often as a short
+render). A file that cannot be read is logged once and never drawn again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -23,16 +25,30 @@ import torch
 from torch import Tensor
 
 from mmdtok.audio import is_audio_file, match_channels, resample
-from mmdtok.paths import find_files
+from mmdtok.paths import find_files, is_manifest, read_manifest
 from mmdtok.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
+SAMPLING = ("file", "duration")
 
 
 @dataclass(frozen=True)
 class AudioFile:
     path: Path
     split: str
+    duration: float | None = None  # seconds, when a manifest gives it
+
+    def seconds(self) -> float:
+        """The duration: the manifest's, else read from the file (0 if unreadable)."""
+        if self.duration is not None:
+            return self.duration
+        import soundfile
+
+        try:
+            info = soundfile.info(str(self.path))
+        except (RuntimeError, OSError):
+            return 0.0
+        return info.frames / info.samplerate if info.samplerate else 0.0
 
 
 def hash_fraction(key: str) -> float:
@@ -54,19 +70,15 @@ def find_audio(sources: Sequence[str | os.PathLike[str]], valid_fraction: float 
         if source.is_dir():
             files += [AudioFile(f.path, _hash_split(f.relative.as_posix(), valid_fraction))
                       for f in find_files([source], is_audio_file)]
-        elif source.is_file() and source.suffix in {".jsonl", ".json"}:
-            for number, line in enumerate(source.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    path = Path(entry["path"])
-                except (json.JSONDecodeError, KeyError, TypeError) as error:
-                    raise ValueError(f"{source}:{number}: not a manifest line with a 'path' "
-                                     f"({error})") from error
-                path = path if path.is_absolute() else source.parent / path
+        elif source.is_file() and is_manifest(source):
+            for entry in read_manifest(source):
+                path = entry["path"]
                 split = entry.get("split") or _hash_split(path.as_posix(), valid_fraction)
-                files.append(AudioFile(path, split))
+                duration = entry.get("duration")
+                if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not (
+                        0 <= duration < math.inf):
+                    duration = None
+                files.append(AudioFile(path, split, duration))
         else:
             raise ValueError(f"no such folder or manifest (.jsonl): {source}")
     return files
@@ -81,12 +93,22 @@ class ClipSampler:
     """
 
     def __init__(self, files: Sequence[AudioFile], *, sample_rate: int, channels: int,
-                 segment: int, batch_size: int, seed: int = 0, rank: int = 0) -> None:
+                 segment: int, batch_size: int, seed: int = 0, rank: int = 0,
+                 sampling: str = "file") -> None:
         if not files:
             raise ValueError("no audio files to train on")
+        if sampling not in SAMPLING:
+            raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
         self.files, self.sample_rate, self.channels = list(files), sample_rate, channels
         self.segment, self.batch_size, self.seed, self.rank = segment, batch_size, seed, rank
         self.bad: dict[Path, str] = {}  # files that failed to load, and why
+        self.cumulative: np.ndarray | None = None  # of the durations, for "duration"
+        if sampling == "duration":
+            seconds = np.array([f.seconds() for f in self.files], dtype=np.float64)
+            if seconds.sum() <= 0:
+                raise ValueError("sampling='duration' needs files with a known, positive "
+                                 "duration")
+            self.cumulative = np.cumsum(seconds) / seconds.sum()
 
     @classmethod
     def from_config(cls, files: Sequence[AudioFile], config: TrainConfig, *, sample_rate: int,
@@ -95,7 +117,8 @@ class ClipSampler:
         at the codec's ``sample_rate`` and ``channels``."""
         return cls(files, sample_rate=sample_rate, channels=channels,
                    segment=round(config.segment_seconds * sample_rate),
-                   batch_size=config.batch_size, seed=config.seed, rank=rank)
+                   batch_size=config.batch_size, seed=config.seed, rank=rank,
+                   sampling=config.sampling)
 
     def batch(self, step: int, rank: int | None = None) -> Tensor:
         """The batch of ``step`` on this sampler's rank (or on ``rank``)."""
@@ -106,7 +129,7 @@ class ClipSampler:
                 path, reason = next(iter(self.bad.items()))
                 raise ValueError(f"every one of the {len(self.files)} training audio files "
                                  f"failed to load, e.g. {path}: {reason}")
-            file = self.files[int(rng.integers(len(self.files)))]
+            file = self.files[self._draw(rng)]
             if file.path in self.bad:
                 continue
             try:
@@ -115,6 +138,12 @@ class ClipSampler:
                 log.warning("skipping %s: %s", file.path, error)
                 self.bad[file.path] = str(error)
         return torch.stack(clips)
+
+    def _draw(self, rng: np.random.Generator) -> int:
+        if self.cumulative is None:
+            return int(rng.integers(len(self.files)))
+        index = int(np.searchsorted(self.cumulative, rng.random(), side="right"))
+        return min(index, len(self.files) - 1)
 
     def crop(self, path: Path, position: float) -> Tensor:
         """A crop [C, segment] starting at ``position`` (0..1) of the free range."""

@@ -36,6 +36,7 @@ from mmdtok.losses.adversarial import (
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
+from mmdtok.losses.spectral import MultiResolutionSTFTLoss
 from mmdtok.persistence import RunFolder
 from mmdtok.train.checkpoint import load_checkpoint, save_checkpoint
 from mmdtok.train.config import TrainConfig
@@ -63,9 +64,14 @@ def learning_rate_factor(step: int, config: TrainConfig) -> float:
     return warmup_cosine(step, config.warmup_steps, config.steps)
 
 
-def reconstruction_losses(run: Run, audio: Tensor, decoded: Tensor,
+_STFT_LOSS = MultiResolutionSTFTLoss()
+
+
+def reconstruction_losses(run: Run, config: TrainConfig, audio: Tensor, decoded: Tensor,
                           adversarial: bool) -> dict[str, Tensor]:
     losses = {"l1": F.l1_loss(decoded, audio), "mel": run.mel(decoded, audio)}
+    if config.weights.get("stft", 0.0) > 0:
+        losses["stft"] = _STFT_LOSS(decoded, audio)
     if adversarial:
         fake = run.discriminator(decoded)
         with torch.no_grad():
@@ -81,7 +87,7 @@ def codec_step(run: Run, config: TrainConfig, audio: Tensor) -> dict[str, float]
         return None
     adversarial = run.step >= config.adversarial_from
     out = run.model(audio)
-    losses = reconstruction_losses(run, audio, out.audio, adversarial)
+    losses = reconstruction_losses(run, config, audio, out.audio, adversarial)
     commitment = out.quantized.losses.get("commitment", audio.new_zeros(()))
     if not all(torch.isfinite(v) for v in [*losses.values(), commitment]):
         return None

@@ -63,7 +63,10 @@ class Run:
             found = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"the checkpoint is not one of mmdtok's trainer (it holds "
                              f"{found}; expected {sorted(_CHECKPOINT_KEYS)})")
-        before, now = computed_settings(state["config"]), computed_settings(settings)
+        # a setting added since the checkpoint was written counts as its default
+        defaults = TrainConfig().to_dict()
+        before = computed_settings({**defaults, **state["config"]})
+        now = computed_settings({**defaults, **settings})
         if before != now:
             changed = ", ".join(f"{k}={before.get(k)!r} (now {now.get(k)!r})"
                                 for k in sorted(before.keys() | now.keys())
