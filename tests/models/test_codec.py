@@ -1,5 +1,6 @@
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -90,10 +91,38 @@ def test_fingerprint_ignores_weight_norm_folding_but_not_weights():
     assert codec.fingerprint() != before
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+def _snake_codec() -> Codec:
+    """small-music with Snake activations, their frequencies moved off the initial 1."""
+    config = preset("small-music")
+    codec = Codec.from_config(replace(config, seanet=replace(config.seanet,
+                                                             activation="snake")))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in codec.named_parameters():
+            if name.endswith("alpha"):
+                parameter.uniform_(0.3, 3.0)
+    return codec
+
+
+def test_snake_activations_sit_where_elu_is_and_round_trip(tmp_path):
+    codec = _snake_codec()
+    alphas = [n for n, _ in codec.named_parameters() if n.endswith("alpha")]
+    elus = [m for m in Codec.from_preset("small-music").modules()
+            if isinstance(m, torch.nn.ELU)]
+    assert len(alphas) == len(elus) > 0
+    codec.save_pretrained(tmp_path)
+    loaded = Codec.from_pretrained(tmp_path)
+    assert loaded.config.seanet.activation == "snake"
+    assert loaded.fingerprint() == codec.fingerprint()
+    with pytest.raises(ValueError, match="activation must be one of"):
+        replace(preset("small-music").seanet, activation="gelu")
+
+
+@pytest.mark.parametrize("name", [*sorted(PRESETS), "small-music+snake"])
 @pytest.mark.parametrize("length", [5, 3_333])
 def test_time_major_inference_equals_the_layers_forward(name, length):
-    codec = Codec.from_preset(name).for_inference()
+    codec = (_snake_codec() if name.endswith("snake") else Codec.from_preset(name)
+             ).for_inference()
     audio = notes(length / codec.sample_rate + 1e-9, codec.sample_rate, seed=4)[None]
     audio = torch.cat([audio, -audio])
     latent = torch.randn(2, codec.config.seanet.dimension, 7)

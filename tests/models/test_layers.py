@@ -10,9 +10,12 @@ from mmdtok.models.layers import (
     Conv1d,
     ConvTranspose1d,
     SkipLSTM,
+    Snake,
+    activation,
     conv_padding,
     fold_weight_norm,
     pad1d,
+    snake,
     transposed_trim,
 )
 
@@ -78,3 +81,28 @@ def test_lstm_state_carried_across_pieces_equals_one_pass(cuts):
             pieces.append(y)
             start += cut
     torch.testing.assert_close(torch.cat(pieces, dim=-1), whole, atol=1e-6, rtol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(alpha=st.floats(0.05, 20), seed=st.integers(0, 1000))
+def test_snake_adds_periodic_bumps_between_zero_and_one_over_alpha(alpha, seed):
+    torch.manual_seed(seed)
+    x = 10 * torch.randn(1000, dtype=torch.float64)
+    bump = snake(x, torch.tensor(alpha, dtype=torch.float64)) - x
+    assert bump.min() >= 0 and bump.max() <= 1 / alpha * (1 + 1e-9)
+    zeros = torch.arange(-5, 6, dtype=torch.float64) * math.pi / alpha  # sin(alpha x) = 0
+    assert (snake(zeros, torch.tensor(alpha, dtype=torch.float64)) - zeros).abs().max() < 1e-9
+    period = math.pi / alpha
+    torch.testing.assert_close(snake(x + period, torch.tensor(alpha, dtype=torch.float64)),
+                               bump + x + period)
+
+
+def test_snake_learns_one_frequency_per_channel():
+    layer = Snake(3)
+    x = torch.randn(2, 3, 50)
+    torch.testing.assert_close(layer(x), snake(x, torch.ones(1, 3, 1)))
+    layer(x).sum().backward()
+    assert layer.alpha.grad.shape == (1, 3, 1) and layer.alpha.grad.abs().min() > 0
+    assert isinstance(activation("elu", 3), torch.nn.ELU)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        activation("relu", 3)

@@ -23,7 +23,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mmdtok.models.layers import Conv1d, ConvTranspose1d, ResidualUnit, conv_padding
+from mmdtok.models.layers import (
+    Conv1d,
+    ConvTranspose1d,
+    ResidualUnit,
+    Snake,
+    conv_padding,
+    snake,
+)
 
 # Stride-1 convolutions with at most this many (input channel, tap) pairs run as one
 # product on a window view (im2col), not one product per tap.
@@ -114,7 +121,7 @@ def conv_transpose(layer: ConvTranspose1d, x: Tensor, taps: Tensor) -> Tensor:
 
 def run(layers: Sequence[nn.Module], x: Tensor, taps: Taps, *, owned: bool = False
         ) -> Tensor:
-    """Apply a sequence of Conv1d, ELU and ResidualUnit layers to time-major x, with the
+    """Apply a sequence of Conv1d, ELU, Snake and ResidualUnit layers to time-major x, with the
     rearranged weights of each convolution from ``taps(layer)``.
 
     ``owned``: x may be overwritten (activations then run in place, which avoids mapping
@@ -126,6 +133,8 @@ def run(layers: Sequence[nn.Module], x: Tensor, taps: Taps, *, owned: bool = Fal
             x, owned = conv_transpose(layer, x, taps(layer)), True
         elif isinstance(layer, nn.ELU):
             x, owned = (F.elu_(x) if owned else F.elu(x)), True
+        elif isinstance(layer, Snake):
+            x, owned = snake(x, layer.alpha.detach().view(1, 1, -1)), True
         elif isinstance(layer, ResidualUnit):
             skip = (x if isinstance(layer.shortcut, nn.Identity)
                     else run([layer.shortcut], x, taps))

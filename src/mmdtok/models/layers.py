@@ -13,12 +13,15 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 PadMode = Literal["reflect", "constant", "replicate"]
 Norm = Literal["weight_norm", "none"]
+Activation = Literal["elu", "snake"]
+ACTIVATIONS = ("elu", "snake")
 
 
 def conv_padding(length: int, kernel: int, stride: int, causal: bool) -> tuple[int, int]:
@@ -102,17 +105,45 @@ class ConvTranspose1d(nn.Module):
         return y[..., left : y.shape[-1] - right]
 
 
+def snake(x: Tensor, alpha: Tensor, eps: float = 1e-9) -> Tensor:
+    """The Snake activation of DAC, ``x + sin(alpha x)**2 / alpha`` (``alpha`` broadcast
+    against ``x``): periodic bumps of height ``1 / alpha`` on the identity."""
+    return x + torch.sin(alpha * x).pow(2) / (alpha + eps)
+
+
+class Snake(nn.Module):
+    """:func:`snake` with a learned ``alpha`` per channel (initially 1), on [B, C, L]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return snake(x, self.alpha)
+
+
+def activation(kind: Activation, channels: int) -> nn.Module:
+    """ELU (EnCodec) or Snake (DAC) for ``channels`` channels."""
+    if kind == "elu":
+        return nn.ELU()
+    if kind == "snake":
+        return Snake(channels)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
+
+
 class ResidualUnit(nn.Module):
-    """``x + f(x)`` with ``f`` = ELU, dilated conv (dim -> dim / compress), ELU, 1x1 conv
-    back to ``dim``; the skip is a 1x1 conv when ``conv_shortcut``."""
+    """``x + f(x)`` with ``f`` = activation, dilated conv (dim -> dim / compress),
+    activation, 1x1 conv back to ``dim``; the skip is a 1x1 conv when
+    ``conv_shortcut``."""
 
     def __init__(self, dim: int, kernel_size: int, dilation: int, *, compress: int,
-                 conv_shortcut: bool, **conv_args: object) -> None:
+                 conv_shortcut: bool, act: Activation = "elu", **conv_args: object) -> None:
         super().__init__()
         hidden = dim // compress
         self.block = nn.ModuleList([
-            nn.ELU(), Conv1d(dim, hidden, kernel_size, dilation=dilation, **conv_args),
-            nn.ELU(), Conv1d(hidden, dim, 1, **conv_args),
+            activation(act, dim),
+            Conv1d(dim, hidden, kernel_size, dilation=dilation, **conv_args),
+            activation(act, hidden), Conv1d(hidden, dim, 1, **conv_args),
         ])
         self.shortcut = Conv1d(dim, dim, 1, **conv_args) if conv_shortcut else nn.Identity()
 
@@ -178,6 +209,6 @@ def context_frames(layers: nn.Module, samples_per_frame: float) -> int:
     return math.ceil(reach) + 1
 
 
-__all__ = ["Conv1d", "ConvTranspose1d", "LSTMState", "ResidualUnit", "SkipLSTM",
-           "context_frames", "conv_padding", "fold_weight_norm",
-           "pad1d", "transposed_trim"]
+__all__ = ["ACTIVATIONS", "Activation", "Conv1d", "ConvTranspose1d", "LSTMState",
+           "ResidualUnit", "SkipLSTM", "Snake", "activation", "context_frames",
+           "conv_padding", "fold_weight_norm", "pad1d", "snake", "transposed_trim"]

@@ -1,7 +1,8 @@
 """SEANet encoder and decoder, the convolutional autoencoder of EnCodec.
 
 Encoder: conv -> [residual units -> ELU -> strided conv] per ratio -> LSTM -> ELU -> conv.
-Decoder: the mirror image with transposed convolutions. The layer list keeps EnCodec's
+Decoder: the mirror image with transposed convolutions. ``activation="snake"`` puts DAC's
+Snake (a learned frequency per channel) where ELU is. The layer list keeps EnCodec's
 order, so that a state dict converts by renaming a few keys.
 
 Both split into three stages around the LSTM, ``front`` -> ``lstm`` -> ``back``: the
@@ -22,6 +23,8 @@ from torch import Tensor, nn
 from mmdtok.configuration import config_from_dict, config_to_dict
 from mmdtok.models.cpu_inference import TimeMajorPlan
 from mmdtok.models.layers import (
+    ACTIVATIONS,
+    Activation,
     Conv1d,
     ConvTranspose1d,
     LSTMState,
@@ -29,6 +32,7 @@ from mmdtok.models.layers import (
     PadMode,
     ResidualUnit,
     SkipLSTM,
+    activation,
     context_frames,
 )
 
@@ -47,6 +51,8 @@ class SEANetConfig:
         convolution, doubled at each downsampling [num_filters].
     causal: left-only padding (streaming EnCodec 24 kHz) or centred (MusicGen 32 kHz).
     conv_shortcut: a 1x1 convolution on the residual units' skip (else identity).
+    activation: "elu" (EnCodec) or "snake" (DAC's periodic activation, a learned
+        frequency per channel).
     """
 
     channels: int = 1
@@ -65,8 +71,12 @@ class SEANetConfig:
     norm: Norm = "weight_norm"
     conv_shortcut: bool = False
     trim_right_ratio: float = 1.0
+    activation: Activation = "elu"
 
     def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"SEANet activation must be one of {ACTIVATIONS}, got "
+                             f"{self.activation!r}")
         object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
         if self.channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, got {self.channels}")
@@ -99,7 +109,7 @@ class SEANetConfig:
 def _residual_units(cfg: SEANetConfig, dim: int) -> list[nn.Module]:
     return [ResidualUnit(dim, cfg.residual_kernel_size, cfg.dilation_base ** j,
                          compress=cfg.compress, conv_shortcut=cfg.conv_shortcut,
-                         **cfg.conv_args())
+                         act=cfg.activation, **cfg.conv_args())
             for j in range(cfg.n_residual_layers)]
 
 
@@ -166,10 +176,11 @@ class SEANetEncoder(_ThreeStages):
         dim = cfg.n_filters
         for ratio in reversed(cfg.ratios):
             layers += _residual_units(cfg, dim)
-            layers += [nn.ELU(), Conv1d(dim, dim * 2, ratio * 2, stride=ratio, **args)]
+            layers += [activation(cfg.activation, dim),
+                       Conv1d(dim, dim * 2, ratio * 2, stride=ratio, **args)]
             dim *= 2
         self.lstm_index = len(layers)
-        layers += [SkipLSTM(dim, cfg.lstm_layers), nn.ELU(),
+        layers += [SkipLSTM(dim, cfg.lstm_layers), activation(cfg.activation, dim),
                    Conv1d(dim, cfg.dimension, cfg.last_kernel_size, **args)]
         self.layers = nn.ModuleList(layers)
         self.front_context, self.back_context = self.stage_contexts(cfg.hop_length)
@@ -186,11 +197,13 @@ class SEANetDecoder(_ThreeStages):
         self.lstm_index = len(layers)
         layers.append(SkipLSTM(dim, cfg.lstm_layers))
         for ratio in cfg.ratios:
-            layers += [nn.ELU(), ConvTranspose1d(dim, dim // 2, ratio * 2, stride=ratio,
+            layers += [activation(cfg.activation, dim),
+                       ConvTranspose1d(dim, dim // 2, ratio * 2, stride=ratio,
                                                  causal=cfg.causal, norm=cfg.norm,
                                                  trim_right_ratio=cfg.trim_right_ratio)]
             dim //= 2
             layers += _residual_units(cfg, dim)
-        layers += [nn.ELU(), Conv1d(dim, cfg.channels, cfg.last_kernel_size, **args)]
+        layers += [activation(cfg.activation, dim),
+                   Conv1d(dim, cfg.channels, cfg.last_kernel_size, **args)]
         self.layers = nn.ModuleList(layers)
         self.front_context, self.back_context = self.stage_contexts(1.0)
