@@ -38,7 +38,12 @@ from mmdtok.persistence import RunFolder, load_pretrained, save_pretrained
 from mmdtok.train.checkpoint import load_checkpoint
 from mmdtok.train.config import load_config
 from mmdtok.train.data import ClipSampler, find_audio
-from mmdtok.train.validation import evaluate_codec, load_clips, recalibrate_latent_norm
+from mmdtok.train.validation import (
+    evaluate_bitrates,
+    evaluate_codec,
+    load_clips,
+    recalibrate_latent_norm,
+)
 
 ROOT = Path(__file__).parents[2]
 EXCERPTS = sorted((ROOT / "examples" / "audio").glob("*.flac"))
@@ -134,13 +139,11 @@ def test_split(codec: Codec, manifest: Path) -> dict:
     every bitrate, with its codebook use and the dependence of its codes."""
     test = [e["path"] for e in read_manifest(manifest) if e.get("split") == "test"]
     clips = load_clips(test, codec.sample_rate, codec.channels)
-    by_bitrate = {}
-    for n_q in range(1, codec.num_codebooks + 1):
-        quality, _ = evaluate_codec(codec, clips, n_q)
-        by_bitrate[n_q] = {"kbps": n_q * math.log2(codec.codebook_size) * codec.frame_rate
-                           / 1000, "si_sdr": quality.si_sdr,
-                           "mel_distance": quality.mel_distance}
-    full = quality  # all codebooks
+    qualities, _ = evaluate_bitrates(codec, clips, range(1, codec.num_codebooks + 1))
+    by_bitrate = {n_q: {"kbps": n_q * math.log2(codec.codebook_size) * codec.frame_rate
+                        / 1000, "si_sdr": q.si_sdr, "mel_distance": q.mel_distance}
+                  for n_q, q in qualities.items()}
+    full = qualities[codec.num_codebooks]
     return {"all": full.as_dict() | {"clips": full.clips, "seconds": full.seconds},
             "by_codebooks": by_bitrate, "dependence": code_dependence(codec, clips)}
 
@@ -317,6 +320,8 @@ together, {dep['parallel']:.4f} within a frame.""")
                     if s["independence"] else "off")
     adversarial = ("from step " + str(s["adversarial_from"])
                    if s["adversarial_from"] < s["steps"] else "off")
+    schedule = (f" of a {s['steps']:,}-step schedule (stopped there)"
+                if s["steps"] > t["steps"] else "")
     start = (f"\n- Started from the weights of `{s['init_from']}`." if s.get("init_from")
              else "")
     sampling = ("each crop's file drawn in proportion to its duration"
@@ -351,7 +356,7 @@ replacement for EnCodec or DAC in production.
 ## Training
 - Data ({f['train_files']} files in the train splits):
 {data}{start}
-- {t['steps']:,} steps ({t['skipped']} skipped) of `mmdtok train-codec`, batch
+- {t['steps']:,} steps{schedule} ({t['skipped']} skipped) of `mmdtok train-codec`, batch
   {s['batch_size']} x {s['segment_seconds']:g} s random crops ({sampling}),
   Adam (betas {s['betas'][0]:g}, {s['betas'][1]:g}), lr {s['lr']:g} with {s['warmup_steps']}
   warmup steps and a {s['schedule']} schedule, weight moving average {s['ema_decay']:g}

@@ -8,7 +8,8 @@ import torch
 from mmdtok import Codec
 from mmdtok.losses.spectral import mel_distance, si_sdr
 from mmdtok.metrics import entropy
-from mmdtok.train.validation import evaluate_codec, load_clips
+from mmdtok.testing import trained_codebooks
+from mmdtok.train.validation import evaluate_bitrates, evaluate_codec, load_clips
 
 
 def test_quality_is_the_mean_of_per_clip_figures(tiny_corpus):
@@ -38,6 +39,22 @@ def test_quality_is_the_mean_of_per_clip_figures(tiny_corpus):
 def test_no_clips_is_an_error():
     with pytest.raises(ValueError, match="no clips"):
         evaluate_codec(Codec.from_preset("small-music"), [])
+
+
+def test_several_bitrates_in_one_pass_give_each_bitrates_figures(tiny_corpus):
+    folder, pieces = tiny_corpus
+    codec = trained_codebooks("small-music").eval()
+    clips = load_clips([folder / p.path for p in pieces[:2]], codec.sample_rate, 1, 0.5)
+    together, _ = evaluate_bitrates(codec, clips, [1, 3, 4])
+    for k in (1, 3, 4):
+        alone, _ = evaluate_codec(codec, clips, k)
+        assert together[k].si_sdr == pytest.approx(alone.si_sdr, abs=1e-6)
+        assert together[k].mel_distance == pytest.approx(alone.mel_distance, rel=1e-6)
+        assert together[k].perplexities == pytest.approx(alone.perplexities)
+        assert len(together[k].perplexities) == k
+    assert together[4].mel_distance < together[1].mel_distance
+    with pytest.raises(ValueError, match="1..4 codebooks"):
+        evaluate_bitrates(codec, clips, [0, 2])
 
 
 def test_recalibration_sets_the_statistics_of_the_codecs_own_encoder(tiny_corpus):

@@ -61,29 +61,47 @@ def evaluate_codec(codec: CodecModel, clips: Sequence[Tensor], n_q: int | None =
     """Encode and decode each clip [C, L] alone (no padding shared between clips) with the
     first ``n_q`` codebooks (default all); returns the quality and the first clip's
     reconstruction [C, L] (for listening)."""
+    n_q = codec.num_codebooks if n_q is None else n_q
+    qualities, first = evaluate_bitrates(codec, clips, [n_q])
+    return qualities[n_q], first
+
+
+@torch.inference_mode()
+def evaluate_bitrates(codec: CodecModel, clips: Sequence[Tensor], prefixes: Sequence[int]
+                      ) -> tuple[dict[int, CodecQuality], Tensor]:
+    """:func:`evaluate_codec` at several bitrates (the first ``k`` codebooks, for each k
+    of ``prefixes``), each clip encoded once and decoded once per bitrate; the first
+    clip's reconstruction at the first of ``prefixes``."""
     if not clips:
         raise ValueError("no clips to evaluate on")
+    if not prefixes or not all(1 <= k <= codec.num_codebooks for k in prefixes):
+        raise ValueError(f"bitrates must be 1..{codec.num_codebooks} codebooks, got "
+                         f"{list(prefixes)}")
     was_training = codec.training
     codec.eval()
     try:
-        scores, mels, codes, first = [], [], [], None
+        scores = {k: ([], [], []) for k in prefixes}  # SI-SDR, mel distance, codes
+        first = None
         device = next(codec.parameters()).device
         for clip in clips:
             audio = clip.to(device)[None]
-            frames = codec.encode(audio, n_q)
-            decoded = codec.decode(frames, length=audio.shape[-1])
-            scores.append(float(si_sdr(decoded, audio)[0]))
-            mels.append(float(mel_distance(decoded, audio, codec.sample_rate)))
-            codes.append(frames[0].cpu())
-            first = decoded[0].cpu() if first is None else first
+            frames = codec.encode(audio, max(prefixes))
+            for k in prefixes:
+                decoded = codec.decode(frames[:, :k], length=audio.shape[-1])
+                scores[k][0].append(float(si_sdr(decoded, audio)[0]))
+                scores[k][1].append(float(mel_distance(decoded, audio, codec.sample_rate)))
+                scores[k][2].append(frames[0, :k].cpu())
+                first = decoded[0].cpu() if first is None else first
     finally:
         codec.train(was_training)
-    usage = codebook_usage(torch.cat(codes, dim=-1)[None], codec.codebook_size)
     seconds = sum(clip.shape[-1] for clip in clips) / codec.sample_rate
-    quality = CodecQuality(sum(scores) / len(scores), sum(mels) / len(mels),
-                           tuple(usage.perplexity.tolist()), tuple(usage.utilization.tolist()),
-                           len(clips), seconds)
-    return quality, first
+    qualities = {}
+    for k, (sdrs, mels, codes) in scores.items():
+        usage = codebook_usage(torch.cat(codes, dim=-1)[None], codec.codebook_size)
+        qualities[k] = CodecQuality(sum(sdrs) / len(sdrs), sum(mels) / len(mels),
+                                    tuple(usage.perplexity.tolist()),
+                                    tuple(usage.utilization.tolist()), len(clips), seconds)
+    return qualities, first
 
 
 @torch.no_grad()
