@@ -97,15 +97,24 @@ class MultiScaleMelLoss(nn.Module):
 STFT_SIZES = (2048, 1024, 512, 256)
 
 
+def _magnitudes(estimate: Tensor, target: Tensor, sizes: tuple[int, ...]):
+    """(|STFT| of ``estimate``, of ``target``) at each FFT size, hop a quarter."""
+    for n_fft in sizes:
+        yield magnitude(estimate, n_fft, n_fft // 4), magnitude(target, n_fft, n_fft // 4)
+
+
+def _log_gap(x: Tensor, y: Tensor, floor: float) -> Tensor:
+    """Mean absolute difference of log10 magnitudes, floored at ``floor``."""
+    return (x.clamp(min=floor).log10() - y.clamp(min=floor).log10()).abs().mean()
+
+
 def log_stft_distance(estimate: Tensor, target: Tensor, sizes: tuple[int, ...] = STFT_SIZES,
                       floor: float = 1e-5) -> Tensor:
     """Mean over ``sizes`` of the mean absolute difference of log10 STFT magnitudes
     (floored at ``floor``) between audio [B, C, L] tensors; differentiable."""
     total = estimate.new_zeros(())
-    for n_fft in sizes:
-        x = magnitude(estimate, n_fft, n_fft // 4).clamp(min=floor).log10()
-        y = magnitude(target, n_fft, n_fft // 4).clamp(min=floor).log10()
-        total = total + (x - y).abs().mean()
+    for x, y in _magnitudes(estimate, target, sizes):
+        total = total + _log_gap(x, y, floor)
     return total / len(sizes)
 
 
@@ -122,13 +131,10 @@ class MultiResolutionSTFTLoss(nn.Module):
         if estimate.shape != target.shape:
             raise ValueError(f"shapes differ: {tuple(estimate.shape)} vs {tuple(target.shape)}")
         total = estimate.new_zeros(())
-        for n_fft in self.sizes:
-            x = magnitude(estimate, n_fft, n_fft // 4)
-            y = magnitude(target, n_fft, n_fft // 4)
+        for x, y in _magnitudes(estimate, target, self.sizes):
             convergence = torch.linalg.vector_norm(x - y) / (
                 torch.linalg.vector_norm(y) + self.eps)
-            logs = (x.clamp(min=self.floor).log10() - y.clamp(min=self.floor).log10())
-            total = total + convergence + logs.abs().mean()
+            total = total + convergence + _log_gap(x, y, self.floor)
         return total / len(self.sizes)
 
 

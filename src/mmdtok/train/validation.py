@@ -80,24 +80,25 @@ def evaluate_bitrates(codec: CodecModel, clips: Sequence[Tensor], prefixes: Sequ
     was_training = codec.training
     codec.eval()
     try:
-        scores = {k: ([], [], []) for k in prefixes}  # SI-SDR, mel distance, codes
-        first = None
+        scores = {k: ([], []) for k in prefixes}  # SI-SDR, mel distance
+        codes, first = [], None
         device = next(codec.parameters()).device
         for clip in clips:
             audio = clip.to(device)[None]
             frames = codec.encode(audio, max(prefixes))
+            codes.append(frames[0].cpu())
             for k in prefixes:
                 decoded = codec.decode(frames[:, :k], length=audio.shape[-1])
                 scores[k][0].append(float(si_sdr(decoded, audio)[0]))
                 scores[k][1].append(float(mel_distance(decoded, audio, codec.sample_rate)))
-                scores[k][2].append(frames[0, :k].cpu())
                 first = decoded[0].cpu() if first is None else first
     finally:
         codec.train(was_training)
     seconds = sum(clip.shape[-1] for clip in clips) / codec.sample_rate
+    joined = torch.cat(codes, dim=-1)
     qualities = {}
-    for k, (sdrs, mels, codes) in scores.items():
-        usage = codebook_usage(torch.cat(codes, dim=-1)[None], codec.codebook_size)
+    for k, (sdrs, mels) in scores.items():
+        usage = codebook_usage(joined[None, :k], codec.codebook_size)
         qualities[k] = CodecQuality(sum(sdrs) / len(sdrs), sum(mels) / len(mels),
                                     tuple(usage.perplexity.tolist()),
                                     tuple(usage.utilization.tolist()), len(clips), seconds)
