@@ -6,9 +6,14 @@ from safetensors.torch import save_file
 
 from mmdtok.tokens import (
     CodecMismatchError,
+    LatentFile,
     TokenFile,
     check_same_codec,
+    load_encoded,
+    load_latents,
     load_tokens,
+    read_metadata,
+    save_latents,
     save_tokens,
 )
 
@@ -63,3 +68,50 @@ def test_decoding_with_other_weights_is_refused_naming_the_encoding_codec():
         check_same_codec(tokens, "other", "ffff")
     assert refused.value.origin == "owner/codec@1234"  # what the CLI suggests as --model
     assert "--" not in str(refused.value)  # the library speaks of no command-line flag
+
+
+def _latents(values, dtype="float16"):
+    return LatentFile(latents=values, dtype=dtype, codec="small-vae", codec_fingerprint="beef",
+                      sample_rate=44_100, channels=2, frame_rate=44_100 / 2048,
+                      length=max(values.shape[1] * 2048 - 5, 0), codec_origin="mmdtok:small-vae",
+                      source="song.flac", source_sample_rate=48_000)
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=st.integers(1, 70), t=st.integers(0, 200), dtype=st.sampled_from(["float16", "float32"]),
+       scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**16))
+def test_latent_files_round_trip_in_their_dtype(tmp_path_factory, d, t, dtype, scale, seed):
+    values = scale * torch.randn(d, t, generator=torch.Generator().manual_seed(seed))
+    path = tmp_path_factory.mktemp("lat") / "a.mmdlat"
+    save_latents(path, _latents(values, dtype))
+    loaded = load_latents(path)
+    stored = values.half().float() if dtype == "float16" else values
+    assert torch.equal(loaded.latents, stored) and loaded.latents.dtype == torch.float32
+    assert loaded.metadata() == _latents(values, dtype).metadata()
+    assert read_metadata(path)["latent_dim"] == str(d)
+    assert torch.equal(load_encoded(path).latents, stored)
+
+
+def test_latent_and_token_files_are_told_apart_and_checked(tmp_path):
+    save_latents(tmp_path / "a.mmdlat", _latents(torch.randn(4, 3)))
+    save_tokens(tmp_path / "b.mmdtok", _tokens(torch.zeros(2, 3, dtype=torch.long)))
+    with pytest.raises(ValueError, match="not an mmdtok token file .*'mmdtok-latents'"):
+        load_tokens(tmp_path / "a.mmdlat")
+    with pytest.raises(ValueError, match="not an mmdtok latent file"):
+        load_latents(tmp_path / "b.mmdtok")
+    assert isinstance(load_encoded(tmp_path / "a.mmdlat"), LatentFile)
+    assert isinstance(load_encoded(tmp_path / "b.mmdtok"), TokenFile)
+    with pytest.raises(ValueError, match="float16 range: store them as float32"):
+        _latents(torch.full((2, 2), 1e5))
+    assert _latents(torch.full((2, 2), 1e5), "float32").latent_dim == 2
+    with pytest.raises(ValueError, match="NaN"):
+        _latents(torch.full((2, 2), float("nan")), "float32")
+    with pytest.raises(ValueError, match="floating-point"):
+        _latents(torch.zeros(2, 2, dtype=torch.long))
+    meta = _latents(torch.zeros(1, 2)).metadata() | {"format_version": "2"}
+    save_file({"latents": torch.zeros(1, 2)}, tmp_path / "c.mmdlat", metadata=meta)
+    with pytest.raises(ValueError, match="latent format version 2.*upgrade mmdtok"):
+        load_latents(tmp_path / "c.mmdlat")
+    check_same_codec(_latents(torch.zeros(1, 2)), "small-vae", "beef")
+    with pytest.raises(CodecMismatchError, match="encoded by codec small-vae"):
+        check_same_codec(_latents(torch.zeros(1, 2)), "small-vae", "0000")

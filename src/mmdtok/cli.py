@@ -208,29 +208,39 @@ def encode(
     revision: RevisionOption = None,
     n_q: Annotated[int | None, typer.Option(
         "--n-q", help="Keep the first N codebooks (a lower bitrate); default all.")] = None,
+    latent_dtype: Annotated[str, typer.Option(
+        help="Storage of a continuous codec's latents: float16 or float32.")] = "float16",
     device: DeviceOption = "cpu",
     batch_size: Annotated[int, typer.Option(help="Files encoded together.", min=1)] = 8,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Encode audio to token files (.mmdtok): resampled to the codec's rate, long files in
+    """Encode audio to token files (.mmdtok), or to latent files (.mmdlat) with a codec
+    whose bottleneck is continuous (a VAE): resampled to the codec's rate, long files in
     bounded memory, resumable. Under torchrun the files are shared across ranks."""
     from mmdtok.audio import is_audio_file
-    from mmdtok.folders import encode_files, plan, shard
-    from mmdtok.tokens import SUFFIX
+    from mmdtok.folders import Task, encode_files, encoded_suffix, plan, shard
+    from mmdtok.tokens import LATENT_DTYPES, SUFFIX
 
+    if latent_dtype not in LATENT_DTYPES:
+        raise fail(f"--latent-dtype must be float16 or float32, got {latent_dtype!r}")
     try:
         tasks = plan(paths, out, accept=is_audio_file, suffix=SUFFIX)
     except ValueError as error:
         raise fail(str(error)) from error
     _output_folder(out)
     codec = _load_codec(model, revision, device)
+    if codec.continuous and n_q is not None:
+        raise fail(f"--n-q applies to codebooks; {codec.config.name} has a continuous latent "
+                   "(no codebooks to keep a prefix of)")
     if n_q is not None and not 1 <= n_q <= codec.num_codebooks:
         raise fail(f"--n-q must be in 1..{codec.num_codebooks}, got {n_q}")
+    suffix = encoded_suffix(codec)
+    tasks = [Task(t.source, t.target.with_suffix(suffix)) for t in tasks]
     with _interruptible(), _distributed():
         tasks = shard(tasks)
         with _progress(len(tasks), "encoding") as progress:
             report = _run(encode_files, codec, tasks, n_q=n_q, batch_size=batch_size,
-                          overwrite=overwrite, progress=progress)
+                          overwrite=overwrite, dtype=latent_dtype, progress=progress)
     _finish(report, "encoded")
 
 
@@ -247,7 +257,8 @@ def _run(work, *args, **options):
 
 @app.command()
 def decode(
-    tokens: Annotated[list[Path], typer.Argument(help="Token files (.mmdtok) and folders.")],
+    tokens: Annotated[list[Path], typer.Argument(
+        help="Token files (.mmdtok), latent files (.mmdlat) and folders.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     model: ModelOption = None,
     revision: RevisionOption = None,
@@ -256,18 +267,18 @@ def decode(
     device: DeviceOption = "cpu",
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Decode token files back to audio at the codec's sample rate. Without --model, the
-    codec recorded in the first token file (its folder or Hub commit) is used; codes made
-    by another codec are refused."""
+    """Decode token files (or latent files) back to audio at the codec's sample rate.
+    Without --model, the codec recorded in the first file (its folder or Hub commit) is
+    used; codes or latents made by another codec are refused."""
     from mmdtok.folders import decode_files, plan
     from mmdtok.persistence import parse_origin
-    from mmdtok.tokens import is_token_file
+    from mmdtok.tokens import is_encoded_file
 
     if audio_format not in {"wav", "flac", "ogg"}:
         raise fail(f"--format must be wav, flac or ogg, got {audio_format!r}")
     recorded = model is None
     try:
-        tasks = plan(tokens, out, accept=is_token_file, suffix=f".{audio_format}")
+        tasks = plan(tokens, out, accept=is_encoded_file, suffix=f".{audio_format}")
         if recorded and tasks:
             model, revision = parse_origin(_first_origin(tasks))
     except ValueError as error:
@@ -284,12 +295,12 @@ def decode(
 def _first_origin(tasks) -> str:
     """The codec recorded in the first token file that can be read: an unreadable one is
     reported with the others by the decoding, it does not stop the folder."""
-    from mmdtok.tokens import load_tokens
+    from mmdtok.tokens import read_metadata
 
     first_error = None
     for task in tasks:
         try:
-            return load_tokens(task.source).codec_origin
+            return read_metadata(task.source).get("codec_origin", "")
         except (ValueError, OSError) as error:
             first_error = first_error or error
     raise ValueError(f"no token file could be read, so no codec is known: {first_error}")
@@ -485,17 +496,18 @@ def _print_evaluation(report) -> None:
 
 @app.command()
 def info(
-    target: Annotated[str, typer.Argument(help="A token file, a model folder or a Hub id.")],
+    target: Annotated[str, typer.Argument(
+        help="A token file, a latent file, a model folder or a Hub id.")],
     revision: RevisionOption = None,
 ) -> None:
-    """Describe a token file (codec, duration, codebooks) or a model (rates, bitrate,
-    parameters)."""
-    from mmdtok.tokens import load_tokens
+    """Describe a token or latent file (codec, duration, codebooks or latent channels) or
+    a model (rates, bitrate, parameters)."""
+    from mmdtok.tokens import load_encoded
 
     path = Path(target)
     try:
         if path.is_file():
-            _print_rows(_token_rows(load_tokens(path)))
+            _print_rows(_token_rows(load_encoded(path)))
             return
         _print_rows(_model_rows(_load_codec(target, revision, "cpu")))
     except ValueError as error:
@@ -503,9 +515,13 @@ def info(
 
 
 def _token_rows(tokens) -> list[tuple[str, str]]:
+    from mmdtok.tokens import LatentFile
+
+    content = (("latent", f"{tokens.latent_dim} channels ({tokens.dtype})")
+               if isinstance(tokens, LatentFile) else
+               ("codebooks", f"{tokens.num_codebooks} x {tokens.codebook_size}"))
     return [("codec", tokens.codec), ("codec origin", tokens.codec_origin or "-"),
-            ("codec weights", tokens.codec_fingerprint),
-            ("codebooks", f"{tokens.num_codebooks} x {tokens.codebook_size}"),
+            ("codec weights", tokens.codec_fingerprint), content,
             ("frames", f"{tokens.num_frames} at {tokens.frame_rate:g} Hz"),
             ("duration", (f"{tokens.duration:.2f} s ({tokens.length} samples at "
                          f"{tokens.sample_rate} Hz, {tokens.channels} channel(s))")),
@@ -515,14 +531,22 @@ def _token_rows(tokens) -> list[tuple[str, str]]:
 def _model_rows(codec) -> list[tuple[str, str]]:
     import math
 
-    bits = codec.num_codebooks * math.log2(codec.codebook_size) * codec.frame_rate
+    if codec.continuous:
+        content = [("latent", f"{codec.latent_dim} channels, continuous (vae), "
+                              f"{codec.num_codebooks} group(s) of "
+                              f"{codec.latent_dim // codec.num_codebooks}"),
+                   ("latent rate", f"{codec.latent_dim * codec.frame_rate:,.0f} values/s "
+                                   f"({codec.latent_dim * codec.frame_rate * 16 / 1000:.1f} "
+                                   "kbps as float16)")]
+    else:
+        bits = codec.num_codebooks * math.log2(codec.codebook_size) * codec.frame_rate
+        content = [("codebooks", (f"{codec.num_codebooks} x {codec.codebook_size} "
+                                  f"({codec.config.quantizer['kind']})")),
+                   ("bitrate", f"{bits / 1000:.2f} kbps")]
     return [("codec", codec.config.name), ("origin", codec.origin or "-"),
             ("weights", codec.fingerprint()),
             ("audio", f"{codec.sample_rate} Hz, {codec.channels} channel(s)"),
-            ("frames", f"{codec.frame_rate:g} Hz (hop {codec.hop_length})"),
-            ("codebooks", (f"{codec.num_codebooks} x {codec.codebook_size} "
-                          f"({codec.config.quantizer['kind']})")),
-            ("bitrate", f"{bits / 1000:.2f} kbps"),
+            ("frames", f"{codec.frame_rate:g} Hz (hop {codec.hop_length})"), *content,
             ("parameters", f"{sum(p.numel() for p in codec.parameters()) / 1e6:.2f} M")]
 
 

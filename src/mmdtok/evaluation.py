@@ -287,7 +287,17 @@ def reference_files(paths: Sequence[str | os.PathLike[str]], split: str | None =
 
 
 def codec_kbps(codec: CodecModel, n_q: int) -> float:
+    """The bitrate of ``n_q`` codebooks; of the float16 latent for a continuous codec."""
+    if codec.continuous:
+        return codec.latent_dim * 16 * codec.frame_rate / 1000
     return n_q * math.log2(codec.codebook_size) * codec.frame_rate / 1000
+
+
+def stored(codec: CodecModel, codes: Tensor, n_q: int) -> Tensor:
+    """What a token file of ``n_q`` codebooks holds of ``codes`` [K, T]: their prefix;
+    for a continuous codec the latent [D, T] rounded to float16 (as a latent file keeps
+    it by default)."""
+    return codes.half().float() if codec.continuous else codes[:n_q]
 
 
 def evaluate(codec: CodecModel, paths: Sequence[str | os.PathLike[str]], *,
@@ -307,11 +317,17 @@ def evaluate(codec: CodecModel, paths: Sequence[str | os.PathLike[str]], *,
     if not files:
         raise ValueError(f"no audio files in {', '.join(map(str, paths))}"
                          + (f" (split {split!r})" if split is not None else ""))
+    if codec.continuous and n_q:
+        raise ValueError(f"--n-q applies to codebooks; {codec.config.name} has a continuous "
+                         "latent")
     prefixes = sorted(set(n_q or range(1, codec.num_codebooks + 1)))
+    if codec.continuous:
+        prefixes = [codec.num_codebooks]
     if not all(1 <= k <= codec.num_codebooks for k in prefixes):
         raise ValueError(f"--n-q must be in 1..{codec.num_codebooks}, got {prefixes}")
     label = name or codec.config.name
-    rows = {k: SystemScores(f"{label}, {k} codebook{'s' * (k > 1)}", codec_kbps(codec, k))
+    rows = {k: SystemScores(f"{label}, {k} codebook{'s' * (k > 1)}" if not codec.continuous
+                            else f"{label}, float16 latent", codec_kbps(codec, k))
             for k in prefixes}
     report = Evaluation(list(rows.values()))
     usable = []  # (its row, baseline)
@@ -336,8 +352,8 @@ def evaluate(codec: CodecModel, paths: Sequence[str | os.PathLike[str]], *,
                 reference = reference[:, start : start + keep].contiguous()
             with torch.inference_mode():
                 codes = encode_many(codec, [reference.to(device)])[0]
-                decoded = {k: decode_many(codec, [codes[:k]], [reference.shape[-1]])[0].cpu()
-                           for k in prefixes}
+                decoded = {k: decode_many(codec, [stored(codec, codes, k)],
+                                          [reference.shape[-1]])[0].cpu() for k in prefixes}
             coded = [(rows[k], decoded[k]) for k in prefixes] + [
                 (row, baseline.roundtrip(reference, codec.sample_rate))
                 for row, baseline in usable]

@@ -1,5 +1,6 @@
-"""Folders of audio to token files and back (what ``mmdtok encode`` and ``decode`` do):
-resumable, atomic, per-file errors collected, sharded across torch.distributed ranks."""
+"""Folders of audio to token files (latent files for a continuous codec) and back (what
+``mmdtok encode`` and ``decode`` do): resumable, atomic, per-file errors collected,
+sharded across torch.distributed ranks."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ from mmdtok.models import ChunkSettings, CodecModel, decode_many, encode_many
 from mmdtok.paths import find_files
 from mmdtok.persistence import token_file
 from mmdtok.tokens import (
+    LATENT_FORMAT,
+    LATENT_SUFFIX,
+    SUFFIX,
     CodecMismatchError,
     check_same_codec,
+    is_encoded_file,
     is_token_file,
-    load_tokens,
+    load_encoded,
     read_metadata,
-    save_tokens,
+    save_encoded,
 )
 
 
@@ -131,19 +136,37 @@ def _skip_existing(tasks: Sequence[Task], overwrite: bool, report: Report,
     return todo
 
 
-def _token_verdict(fingerprint: str, num_codebooks: int) -> Verdict:
+def _token_verdict(expected: dict[str, str], describe: Callable[[dict[str, str]], str]
+                   ) -> Verdict:
+    """An existing token (or latent) file is this run's when its metadata holds the
+    ``expected`` values (the codec's weights, the number of codebooks or the dtype);
+    ``describe`` puts a file's metadata in words."""
     def verdict(path: Path) -> tuple[str, str]:
         try:
             meta = read_metadata(path)
         except ValueError as error:
             return OTHER, str(error)
-        made = (meta.get("codec_fingerprint"), meta.get("num_codebooks"))
-        if made == (fingerprint, str(num_codebooks)):
+        if all(meta.get(key) == value for key, value in expected.items()):
             return SAME, ""
-        return OTHER, (f"it holds {meta.get('num_codebooks')} codebooks of codec "
-                       f"{meta.get('codec')} (weights {meta.get('codec_fingerprint')}), this "
-                       f"run writes {num_codebooks} of weights {fingerprint}")
+        return OTHER, f"it holds {describe(meta)}, this run writes {describe(expected)}"
     return verdict
+
+
+def _describe_codes(meta: dict[str, str]) -> str:
+    codec = f" of codec {meta['codec']}" if "codec" in meta else ""
+    return f"{meta.get('num_codebooks')} codebooks{codec} (weights {meta.get('codec_fingerprint')})"
+
+
+def _describe_latents(meta: dict[str, str]) -> str:
+    what = (f"{meta.get('dtype')} latents" if meta.get("format") == LATENT_FORMAT
+            else f"no latents (format {meta.get('format')})")
+    codec = f" of codec {meta['codec']}" if "codec" in meta else ""
+    return f"{what}{codec} (weights {meta.get('codec_fingerprint')})"
+
+
+def encoded_suffix(codec: CodecModel) -> str:
+    """The suffix of what ``codec`` encodes to: ``.mmdlat`` (latents) or ``.mmdtok``."""
+    return LATENT_SUFFIX if codec.continuous else SUFFIX
 
 
 _DECODED_MARK = "mmdtok decode"
@@ -166,14 +189,22 @@ def _audio_verdict(fingerprint: str) -> Verdict:
 
 def encode_files(codec: CodecModel, tasks: Sequence[Task], *, n_q: int | None = None,
                  batch_size: int = 8, overwrite: bool = False,
-                 settings: ChunkSettings | None = None,
+                 settings: ChunkSettings | None = None, dtype: str = "float16",
                  progress: Progress = lambda task, status: None) -> Report:
-    """Encode each task's audio file to a token file; files already encoded are skipped
-    unless ``overwrite``. A file that fails is reported and the others go on."""
+    """Encode each task's audio file to a token file (a latent file stored as ``dtype``
+    for a continuous codec); files already encoded are skipped unless ``overwrite``. A
+    file that fails is reported and the others go on."""
     report, fingerprint = Report(), codec.fingerprint()
     device = next(codec.parameters()).device
-    todo = _skip_existing(tasks, overwrite, report, progress,
-                          _token_verdict(fingerprint, n_q or codec.num_codebooks))
+    if codec.continuous:
+        codec.quantizer.resolve_n_q(n_q)  # a latent has no prefix: refused before any work
+        verdict = _token_verdict({"codec_fingerprint": fingerprint, "format": LATENT_FORMAT,
+                                  "dtype": dtype}, _describe_latents)
+    else:
+        verdict = _token_verdict({"codec_fingerprint": fingerprint,
+                                  "num_codebooks": str(n_q or codec.num_codebooks)},
+                                 _describe_codes)
+    todo = _skip_existing(tasks, overwrite, report, progress, verdict)
     for batch in _batches(todo, batch_size):
         loaded = []
         for task in batch:
@@ -187,10 +218,16 @@ def encode_files(codec: CodecModel, tasks: Sequence[Task], *, n_q: int | None = 
             codec, [audio.to(device) for _, audio, _ in items], n_q, settings)
         for (task, audio, source_rate), code in _isolate_failures(encode, loaded, report,
                                                                    progress):
-            tokens = token_file(codec, code, audio.shape[-1], source=task.source.name,
-                                source_sample_rate=source_rate, fingerprint=fingerprint)
             try:
-                save_tokens(task.target, tokens)  # never a partial file, even on a full disk
+                tokens = token_file(codec, code, audio.shape[-1], source=task.source.name,
+                                    source_sample_rate=source_rate, fingerprint=fingerprint,
+                                    dtype=dtype)
+            except ValueError as error:  # e.g. latents beyond the float16 range
+                report.failed.append((task.source, str(error)))
+                progress(task, "failed")
+                continue
+            try:
+                save_encoded(task.target, tokens)  # never a partial file, even on a full disk
             except OSError as error:
                 report.failed.append((task.source, f"cannot write {task.target}: "
                                                    f"{error.strerror or error}"))
@@ -219,15 +256,16 @@ def _isolate_failures(run: Callable[[list], list], items: list, report: Report,
 def decode_files(codec: CodecModel, tasks: Sequence[Task], *, overwrite: bool = False,
                  settings: ChunkSettings | None = None,
                  progress: Progress = lambda task, status: None) -> Report:
-    """Decode each task's token file to an audio file at the codec's sample rate."""
+    """Decode each task's token (or latent) file to an audio file at the codec's sample
+    rate."""
     report, fingerprint = Report(), codec.fingerprint()
     device = next(codec.parameters()).device
     tags = _decoded_tags(codec, fingerprint)
     for task in _skip_existing(tasks, overwrite, report, progress, _audio_verdict(fingerprint)):
         try:
-            tokens = load_tokens(task.source)
+            tokens = load_encoded(task.source)
             check_same_codec(tokens, codec.config.name, fingerprint, where=str(task.source))
-            audio = decode_many(codec, [tokens.codes.to(device)], [tokens.length],
+            audio = decode_many(codec, [tokens.tensor.to(device)], [tokens.length],
                                 settings)[0]
             write_audio(task.target, audio.cpu(), codec.sample_rate, tags)
         except (ValueError, OSError, RuntimeError) as error:
@@ -242,4 +280,5 @@ def decode_files(codec: CodecModel, tasks: Sequence[Task], *, overwrite: bool = 
 
 
 __all__ = ["OutputConflict", "Report", "Task", "check_output_folder", "decode_files",
-           "encode_files", "is_audio_file", "is_token_file", "plan", "shard"]
+           "encode_files", "encoded_suffix", "is_audio_file", "is_encoded_file",
+           "is_token_file", "plan", "shard"]

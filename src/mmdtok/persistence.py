@@ -28,7 +28,7 @@ from torch import Tensor
 from mmdtok.convert import codec_config_from_encodec, convert_encodec_state, is_encodec_config
 from mmdtok.hub import WEIGHTS_NAME, read_config, resolve_model, upload_folder, write_folder
 from mmdtok.models import CodecConfig, CodecModel
-from mmdtok.tokens import TokenFile
+from mmdtok.tokens import LatentFile, TokenFile
 from mmdtok.version import __version__
 
 FORMAT = "mmdtok-codec"
@@ -242,16 +242,20 @@ def parse_origin(origin: str) -> tuple[str | None, str | None]:
 
 
 def token_file(codec: CodecModel, codes: Tensor, length: int, *, source: str = "",
-               source_sample_rate: int = 0, fingerprint: str | None = None) -> TokenFile:
+               source_sample_rate: int = 0, fingerprint: str | None = None,
+               dtype: str = "float16") -> TokenFile | LatentFile:
     """The token file of ``codes`` [K, T] that ``codec`` made from ``length`` samples:
     the codec's name, origin, weights and rates recorded so that decoding finds the codec
-    again and refuses another. ``fingerprint``: the codec's, when already computed."""
-    return TokenFile(codes=codes.cpu(), codec=codec.config.name,
-                     codec_fingerprint=fingerprint or codec.fingerprint(),
-                     codec_origin=codec.origin, sample_rate=codec.sample_rate,
-                     channels=codec.channels, frame_rate=codec.frame_rate,
-                     codebook_size=codec.codebook_size, length=length, source=source,
-                     source_sample_rate=source_sample_rate)
+    again and refuses another. ``fingerprint``: the codec's, when already computed. For a
+    continuous codec ``codes`` is the latent [D, T] and the result a latent file stored
+    as ``dtype``."""
+    common = dict(codec=codec.config.name, codec_fingerprint=fingerprint or codec.fingerprint(),
+                  codec_origin=codec.origin, sample_rate=codec.sample_rate,
+                  channels=codec.channels, frame_rate=codec.frame_rate, length=length,
+                  source=source, source_sample_rate=source_sample_rate)
+    if codec.continuous:
+        return LatentFile(latents=codes.cpu(), dtype=dtype, **common)
+    return TokenFile(codes=codes.cpu(), codebook_size=codec.codebook_size, **common)
 
 
 @dataclass(frozen=True)

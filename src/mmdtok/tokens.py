@@ -1,11 +1,13 @@
-"""Token files (``.mmdtok``): the codes of one audio file and what is needed to decode
-them, in a safetensors file (no pickle).
+"""Token files (``.mmdtok``) and latent files (``.mmdlat``): what a codec made of one
+audio file and what is needed to decode it, in a safetensors file (no pickle).
 
-Tensors: ``codes`` [K, T] (int16 when the codebook size allows, else int32).
-Metadata (strings): format, format_version, codec (name), codec_origin (folder or
-repo@commit), codec_fingerprint (hash of the weights), sample_rate, channels,
-frame_rate, num_codebooks, codebook_size, length (samples at ``sample_rate``), and
-the source's name and sample rate when known.
+A token file holds ``codes`` [K, T] (int16 when the codebook size allows, else int32);
+a latent file, written for a codec with a continuous bottleneck, holds ``latents``
+[D, T] (float16 by default, or float32). Metadata (strings) of both: format,
+format_version, codec (name), codec_origin (folder or repo@commit), codec_fingerprint
+(hash of the weights), sample_rate, channels, frame_rate, length (samples at
+``sample_rate``), the source's name and sample rate when known; a token file adds
+num_codebooks and codebook_size, a latent file latent_dim and dtype.
 """
 
 from __future__ import annotations
@@ -26,35 +28,60 @@ from mmdtok.paths import find_files
 FORMAT = "mmdtok-tokens"
 FORMAT_VERSION = 1
 SUFFIX = ".mmdtok"
+LATENT_FORMAT = "mmdtok-latents"
+LATENT_FORMAT_VERSION = 1
+LATENT_SUFFIX = ".mmdlat"
+LATENT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
-@dataclass(frozen=True)
-class TokenFile:
-    """Codes [K, T] int64 and their metadata."""
+@dataclass(frozen=True, kw_only=True)
+class EncodedFile:
+    """What token and latent files share: the codec that made them and the audio's
+    rates and length."""
 
-    codes: Tensor
     codec: str
     codec_fingerprint: str
     sample_rate: int
     channels: int
     frame_rate: float
-    codebook_size: int
     length: int
     codec_origin: str = ""
     source: str = ""
     source_sample_rate: int = 0
 
     def __post_init__(self) -> None:
-        if self.codes.dim() != 2 or self.codes.is_floating_point():
-            raise ValueError(f"codes must be an integer tensor [K, T], got "
-                             f"{tuple(self.codes.shape)} {self.codes.dtype}")
-        check_codebooks(self.num_codebooks, self.codebook_size, "token file")
         for name in ("sample_rate", "channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.frame_rate < math.inf or self.length < 0:
             raise ValueError(f"frame_rate must be positive and length >= 0, got "
                              f"{self.frame_rate} and {self.length}")
+
+    @property
+    def duration(self) -> float:
+        return self.length / self.sample_rate
+
+    def metadata(self) -> dict[str, str]:
+        return {"codec": self.codec, "codec_origin": self.codec_origin,
+                "codec_fingerprint": self.codec_fingerprint,
+                "sample_rate": str(self.sample_rate), "channels": str(self.channels),
+                "frame_rate": repr(float(self.frame_rate)), "length": str(self.length),
+                "source": self.source, "source_sample_rate": str(self.source_sample_rate)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenFile(EncodedFile):
+    """Codes [K, T] int64 and their metadata."""
+
+    codes: Tensor
+    codebook_size: int
+
+    def __post_init__(self) -> None:
+        if self.codes.dim() != 2 or self.codes.is_floating_point():
+            raise ValueError(f"codes must be an integer tensor [K, T], got "
+                             f"{tuple(self.codes.shape)} {self.codes.dtype}")
+        check_codebooks(self.num_codebooks, self.codebook_size, "token file")
+        super().__post_init__()
         if self.codes.numel():
             low, high = (int(v) for v in torch.aminmax(self.codes))
             if low < 0 or high >= self.codebook_size:
@@ -65,22 +92,58 @@ class TokenFile:
         return self.codes.shape[0]
 
     @property
+    def tensor(self) -> Tensor:
+        """What the codec decodes: the codes."""
+        return self.codes
+
+    @property
     def num_frames(self) -> int:
         return self.codes.shape[1]
 
+    def metadata(self) -> dict[str, str]:
+        return {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                **super().metadata(), "num_codebooks": str(self.num_codebooks),
+                "codebook_size": str(self.codebook_size)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatentFile(EncodedFile):
+    """A continuous latent [D, T] (float) and its metadata; ``dtype``: how it is stored,
+    ``"float16"`` (default) or ``"float32"``."""
+
+    latents: Tensor
+    dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        if self.latents.dim() != 2 or not self.latents.is_floating_point():
+            raise ValueError(f"latents must be a floating-point tensor [D, T], got "
+                             f"{tuple(self.latents.shape)} {self.latents.dtype}")
+        if self.dtype not in LATENT_DTYPES:
+            raise ValueError(f"latent dtype must be one of {sorted(LATENT_DTYPES)}, got "
+                             f"{self.dtype!r}")
+        super().__post_init__()
+        if self.latents.numel() and not bool(torch.isfinite(self.latents).all()):
+            raise ValueError("the latents contain NaN or infinite values")
+        if self.dtype == "float16" and self.latents.numel() and float(
+                self.latents.abs().max()) > torch.finfo(torch.float16).max:
+            raise ValueError("the latents exceed the float16 range: store them as float32")
+
     @property
-    def duration(self) -> float:
-        return self.length / self.sample_rate
+    def latent_dim(self) -> int:
+        return self.latents.shape[0]
+
+    @property
+    def tensor(self) -> Tensor:
+        """What the codec decodes: the latents."""
+        return self.latents
+
+    @property
+    def num_frames(self) -> int:
+        return self.latents.shape[1]
 
     def metadata(self) -> dict[str, str]:
-        return {"format": FORMAT, "format_version": str(FORMAT_VERSION), "codec": self.codec,
-                "codec_origin": self.codec_origin,
-                "codec_fingerprint": self.codec_fingerprint,
-                "sample_rate": str(self.sample_rate), "channels": str(self.channels),
-                "frame_rate": repr(float(self.frame_rate)),
-                "num_codebooks": str(self.num_codebooks),
-                "codebook_size": str(self.codebook_size), "length": str(self.length),
-                "source": self.source, "source_sample_rate": str(self.source_sample_rate)}
+        return {"format": LATENT_FORMAT, "format_version": str(LATENT_FORMAT_VERSION),
+                **super().metadata(), "latent_dim": str(self.latent_dim), "dtype": self.dtype}
 
 
 def _storage_dtype(codebook_size: int) -> torch.dtype:
@@ -89,51 +152,98 @@ def _storage_dtype(codebook_size: int) -> torch.dtype:
 
 def save_tokens(path: str | os.PathLike[str], tokens: TokenFile) -> Path:
     """Write ``tokens`` atomically (never a partial file under ``path``)."""
+    codes = tokens.codes.detach().cpu().to(_storage_dtype(tokens.codebook_size)).contiguous()
+    return _save(path, "codes", codes, tokens.metadata())
+
+
+def save_latents(path: str | os.PathLike[str], latents: LatentFile) -> Path:
+    """Write ``latents`` atomically, in their ``dtype``."""
+    values = latents.latents.detach().cpu().to(LATENT_DTYPES[latents.dtype]).contiguous()
+    return _save(path, "latents", values, latents.metadata())
+
+
+def save_encoded(path: str | os.PathLike[str], encoded: EncodedFile) -> Path:
+    """A token file or a latent file, as :func:`save_tokens` or :func:`save_latents`."""
+    if isinstance(encoded, LatentFile):
+        return save_latents(path, encoded)
+    return save_tokens(path, encoded)
+
+
+def _save(path: str | os.PathLike[str], name: str, tensor: Tensor,
+          metadata: dict[str, str]) -> Path:
     from safetensors.torch import save_file
 
-    codes = tokens.codes.detach().cpu().to(_storage_dtype(tokens.codebook_size)).contiguous()
     with atomic_path(path) as temp:
-        save_file({"codes": codes}, str(temp), metadata=tokens.metadata())
+        save_file({name: tensor}, str(temp), metadata=metadata)
     return Path(path)
 
 
+_TENSORS = {FORMAT: "codes", LATENT_FORMAT: "latents"}
+_KIND = {FORMAT: "token", LATENT_FORMAT: "latent"}
+
+
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The metadata of a token file without reading its codes; ValueError when the file
-    is not a token file."""
-    return _open(path, codes=False)[0]
+    """The metadata of a token or latent file without reading its tensor; ValueError when
+    the file is neither."""
+    return _open(path, tuple(_TENSORS), tensor=False)[0]
 
 
-def _open(path: str | os.PathLike[str], codes: bool = True) -> tuple[dict[str, str], Tensor | None]:
+def _open(path: str | os.PathLike[str], formats: tuple[str, ...], tensor: bool = True
+          ) -> tuple[dict[str, str], Tensor | None]:
     from safetensors import SafetensorError, safe_open
 
+    what = " or ".join(f"an mmdtok {_KIND[f]} file" for f in formats)
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{path} is not an mmdtok token file (format "
-                                 f"{meta.get('format')!r})")
-            return meta, handle.get_tensor("codes") if codes else None
+            if meta.get("format") not in formats:
+                raise ValueError(f"{path} is not {what} (format {meta.get('format')!r})")
+            return meta, handle.get_tensor(_TENSORS[meta["format"]]) if tensor else None
     except SafetensorError as error:
-        raise ValueError(f"{path} is not a safetensors token file: {error}") from error
+        raise ValueError(f"{path} is not a safetensors {_KIND[formats[0]]} file: {error}"
+                         ) from error
 
 
 def load_tokens(path: str | os.PathLike[str]) -> TokenFile:
     """Read a token file; ValueError when it is not one, or from a newer format."""
-    meta, codes = _open(path)
+    meta, codes = _open(path, (FORMAT,))
+    return _read(path, meta, codes)
+
+
+def load_latents(path: str | os.PathLike[str]) -> LatentFile:
+    """Read a latent file (latents as float32); ValueError when it is not one, or from a
+    newer format."""
+    meta, latents = _open(path, (LATENT_FORMAT,))
+    return _read(path, meta, latents)
+
+
+def load_encoded(path: str | os.PathLike[str]) -> TokenFile | LatentFile:
+    """A token file or a latent file, whichever ``path`` holds."""
+    meta, tensor = _open(path, tuple(_TENSORS))
+    return _read(path, meta, tensor)
+
+
+def _read(path: str | os.PathLike[str], meta: dict[str, str], tensor: Tensor
+          ) -> TokenFile | LatentFile:
+    kind = meta["format"]
+    newest = FORMAT_VERSION if kind == FORMAT else LATENT_FORMAT_VERSION
     version = _number(path, meta, "format_version", int, "0")
-    if version < 1 or version > FORMAT_VERSION:
-        raise ValueError(f"{path} has token format version {version}; this mmdtok reads "
-                         f"1..{FORMAT_VERSION}: upgrade mmdtok")
+    if version < 1 or version > newest:
+        raise ValueError(f"{path} has {_KIND[kind]} format version {version}; this mmdtok "
+                         f"reads 1..{newest}: upgrade mmdtok")
     number = lambda name, kind=int, default=None: _number(path, meta, name, kind, default)
     try:
-        return TokenFile(codes=codes.long(), codec=_text(path, meta, "codec"),
-                         codec_fingerprint=_text(path, meta, "codec_fingerprint"),
-                         sample_rate=number("sample_rate"), channels=number("channels"),
-                         frame_rate=number("frame_rate", float),
-                         codebook_size=number("codebook_size"), length=number("length"),
-                         codec_origin=meta.get("codec_origin", ""),
-                         source=meta.get("source", ""),
-                         source_sample_rate=number("source_sample_rate", int, "0"))
+        common = dict(codec=_text(path, meta, "codec"),
+                      codec_fingerprint=_text(path, meta, "codec_fingerprint"),
+                      sample_rate=number("sample_rate"), channels=number("channels"),
+                      frame_rate=number("frame_rate", float), length=number("length"),
+                      codec_origin=meta.get("codec_origin", ""), source=meta.get("source", ""),
+                      source_sample_rate=number("source_sample_rate", int, "0"))
+        if kind == FORMAT:
+            return TokenFile(codes=tensor.long(), codebook_size=number("codebook_size"),
+                             **common)
+        return LatentFile(latents=tensor.float(), dtype=meta.get("dtype", "float16"),
+                          **common)
     except ValueError as error:
         message = str(error)
         raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}"
@@ -168,8 +278,8 @@ class CodecMismatchError(ValueError):
         self.origin = origin
 
 
-def check_same_codec(tokens: TokenFile, name: str, fingerprint: str, where: str = "") -> None:
-    """Refuse to decode codes made by another codec (other weights):
+def check_same_codec(tokens: EncodedFile, name: str, fingerprint: str, where: str = "") -> None:
+    """Refuse to decode codes (or latents) made by another codec (other weights):
     :class:`CodecMismatchError` naming both codecs."""
     if tokens.codec_fingerprint != fingerprint:
         made_by = f"{tokens.codec} ({tokens.codec_origin or 'unknown origin'})"
@@ -181,6 +291,15 @@ def check_same_codec(tokens: TokenFile, name: str, fingerprint: str, where: str 
 
 def is_token_file(path: Path) -> bool:
     return path.suffix == SUFFIX
+
+
+def is_latent_file(path: Path) -> bool:
+    return path.suffix == LATENT_SUFFIX
+
+
+def is_encoded_file(path: Path) -> bool:
+    """A token file or a latent file, by its suffix."""
+    return path.suffix in (SUFFIX, LATENT_SUFFIX)
 
 
 def find_token_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -16,11 +16,15 @@ def test_every_preset_builds_encodes_decodes_and_round_trips_its_config(name):
     assert CodecConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     codec = Codec.from_preset(name).for_inference()
     length = int(0.37 * codec.sample_rate)
-    codes = codec.encode(notes(0.37, codec.sample_rate)[None])
+    codes = codec.encode(notes(0.37, codec.sample_rate, channels=codec.channels)[None])
     frames = math.ceil(length / codec.hop_length)
-    assert codes.shape == (1, codec.num_codebooks, frames) and codes.dtype == torch.int64
     audio = codec.decode(codes)
     assert audio.shape == (1, codec.channels, frames * codec.hop_length)
+    if codec.continuous:  # a latent [B, D, T], no codebooks to drop
+        assert codes.shape == (1, codec.latent_dim, frames) and codes.dtype == torch.float32
+        assert codec.decode(codes, length=length).shape[-1] == length
+        return
+    assert codes.shape == (1, codec.num_codebooks, frames) and codes.dtype == torch.int64
     assert codec.decode(codes[:, :2], length=length).shape[-1] == length
 
 
@@ -123,7 +127,8 @@ def test_snake_activations_sit_where_elu_is_and_round_trip(tmp_path):
 def test_time_major_inference_equals_the_layers_forward(name, length):
     codec = (_snake_codec() if name.endswith("snake") else Codec.from_preset(name)
              ).for_inference()
-    audio = notes(length / codec.sample_rate + 1e-9, codec.sample_rate, seed=4)[None]
+    audio = notes(length / codec.sample_rate + 1e-9, codec.sample_rate, seed=4,
+                  channels=codec.channels)[None]
     audio = torch.cat([audio, -audio])
     latent = torch.randn(2, codec.config.seanet.dimension, 7)
     with torch.no_grad():

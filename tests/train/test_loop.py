@@ -214,3 +214,30 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tin
     with pytest.raises(ValueError, match="sampling='file' \\(now 'duration'\\)"):
         train(config.with_overrides(["sampling=duration"]), manifest, tmp_path, resume=True)
     assert train(config, manifest, tmp_path, resume=True).step == 4
+
+
+def test_a_vae_codec_trains_with_its_kl_term_and_the_independence_loss(tiny_corpus, tmp_path):
+    settings = dict(codec="small-vae", steps=16, batch_size=2, segment_seconds=0.5,
+                    warmup_steps=2, checkpoint_every=16, adversarial_from=1000,
+                    weights={"l1": 0.1, "mel": 2.0, "stft": 1.0}, independence=True,
+                    independence_every=4, independence_preset="rff", valid_every=16,
+                    valid_files=2, valid_seconds=2.0, valid_fraction=0.3)
+    logs = {}
+    for weight in (1.0, 0.0):
+        values = []
+        train(TrainConfig(kl_weight=weight, **settings), [tiny_corpus[0] / "audio"],
+              tmp_path / str(weight), progress=lambda step, v: values.append(v))
+        logs[weight] = values
+    kl = {w: [v["kl"] for v in values] for w, values in logs.items()}
+    # The KL term pulls the posterior to the prior only when it is weighted.
+    assert statistics.mean(kl[1.0][-4:]) < 0.5 * statistics.mean(kl[1.0][:2])
+    assert statistics.mean(kl[0.0][-4:]) > statistics.mean(kl[1.0][-4:])
+    assert any("independence" in v for v in logs[1.0])
+    assert all("perplexity_0" not in v for v in logs[1.0])
+    validation = [json.loads(line) for line in (tmp_path / "1.0" / "validation.jsonl")
+                  .read_text().splitlines()]
+    assert math.isfinite(validation[-1]["si_sdr"])
+    codec = Codec.from_pretrained(tmp_path / "1.0")
+    assert codec.continuous and codec.config.name == "small-vae"
+    latent = codec.encode(torch.randn(1, 2, 8192))
+    assert latent.shape == (1, 64, 4) and latent.is_floating_point()

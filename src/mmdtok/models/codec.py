@@ -53,7 +53,8 @@ class CodecModel(nn.Module):
     @classmethod
     def from_config(cls, config: CodecConfig) -> CodecModel:
         """Fresh (untrained) weights for ``config``."""
-        return cls(SEANetEncoder(config.seanet), build_quantizer(config),
+        quantizer = build_quantizer(config)
+        return cls(SEANetEncoder(config.seanet, quantizer.input_dim), quantizer,
                    SEANetDecoder(config.seanet), config)
 
     @classmethod
@@ -84,6 +85,17 @@ class CodecModel(nn.Module):
     @property
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
+
+    @property
+    def continuous(self) -> bool:
+        """True when the bottleneck is continuous (a VAE): ``encode`` then returns a latent
+        [B, D, T] (float) and ``decode`` takes one, in place of codes."""
+        return self.quantizer.continuous
+
+    @property
+    def latent_dim(self) -> int:
+        """Channels D of the latent the decoder reads."""
+        return self.quantizer.dim
 
     def check_audio(self, audio: Tensor, finite: bool = False) -> None:
         """TypeError or ValueError naming what is wrong with audio [B, C, L]; ``finite``
@@ -120,7 +132,8 @@ class CodecModel(nn.Module):
 
     @torch.inference_mode()
     def encode(self, audio: Tensor, n_q: int | None = None) -> Tensor:
-        """Codes [B, K, T] (K = ``n_q`` or all) of audio [B, C, L] at ``sample_rate``."""
+        """Codes [B, K, T] (K = ``n_q`` or all) of audio [B, C, L] at ``sample_rate``; for
+        a continuous codec the latent [B, D, T] (the posterior mean; ``n_q`` unset)."""
         self.check_audio(audio, finite=True)
         n_q = self.quantizer.resolve_n_q(n_q)
         return self.quantizer.encode_latent(self.encoder(audio), n_q)
@@ -128,7 +141,8 @@ class CodecModel(nn.Module):
     @torch.inference_mode()
     def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
         """Audio [B, C, T * hop] (or the first ``length`` samples) from codes [B, K', T];
-        K' <= K codebooks (a prefix) is a lower bitrate."""
+        K' <= K codebooks (a prefix) is a lower bitrate. A continuous codec takes its
+        latent [B, D, T]."""
         audio = self.decoder(self.quantizer.decode(codes))
         return audio if length is None else audio[..., :length]
 

@@ -7,9 +7,17 @@ from typing import Any
 
 from mmdtok.configuration import describe
 from mmdtok.models.seanet import SEANetConfig
-from mmdtok.quantizers import FSQ, CodebookOptions, ProductVQ, Quantizer, ResidualVQ
+from mmdtok.quantizers import (
+    FSQ,
+    CodebookOptions,
+    ProductVQ,
+    Quantizer,
+    ResidualVQ,
+    VAEBottleneck,
+)
 
-QUANTIZERS: dict[str, type[Quantizer]] = {"rvq": ResidualVQ, "pvq": ProductVQ, "fsq": FSQ}
+QUANTIZERS: dict[str, type[Quantizer]] = {"rvq": ResidualVQ, "pvq": ProductVQ, "fsq": FSQ,
+                                          "vae": VAEBottleneck}
 _FIELDS = ("name", "sample_rate", "seanet", "quantizer")
 
 
@@ -17,9 +25,11 @@ _FIELDS = ("name", "sample_rate", "seanet", "quantizer")
 class CodecConfig:
     """Everything needed to rebuild a codec; round-trips through JSON (``to_dict``).
 
-    quantizer: ``{"kind": "rvq" | "pvq" | "fsq", **keywords}``; the keywords go to the
-        quantizer's constructor (``dim`` is the SEANet dimension), ``"codebook"`` as the
-        fields of a :class:`~mmdtok.quantizers.CodebookOptions`.
+    quantizer: ``{"kind": "rvq" | "pvq" | "fsq" | "vae", **keywords}``; the keywords go to
+        the quantizer's constructor (``dim`` is the SEANet dimension), ``"codebook"`` as
+        the fields of a :class:`~mmdtok.quantizers.CodebookOptions`. ``"vae"`` is the
+        continuous bottleneck (:class:`~mmdtok.quantizers.VAEBottleneck`): the encoder then
+        emits twice the SEANet dimension (mean and scale).
     """
 
     name: str

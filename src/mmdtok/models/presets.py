@@ -9,6 +9,10 @@
   normalized latent (``latent_norm``), EnCodec's dead-code threshold (an EMA count of 2:
   at batch 8 x 1 s most codes are re-seeded from the batch at every step, which keeps
   them in use).
+- ``small-vae``: the continuous family, the shape of Stable Audio 2's autoencoder scaled to
+  a CPU: 44.1 kHz stereo, encoder strides [2, 4, 4, 8, 8] (2,048x downsampling, 21.5
+  latent frames/s), 64 latent channels behind a VAE bottleneck seen as 4 groups of 16,
+  Snake activations, 8 filters doubled at each stride, one LSTM layer.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ PRESETS: dict[str, CodecConfig] = {
         seanet=SEANetConfig(dimension=64, n_filters=16, ratios=(8, 5, 4, 2), lstm_layers=1),
         quantizer=_rvq(4, 1024, {"kmeans_iters": 20}, codebook_dropout="uniform",
                        latent_norm=True)),
+    "small-vae": CodecConfig(
+        name="small-vae", sample_rate=44_100,
+        seanet=SEANetConfig(channels=2, dimension=64, n_filters=8, ratios=(8, 8, 4, 4, 2),
+                            lstm_layers=1, activation="snake"),
+        quantizer={"kind": "vae", "groups": 4}),
 }
 
 

@@ -167,9 +167,10 @@ class _ThreeStages(nn.Module):
 
 
 class SEANetEncoder(_ThreeStages):
-    """Audio [B, C, L] -> latent [B, D, ceil(L / hop)]."""
+    """Audio [B, C, L] -> latent [B, D, ceil(L / hop)] (``out_dim`` channels instead of
+    D when given: a VAE bottleneck takes a mean and a scale per latent channel)."""
 
-    def __init__(self, cfg: SEANetConfig) -> None:
+    def __init__(self, cfg: SEANetConfig, out_dim: int | None = None) -> None:
         super().__init__()
         args = cfg.conv_args()
         layers: list[nn.Module] = [Conv1d(cfg.channels, cfg.n_filters, cfg.kernel_size, **args)]
@@ -181,7 +182,7 @@ class SEANetEncoder(_ThreeStages):
             dim *= 2
         self.lstm_index = len(layers)
         layers += [SkipLSTM(dim, cfg.lstm_layers), activation(cfg.activation, dim),
-                   Conv1d(dim, cfg.dimension, cfg.last_kernel_size, **args)]
+                   Conv1d(dim, out_dim or cfg.dimension, cfg.last_kernel_size, **args)]
         self.layers = nn.ModuleList(layers)
         self.front_context, self.back_context = self.stage_contexts(cfg.hop_length)
 

@@ -1,4 +1,5 @@
-"""Pluggable quantizers: residual VQ, product VQ with hierarchical dropout, FSQ.
+"""Pluggable quantizers: residual VQ, product VQ with hierarchical dropout, FSQ, and a
+continuous (VAE) bottleneck.
 
 All follow :class:`Quantizer`: ``forward(z [B, D, T]) -> QuantizerOutput``,
 ``encode(z, n_q=None) -> codes [B, K, T]`` and ``decode(codes) -> z``.
@@ -11,6 +12,7 @@ from mmdtok.quantizers.identity import IdentityQuantizer
 from mmdtok.quantizers.latent_norm import LatentNorm
 from mmdtok.quantizers.product import ProductVQ
 from mmdtok.quantizers.residual import ResidualVQ
+from mmdtok.quantizers.vae import VAEBottleneck
 
 __all__ = ["FSQ", "CodebookOptions", "EuclideanCodebook", "IdentityQuantizer", "LatentNorm",
-           "ProductVQ", "Quantizer", "QuantizerOutput", "ResidualVQ"]
+           "ProductVQ", "Quantizer", "QuantizerOutput", "ResidualVQ", "VAEBottleneck"]

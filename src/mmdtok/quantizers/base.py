@@ -53,6 +53,12 @@ class Quantizer(nn.Module, ABC):
     dim: int
     num_codebooks: int
     codebook_size: int
+    continuous = False  # True for a bottleneck without codes (VAEBottleneck)
+
+    @property
+    def input_dim(self) -> int:
+        """Channels of the input latent (``dim``; a VAE takes a mean and a scale each)."""
+        return self.dim
 
     @abstractmethod
     def forward(self, z: Tensor) -> QuantizerOutput:
@@ -86,11 +92,11 @@ class Quantizer(nn.Module, ABC):
         if not isinstance(z, Tensor):
             raise TypeError(f"expected a torch.Tensor latent [B, D, T], got {type(z).__name__}")
         if z.ndim != 3:
-            raise ValueError(f"expected a latent of rank 3 [B, D={self.dim}, T], got rank "
-                             f"{z.ndim} with shape {tuple(z.shape)}")
-        if z.shape[1] != self.dim:
-            raise ValueError(f"expected latent dimension D={self.dim} on axis 1 of [B, D, T], "
-                             f"got shape {tuple(z.shape)}")
+            raise ValueError(f"expected a latent of rank 3 [B, D={self.input_dim}, T], got "
+                             f"rank {z.ndim} with shape {tuple(z.shape)}")
+        if z.shape[1] != self.input_dim:
+            raise ValueError(f"expected latent dimension D={self.input_dim} on axis 1 of "
+                             f"[B, D, T], got shape {tuple(z.shape)}")
         if not z.is_floating_point():
             raise ValueError(f"expected a floating-point latent, got dtype {z.dtype}")
         if finite and z.numel() and not bool(torch.isfinite(z).all()):

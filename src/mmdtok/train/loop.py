@@ -89,10 +89,11 @@ def codec_step(run: Run, config: TrainConfig, audio: Tensor) -> dict[str, float]
     out = run.model(audio)
     losses = reconstruction_losses(run, config, audio, out.audio, adversarial)
     commitment = out.quantized.losses.get("commitment", audio.new_zeros(()))
-    if not all(torch.isfinite(v) for v in [*losses.values(), commitment]):
+    kl = out.quantized.losses.get("kl", audio.new_zeros(()))  # a VAE bottleneck's
+    if not all(torch.isfinite(v) for v in [*losses.values(), commitment, kl]):
         return None
     run.optimizer.zero_grad(set_to_none=True)
-    extra = config.commitment_weight * commitment
+    extra = config.commitment_weight * commitment + config.kl_weight * kl
     if run.balancer is not None:
         gradient, _ = run.balancer.combine(losses, out.audio)
         # FSQ has no commitment loss: then there is nothing to add
@@ -103,7 +104,8 @@ def codec_step(run: Run, config: TrainConfig, audio: Tensor) -> dict[str, float]
         total = sum(config.weights.get(k, 0.0) * v for k, v in losses.items()) + extra
         total.backward()
     values = {k: float(v.detach()) for k, v in losses.items()} | {
-        "commitment": float(commitment.detach())} | {
+        "commitment": float(commitment.detach())} | (
+        {"kl": float(kl.detach())} if "kl" in out.quantized.losses else {}) | {
         k: float(v) for k, v in out.quantized.metrics.items() if k.startswith("perplexity")}
     if run.independence is not None:
         mmd = run.independence.step(audio)

@@ -26,7 +26,7 @@ class CodecQuality:
     si_sdr: scale-invariant SDR in dB (higher is better); mel_distance: the normalized
     multi-scale mel loss (lower is better); perplexities: ``exp(entropy)`` of each
     codebook's codes over all frames (at most the codebook size); utilization: the share
-    of each codebook's entries used at least once.
+    of each codebook's entries used at least once (both empty for a continuous codec).
     """
 
     si_sdr: float
@@ -77,6 +77,9 @@ def evaluate_bitrates(codec: CodecModel, clips: Sequence[Tensor], prefixes: Sequ
     if not prefixes or not all(1 <= k <= codec.num_codebooks for k in prefixes):
         raise ValueError(f"bitrates must be 1..{codec.num_codebooks} codebooks, got "
                          f"{list(prefixes)}")
+    if codec.continuous and set(prefixes) != {codec.num_codebooks}:
+        raise ValueError(f"a continuous codec has one rate (its whole latent): prefixes "
+                         f"must be [{codec.num_codebooks}], got {list(prefixes)}")
     was_training = codec.training
     codec.eval()
     try:
@@ -88,7 +91,8 @@ def evaluate_bitrates(codec: CodecModel, clips: Sequence[Tensor], prefixes: Sequ
             frames = codec.encode(audio, max(prefixes))
             codes.append(frames[0].cpu())
             for k in prefixes:
-                decoded = codec.decode(frames[:, :k], length=audio.shape[-1])
+                kept = frames if codec.continuous else frames[:, :k]
+                decoded = codec.decode(kept, length=audio.shape[-1])
                 scores[k][0].append(float(si_sdr(decoded, audio)[0]))
                 scores[k][1].append(float(mel_distance(decoded, audio, codec.sample_rate)))
                 first = decoded[0].cpu() if first is None else first
@@ -98,10 +102,12 @@ def evaluate_bitrates(codec: CodecModel, clips: Sequence[Tensor], prefixes: Sequ
     joined = torch.cat(codes, dim=-1)
     qualities = {}
     for k, (sdrs, mels) in scores.items():
-        usage = codebook_usage(joined[None, :k], codec.codebook_size)
-        qualities[k] = CodecQuality(sum(sdrs) / len(sdrs), sum(mels) / len(mels),
-                                    tuple(usage.perplexity.tolist()),
-                                    tuple(usage.utilization.tolist()), len(clips), seconds)
+        usage = None if codec.continuous else codebook_usage(joined[None, :k],
+                                                             codec.codebook_size)
+        qualities[k] = CodecQuality(  # a continuous latent has no codebooks to count
+            sum(sdrs) / len(sdrs), sum(mels) / len(mels),
+            tuple(usage.perplexity.tolist()) if usage else (),
+            tuple(usage.utilization.tolist()) if usage else (), len(clips), seconds)
     return qualities, first
 
 

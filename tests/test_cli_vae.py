@@ -1,0 +1,97 @@
+"""encode / decode / info / evaluate with a codec whose bottleneck is continuous: latent
+files (.mmdlat) in place of token files, on real audio files."""
+
+import pytest
+import soundfile
+import torch
+from typer.testing import CliRunner
+
+from mmdtok import Codec
+from mmdtok.cli import app
+from mmdtok.models import CodecConfig, SEANetConfig
+from mmdtok.testing import notes, trained_codebooks
+from mmdtok.tokens import load_latents, load_tokens
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    config = CodecConfig(name="tiny-vae", sample_rate=16_000, seanet=SEANetConfig(
+        channels=2, dimension=16, n_filters=4, ratios=(4, 4, 2), lstm_layers=1,
+        activation="snake"), quantizer={"kind": "vae", "groups": 4})
+    torch.manual_seed(2)
+    Codec.from_config(config).save_pretrained(root / "vae")
+    trained_codebooks("small-music").save_pretrained(root / "rvq")
+    return root
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def _audio(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    soundfile.write(folder / "a.wav", notes(1.3, 22_050, channels=2).T.numpy(), 22_050)
+    soundfile.write(folder / "b.flac", notes(0.6, 16_000, seed=1, channels=2).T.numpy(), 16_000)
+    return folder
+
+
+def test_encode_writes_latent_files_that_decode_and_describe_themselves(models, tmp_path):
+    audio = _audio(tmp_path / "in")
+    result = _invoke("encode", audio, "-o", tmp_path / "lat", "--model", models / "vae")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "lat").iterdir()) == ["a.mmdlat", "b.mmdlat"]
+    latents = load_latents(tmp_path / "lat" / "a.mmdlat")
+    codec = Codec.from_pretrained(models / "vae")
+    assert latents.dtype == "float16" and latents.latent_dim == 16
+    assert latents.codec_fingerprint == codec.fingerprint() and latents.length == 16_000 * 1.3
+    info = _invoke("info", tmp_path / "lat" / "a.mmdlat")
+    assert "16 channels (float16)" in info.output and "codebooks" not in info.output
+    model_info = _invoke("info", models / "vae")
+    assert "continuous (vae), 4 group(s) of 4" in model_info.output
+
+    decoded = _invoke("decode", tmp_path / "lat", "-o", tmp_path / "wav")  # codec as recorded
+    assert decoded.exit_code == 0, decoded.output
+    samples, rate = soundfile.read(tmp_path / "wav" / "a.wav")
+    assert rate == 16_000 and samples.shape == (round(16_000 * 1.3), 2)
+    expected = codec.decode(latents.latents[None], length=latents.length)[0]
+    torch.testing.assert_close(torch.from_numpy(samples.T).float(), expected,
+                               atol=1e-4, rtol=0)  # 16-bit wav rounding
+
+    again = _invoke("encode", audio, "-o", tmp_path / "lat", "--model", models / "vae")
+    assert "0 encoded, 2 skipped" in again.output
+    other = _invoke("encode", audio, "-o", tmp_path / "lat", "--model", models / "vae",
+                    "--latent-dtype", "float32")
+    assert other.exit_code == 2 and "float16 latents" in other.output
+    assert "float32 latents" in other.output
+    replaced = _invoke("encode", audio, "-o", tmp_path / "lat", "--model", models / "vae",
+                       "--latent-dtype", "float32", "--overwrite")
+    assert replaced.exit_code == 0 and load_latents(tmp_path / "lat" / "a.mmdlat").dtype == (
+        "float32")
+
+
+def test_latents_and_codes_are_not_mixed_up(models, tmp_path):
+    audio = _audio(tmp_path / "in")
+    refused = _invoke("encode", audio, "-o", tmp_path / "lat", "--model", models / "vae",
+                      "--n-q", "2")
+    assert refused.exit_code == 2 and "continuous latent" in refused.output
+    with pytest.warns(UserWarning, match="2 channel"):  # the stereo files, for a mono codec
+        assert _invoke("encode", audio, "-o", tmp_path / "tok", "--model",
+                       models / "rvq").exit_code == 0
+    assert load_tokens(tmp_path / "tok" / "a.mmdtok").num_codebooks == 4
+    mixed = _invoke("decode", tmp_path / "tok", "-o", tmp_path / "wav", "--model",
+                    models / "vae")
+    assert mixed.exit_code == 1 and "decode them with the codec that encoded them" in (
+        mixed.output)
+
+
+def test_evaluate_scores_the_float16_latent_as_one_rate(models, tmp_path):
+    audio = _audio(tmp_path / "in")
+    result = _invoke("evaluate", audio, "--model", models / "vae", "--baseline", "",
+                     "--no-visqol")
+    assert result.exit_code == 0, result.output
+    assert "float16 latent" in result.output and "codebook" not in result.output
+    assert "128.00" in result.output  # 16 channels x 16 bits x 500 frames/s / 1000
+    refused = _invoke("evaluate", audio, "--model", models / "vae", "--n-q", "1",
+                      "--baseline", "", "--no-visqol")
+    assert refused.exit_code == 2 and "continuous" in refused.output
