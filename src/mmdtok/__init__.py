@@ -11,9 +11,10 @@ from mmdtok.quantizers import (
     Quantizer,
     QuantizerOutput,
     ResidualVQ,
+    VAEBottleneck,
 )
 from mmdtok.version import __version__
 
 __all__ = ["FSQ", "Codec", "CodecConfig", "CodecModel", "CodebookOptions", "IdentityQuantizer",
            "IndependenceLoss", "MacroBatchIndependence", "ProductVQ", "Quantizer",
-           "QuantizerOutput", "ResidualVQ", "__version__"]
+           "QuantizerOutput", "ResidualVQ", "VAEBottleneck", "__version__"]

@@ -13,6 +13,7 @@ from mmdtok.losses.spectral import (
     mel_distance,
     mel_filterbank,
     si_sdr,
+    with_mid_side,
 )
 
 
@@ -97,3 +98,20 @@ def test_the_stft_loss_has_gradients_grows_with_noise_and_checks_shapes():
     assert loss(target + 0.01 * torch.randn_like(target), target) < value.detach()
     with pytest.raises(ValueError, match="shapes differ"):
         loss(target, target[..., :-1])
+
+
+def test_stereo_is_compared_as_left_right_mid_and_side():
+    torch.manual_seed(1)
+    target = torch.randn(2, 2, 6000)
+    narrowed = target.clone()
+    side = (target[:, 0] - target[:, 1]) / 2
+    narrowed[:, 0] -= 0.5 * side  # the same mid, half the side: a narrower stereo image
+    narrowed[:, 1] += 0.5 * side
+    with_ms, plain = MultiResolutionSTFTLoss(), MultiResolutionSTFTLoss(mid_side=False)
+    assert with_ms(target, target).item() == 0
+    expected = plain(with_mid_side(narrowed), with_mid_side(target))
+    assert with_ms(narrowed, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    mid = with_mid_side(target)[:, 2]
+    torch.testing.assert_close(with_mid_side(narrowed)[:, 2], mid)
+    mono = target[:, :1]
+    assert with_ms(0.5 * mono, mono).item() == plain(0.5 * mono, mono).item()

@@ -120,22 +120,35 @@ def log_stft_distance(estimate: Tensor, target: Tensor, sizes: tuple[int, ...] =
 
 class MultiResolutionSTFTLoss(nn.Module):
     """Spectral convergence plus log-magnitude distance, averaged over FFT ``sizes``,
-    between audio [B, C, L] tensors (the log term is :func:`log_stft_distance`)."""
+    between audio [B, C, L] tensors (the log term is :func:`log_stft_distance`).
+
+    ``mid_side`` (default on): stereo input is compared as left, right, mid and side
+    (as Stable Audio's autoencoder loss), so that an error in the stereo image costs as
+    much as one in a channel; mono input is unaffected."""
 
     def __init__(self, sizes: tuple[int, ...] = STFT_SIZES, floor: float = 1e-5,
-                 eps: float = 1e-7) -> None:
+                 eps: float = 1e-7, mid_side: bool = True) -> None:
         super().__init__()
         self.sizes, self.floor, self.eps = tuple(sizes), floor, eps
+        self.mid_side = mid_side
 
     def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
         if estimate.shape != target.shape:
             raise ValueError(f"shapes differ: {tuple(estimate.shape)} vs {tuple(target.shape)}")
+        if self.mid_side and estimate.shape[1] == 2:
+            estimate, target = with_mid_side(estimate), with_mid_side(target)
         total = estimate.new_zeros(())
         for x, y in _magnitudes(estimate, target, self.sizes):
             convergence = torch.linalg.vector_norm(x - y) / (
                 torch.linalg.vector_norm(y) + self.eps)
             total = total + convergence + _log_gap(x, y, self.floor)
         return total / len(self.sizes)
+
+
+def with_mid_side(audio: Tensor) -> Tensor:
+    """Stereo audio [B, 2, L] -> [B, 4, L]: left, right, mid (L + R) / 2, side (L - R) / 2."""
+    left, right = audio[:, :1], audio[:, 1:]
+    return torch.cat([audio, (left + right) / 2, (left - right) / 2], dim=1)
 
 
 def mel_distance(estimate: Tensor, target: Tensor, sample_rate: int) -> Tensor:
