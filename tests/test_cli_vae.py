@@ -1,6 +1,8 @@
 """encode / decode / info / evaluate with a codec whose bottleneck is continuous: latent
 files (.mmdlat) in place of token files, on real audio files."""
 
+import re
+
 import pytest
 import soundfile
 import torch
@@ -10,7 +12,7 @@ from mmdtok import Codec
 from mmdtok.cli import app
 from mmdtok.models import CodecConfig, SEANetConfig
 from mmdtok.testing import notes, trained_codebooks
-from mmdtok.tokens import load_latents, load_tokens
+from mmdtok.tokens import LatentFile, load_latents, load_tokens, save_latents
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +97,37 @@ def test_evaluate_scores_the_float16_latent_as_one_rate(models, tmp_path):
     refused = _invoke("evaluate", audio, "--model", models / "vae", "--n-q", "1",
                       "--baseline", "", "--no-visqol")
     assert refused.exit_code == 2 and "continuous" in refused.output
+
+
+def _latent_files(folder, copied: bool):
+    folder.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(0)
+    for i in range(4):
+        noise = torch.randn(8, 640, generator=gen)
+        values = torch.empty(8, 640)
+        values[:, 0] = noise[:, 0]
+        for t in range(1, 640):  # AR(1): correlated in time, stationary
+            values[:, t] = 0.9 * values[:, t - 1] + noise[:, t]
+        if copied:
+            values[4:] = values[:4] + 0.05 * torch.randn(4, 640, generator=gen)
+        save_latents(folder / f"{i}.mmdlat", LatentFile(
+            latents=values, groups=2, codec="c", codec_fingerprint="f", sample_rate=16_000,
+            channels=1, frame_rate=20.0, length=640 * 800))
+    return folder
+
+
+def test_inspect_measures_the_dependence_between_latent_groups(tmp_path):
+    def run(folder):
+        result = _invoke("inspect", folder, "--pattern", "parallel")
+        assert result.exit_code == 0, result.output
+        line = next(x for x in result.output.splitlines() if x.startswith("independence"))
+        loss, shuffled = (float(v) for v in re.findall(r"[-\d.]+e[-+]\d+", line))
+        rows = result.output.splitlines()[-2:]
+        return loss, shuffled, float(rows[0].split()[2])
+
+    loss, shuffled, correlation = run(_latent_files(tmp_path / "copied", copied=True))
+    assert loss > 5 * abs(shuffled) and correlation > 0.9
+    loss, shuffled, correlation = run(_latent_files(tmp_path / "independent", copied=False))
+    assert abs(loss - shuffled) < 0.2 * max(abs(shuffled), 1e-4) + 2e-3 and correlation < 0.5
+    regrouped = _invoke("inspect", tmp_path / "copied", "--groups", "3")
+    assert regrouped.exit_code == 2 and "divide the 8 latent channels" in regrouped.output

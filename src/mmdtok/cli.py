@@ -367,20 +367,31 @@ def _loss_summary(values: dict[str, float]) -> str | None:
 
 @app.command()
 def inspect(
-    paths: Annotated[list[Path], typer.Argument(help="Token files (.mmdtok) and folders.")],
+    paths: Annotated[list[Path], typer.Argument(
+        help="Token files (.mmdtok) or latent files (.mmdlat), and folders.")],
     pattern: Annotated[str, typer.Option(
         help="Steps compared: 'delay' (codebook k at frame t - k, what a delay-pattern LM "
              "predicts together) or 'parallel' (one frame).")] = "delay",
     plot: Annotated[Path | None, typer.Option(
         help="Also write a heatmap PNG of the normalized pairwise mutual information "
-             "(needs matplotlib).")] = None,
+             "(needs matplotlib; token files).")] = None,
+    groups: Annotated[int | None, typer.Option(
+        help="Latent files: the channel groups compared (default: the codec's, as "
+             "recorded).", min=2)] = None,
 ) -> None:
     """How the codebooks of token files are used and how dependent they are: per-codebook
     entropy, perplexity and utilization; pairwise mutual information (Miller-Madow
-    corrected), normalized total correlation and the paper's pairwise dependence."""
+    corrected), normalized total correlation and the paper's pairwise dependence. For
+    latent files: the independence loss between channel groups next to its value for
+    shuffled (independent) groups, and the largest correlation between groups."""
     from mmdtok.inspection import inspect_token_files, plot_mutual_information
+    from mmdtok.paths import find_files
+    from mmdtok.tokens import is_latent_file, is_token_file
 
     try:
+        found = find_files(paths, lambda p: is_token_file(p) or is_latent_file(p))
+        if found and not any(is_token_file(f.path) for f in found):
+            return _inspect_latents(paths, pattern, groups)
         result = inspect_token_files(paths, pattern)
         if plot is not None:
             plot = plot_mutual_information(result, plot)
@@ -394,6 +405,23 @@ def inspect(
                    "after the correction; compare codecs at equal step counts", err=True)
     if plot is not None:
         typer.echo(f"heatmap written to {plot}", err=True)
+
+
+def _inspect_latents(paths: list[Path], pattern: str, groups: int | None) -> None:
+    from mmdtok.inspection import inspect_latent_files
+
+    result = inspect_latent_files(paths, pattern, groups)
+    _print_rows([("codec", result.codec),
+                 ("files", f"{result.files} ({result.frames:,} frames, {result.windows:,} "
+                           "windows of 64)"),
+                 ("groups", f"{result.groups} of {result.latent_dim // result.groups} "
+                            f"channels ({result.pattern} pattern)"),
+                 ("independence loss", f"{result.independence:.3e} (shuffled groups: "
+                                       f"{result.shuffled:.3e})")])
+    typer.echo("\nlargest |correlation| between a channel of one group and one of another")
+    typer.echo("      " + "".join(f"{j:>8}" for j in range(result.groups)))
+    for i, row in enumerate(result.correlation.tolist()):
+        typer.echo(f"{i:>6}" + "".join(f"{value:>8.4f}" for value in row))
 
 
 def _print_inspection(result) -> None:

@@ -1,5 +1,5 @@
-"""How dependent the codebooks of token files are: the numbers behind ``mmdtok inspect``
-and its heatmap."""
+"""How dependent the codebooks of token files are, or the channel groups of latent
+files: the numbers behind ``mmdtok inspect`` and its heatmap."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from mmdtok import patterns
 from mmdtok.atomic import atomic_path
 from mmdtok.metrics import DependenceReport, dependence_report
-from mmdtok.tokens import find_token_files, load_tokens
+from mmdtok.tokens import find_token_files, is_latent_file, load_latents, load_tokens
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,84 @@ def plot_mutual_information(inspection: TokenInspection, path: str | os.PathLike
     finally:
         pyplot.close(figure)
     return out
+
+
+@dataclass(frozen=True)
+class LatentInspection:
+    """How dependent the channel groups of continuous latents are.
+
+    independence: the IndependenceLoss (random features, 1,024 per bandwidth, median
+        bandwidths; ``pattern`` aligns the groups) of windows of the latents;
+        shuffled: the same on a copy whose groups come from independently permuted
+        windows (every group's own statistics, no dependence between groups): what
+        ``independence`` reads for independent groups, its noise level;
+    correlation: [K, K] the largest absolute Pearson correlation between a channel of
+        group a and one of group b over all frames (the diagonal: between different
+        channels of one group), the strongest linear link.
+    """
+
+    files: int
+    frames: int
+    windows: int
+    codec: str
+    groups: int
+    latent_dim: int
+    pattern: str
+    independence: float
+    shuffled: float
+    correlation: torch.Tensor
+
+
+def inspect_latent_files(paths: Sequence[str | os.PathLike[str]], pattern: str = "delay",
+                         groups: int | None = None, window: int = 64, seed: int = 0
+                         ) -> LatentInspection:
+    """Dependence between the channel groups of the latent files under ``paths`` (one
+    codec); ``groups`` defaults to the codec's, as the files record it. Each file is cut
+    into windows of ``window`` frames (the remainder dropped)."""
+    from mmdtok.losses import IndependenceLoss
+    from mmdtok.paths import find_files
+
+    if pattern not in ("delay", "parallel"):
+        raise ValueError(f"pattern must be 'delay' or 'parallel', got {pattern!r}")
+    files = [f.path for f in find_files(paths, is_latent_file)]
+    if not files:
+        raise ValueError(f"no latent files (.mmdlat) in {', '.join(map(str, paths))}")
+    latents = [load_latents(path) for path in files]
+    first = latents[0]
+    groups = groups or first.groups
+    for path, other in zip(files, latents):
+        if other.codec_fingerprint != first.codec_fingerprint:
+            raise ValueError(f"{path} was made by another codec than {files[0]}: inspect one "
+                             "codec at a time")
+    if groups < 2 or first.latent_dim % groups:
+        raise ValueError(f"groups must be at least 2 and divide the {first.latent_dim} "
+                         f"latent channels, got {groups} (pass --groups)")
+    cuts = [f.latents[:, i : i + window] for f in latents
+            for i in range(0, f.num_frames - window + 1, window)]
+    if len(cuts) < 2:
+        raise ValueError(f"fewer than 2 windows of {window} frames in the files: nothing to "
+                         "measure (use a shorter window)")
+    stacked = torch.stack(cuts)  # [N, D, W]
+    streams = stacked.view(len(cuts), groups, first.latent_dim // groups, window)
+    generator = torch.Generator().manual_seed(seed)
+    shuffled = torch.stack([streams[torch.randperm(len(cuts), generator=generator), k]
+                            for k in range(groups)], dim=1)
+
+    def measure(x: torch.Tensor) -> float:  # a fresh loss: the same random features
+        return float(IndependenceLoss.from_preset("rff", num_features=1024, pattern=pattern,
+                                                  bandwidths="median", seed=seed)(x))
+
+    frames = torch.cat([f.latents for f in latents], dim=-1).double()
+    correlation = torch.corrcoef(frames).abs().nan_to_num(0.0)
+    size = first.latent_dim // groups
+    blocks = correlation.view(groups, size, groups, size).permute(0, 2, 1, 3)
+    eye = torch.eye(size, dtype=torch.bool)
+    strongest = torch.empty(groups, groups)
+    for a, b in itertools.product(range(groups), repeat=2):
+        if a != b:
+            strongest[a, b] = blocks[a, b].max()
+        else:  # between different channels of one group
+            strongest[a, b] = blocks[a, b][~eye].max() if size > 1 else 0.0
+    return LatentInspection(len(files), sum(f.num_frames for f in latents), len(cuts),
+                            first.codec, groups, first.latent_dim, pattern,
+                            measure(streams), measure(shuffled), strongest)

@@ -254,7 +254,8 @@ def token_file(codec: CodecModel, codes: Tensor, length: int, *, source: str = "
                   channels=codec.channels, frame_rate=codec.frame_rate, length=length,
                   source=source, source_sample_rate=source_sample_rate)
     if codec.continuous:
-        return LatentFile(latents=codes.cpu(), dtype=dtype, **common)
+        return LatentFile(latents=codes.cpu(), dtype=dtype, groups=codec.num_codebooks,
+                          **common)
     return TokenFile(codes=codes.cpu(), codebook_size=codec.codebook_size, **common)
 
 

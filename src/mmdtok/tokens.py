@@ -7,7 +7,8 @@ a latent file, written for a codec with a continuous bottleneck, holds ``latents
 format_version, codec (name), codec_origin (folder or repo@commit), codec_fingerprint
 (hash of the weights), sample_rate, channels, frame_rate, length (samples at
 ``sample_rate``), the source's name and sample rate when known; a token file adds
-num_codebooks and codebook_size, a latent file latent_dim and dtype.
+num_codebooks and codebook_size, a latent file latent_dim, dtype and groups (the
+codec's streams: channel groups of the latent).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class LatentFile(EncodedFile):
 
     latents: Tensor
     dtype: str = "float16"
+    groups: int = 1  # the codec's streams: channel groups of the latent
 
     def __post_init__(self) -> None:
         if self.latents.dim() != 2 or not self.latents.is_floating_point():
@@ -122,6 +124,9 @@ class LatentFile(EncodedFile):
             raise ValueError(f"latent dtype must be one of {sorted(LATENT_DTYPES)}, got "
                              f"{self.dtype!r}")
         super().__post_init__()
+        if self.groups < 1 or self.latent_dim % self.groups:
+            raise ValueError(f"groups must divide the {self.latent_dim} latent channels, got "
+                             f"{self.groups}")
         if self.latents.numel() and not bool(torch.isfinite(self.latents).all()):
             raise ValueError("the latents contain NaN or infinite values")
         if self.dtype == "float16" and self.latents.numel() and float(
@@ -143,7 +148,8 @@ class LatentFile(EncodedFile):
 
     def metadata(self) -> dict[str, str]:
         return {"format": LATENT_FORMAT, "format_version": str(LATENT_FORMAT_VERSION),
-                **super().metadata(), "latent_dim": str(self.latent_dim), "dtype": self.dtype}
+                **super().metadata(), "latent_dim": str(self.latent_dim), "dtype": self.dtype,
+                "groups": str(self.groups)}
 
 
 def _storage_dtype(codebook_size: int) -> torch.dtype:
@@ -243,7 +249,7 @@ def _read(path: str | os.PathLike[str], meta: dict[str, str], tensor: Tensor
             return TokenFile(codes=tensor.long(), codebook_size=number("codebook_size"),
                              **common)
         return LatentFile(latents=tensor.float(), dtype=meta.get("dtype", "float16"),
-                          **common)
+                          groups=number("groups", int, "1"), **common)
     except ValueError as error:
         message = str(error)
         raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}"
