@@ -10,19 +10,14 @@ from typer.testing import CliRunner
 
 from mmdtok import Codec
 from mmdtok.cli import app
-from mmdtok.models import CodecConfig, SEANetConfig
-from mmdtok.testing import notes, trained_codebooks
+from mmdtok.testing import notes, tiny_vae, trained_codebooks
 from mmdtok.tokens import LatentFile, load_latents, load_tokens, save_latents
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    config = CodecConfig(name="tiny-vae", sample_rate=16_000, seanet=SEANetConfig(
-        channels=2, dimension=16, n_filters=4, ratios=(4, 4, 2), lstm_layers=1,
-        activation="snake"), quantizer={"kind": "vae", "groups": 4})
-    torch.manual_seed(2)
-    Codec.from_config(config).save_pretrained(root / "vae")
+    tiny_vae(seed=2).save_pretrained(root / "vae")
     trained_codebooks("small-music").save_pretrained(root / "rvq")
     return root
 

@@ -46,6 +46,19 @@ def notes(seconds: float, sample_rate: int, seed: int = 0, channels: int = 1) ->
     return out + 0.003 * torch.randn(channels, length, generator=gen)
 
 
+def tiny_vae(channels: int = 2, dimension: int = 16, ratios: tuple[int, ...] = (4, 4, 2),
+             groups: int = 4, seed: int = 0) -> Codec:
+    """A small 16 kHz codec with a VAE bottleneck and Snake activations, fresh weights
+    from ``seed``: continuous latents for tests, in a fraction of a second."""
+    from mmdtok.models import CodecConfig, SEANetConfig
+
+    config = CodecConfig(name="tiny-vae", sample_rate=16_000, seanet=SEANetConfig(
+        channels=channels, dimension=dimension, n_filters=4, ratios=ratios, lstm_layers=1,
+        activation="snake"), quantizer={"kind": "vae", "groups": groups})
+    torch.manual_seed(seed)
+    return Codec.from_config(config)
+
+
 def trained_codebooks(name: str, seed: int = 0) -> Codec:
     """A preset codec (random SEANet weights) whose codebooks were initialized by
     k-means on its own latents, so that codes are spread as in a real codec; eval mode,

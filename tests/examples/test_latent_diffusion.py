@@ -28,7 +28,7 @@ from examples.latent_diffusion.text import Vocabulary, prompt_for
 from examples.latent_diffusion.train import DiffusionTraining, train_dit
 from mmdtok import Codec
 from mmdtok.folders import Task, encode_files
-from mmdtok.models import CodecConfig, SEANetConfig
+from mmdtok.testing import tiny_vae
 from mmdtok.tokens import load_latents
 
 
@@ -107,11 +107,8 @@ def test_prompts_name_instruments_drums_and_the_piece():
 def toy(tiny_corpus, tmp_path_factory):
     """The tiny corpus encoded by a small (untrained) VAE codec, and a DiT trained on it."""
     root = tmp_path_factory.mktemp("latent_diffusion")
-    config = CodecConfig(name="toy-vae", sample_rate=16_000, seanet=SEANetConfig(
-        channels=1, dimension=8, n_filters=4, ratios=(8, 4, 4), lstm_layers=1,
-        activation="snake"), quantizer={"kind": "vae", "groups": 2})
-    torch.manual_seed(3)
-    Codec.from_config(config).save_pretrained(root / "codec")
+    tiny_vae(channels=1, dimension=8, ratios=(8, 4, 4), groups=2, seed=3).save_pretrained(
+        root / "codec")
     codec = Codec.from_pretrained(root / "codec")
     audio = sorted((tiny_corpus[0] / "audio").rglob("*.flac"))
     report = encode_files(codec, [Task(a, root / "latents" / a.with_suffix(".mmdlat").name)

@@ -5,17 +5,13 @@ import pytest
 import torch
 
 from mmdtok import Codec
-from mmdtok.models import ChunkSettings, CodecConfig, SEANetConfig, decode_many, encode_many
-from mmdtok.testing import notes
+from mmdtok.models import ChunkSettings, decode_many, encode_many
+from mmdtok.testing import notes, tiny_vae
 
 
 @pytest.fixture(scope="module")
 def codec():
-    config = CodecConfig(name="tiny-vae", sample_rate=16_000, seanet=SEANetConfig(
-        channels=2, dimension=16, n_filters=4, ratios=(4, 4, 2), lstm_layers=1,
-        activation="snake"), quantizer={"kind": "vae", "groups": 4})
-    torch.manual_seed(1)
-    return Codec.from_config(config).for_inference()
+    return tiny_vae(seed=1).for_inference()
 
 
 def test_the_encoder_emits_mean_and_scale_and_the_codec_encodes_the_mean(codec):
