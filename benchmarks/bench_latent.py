@@ -8,7 +8,9 @@ training step.
    and the ratio of audio seconds per compute second, VAE / discrete.
 2. The DiT of ``examples/latent_diffusion`` at the example's default size (256 wide, 6
    layers, 4 heads, 256 frames = 11.9 s of ``small-vae`` latents, batch 8): training steps
-   per second (forward, v-loss, backward, AdamW), with and without gradient checkpointing.
+   per second (forward, v-loss, backward, AdamW), with and without gradient checkpointing;
+   and one training step on a whole 4-minute piece (5,200 frames, batch 1): its time and
+   peak memory with and without checkpointing.
 
     python benchmarks/bench_latent.py [--vae runs/vae/main] [--repeats 5]
 """
@@ -24,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from common import compare, markdown_table
+from memory import peak_memory
 
 from examples.latent_diffusion.data import Batch
 from examples.latent_diffusion.model import DiT, DiTConfig
@@ -103,6 +106,20 @@ def main() -> None:
         [["training step", f"{params / 1e6:.1f} M", f"{1 / seconds_plain:.2f}",
           f"{size * frames / seconds_plain:,.0f}",
           f"{seconds_checkpointed / seconds_plain:.2f}x"]]))
+
+    whole = 5_200  # a 4-minute piece at 21.5 frames/s, in one sequence
+    piece = Batch(torch.randn(1, 64, whole, generator=gen), torch.ones(1, whole, dtype=torch.bool),
+                  [""], torch.zeros(1), torch.full((1,), whole / 21.5))
+    rows = []
+    for label, checkpointing in (("plain", False), ("checkpointing", True)):
+        step, _ = _dit_step(DiTConfig(vocab_size=40, checkpointing=checkpointing), piece,
+                            ids[:1])
+        step()  # warm up
+        seconds, peak = peak_memory(step)
+        rows.append([label, f"{seconds:.1f} s", f"{peak / 2**20:,.0f} MiB"])
+        print(rows[-1], flush=True)
+    print(markdown_table([f"DiT, one step on {whole:,} frames (batch 1)", "time",
+                          "peak memory above baseline"], rows))
 
 
 if __name__ == "__main__":
