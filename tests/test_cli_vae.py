@@ -126,3 +126,23 @@ def test_inspect_measures_the_dependence_between_latent_groups(tmp_path):
     assert abs(loss - shuffled) < 0.2 * max(abs(shuffled), 1e-4) + 2e-3 and correlation < 0.5
     regrouped = _invoke("inspect", tmp_path / "copied", "--groups", "3")
     assert regrouped.exit_code == 2 and "divide the 8 latent channels" in regrouped.output
+
+
+def test_encode_takes_a_manifest_and_its_split(models, tmp_path):
+    import json
+
+    for package in ("one", "two"):
+        _audio(tmp_path / "share" / package)
+    entries = [{"path": str(tmp_path / "share" / p / "a.wav"), "split": s}
+               for p, s in (("one", "train"), ("two", "test"))]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    result = _invoke("encode", manifest, "-o", tmp_path / "all", "--model", models / "vae")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(tmp_path / "all").as_posix()
+                  for p in (tmp_path / "all").rglob("*.mmdlat")) == ["one/a.mmdlat",
+                                                                     "two/a.mmdlat"]
+    train = _invoke("encode", manifest, "--split", "train", "-o", tmp_path / "train",
+                    "--model", models / "vae")
+    assert train.exit_code == 0 and [p.name for p in (tmp_path / "train").rglob("*.mmdlat")
+                                     ] == ["a.mmdlat"]

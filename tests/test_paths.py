@@ -45,3 +45,22 @@ def test_nothing_to_take_in_a_folder_is_a_warning(tmp_path):
     (tmp_path / "notes.txt").write_text("")
     with pytest.warns(UserWarning, match="holds no file to take"):
         assert find_files([tmp_path], accept=lambda p: p.suffix == ".wav") == []
+
+
+def test_manifest_files_keep_the_folders_that_tell_equal_names_apart(tmp_path):
+    import json
+
+    from mmdtok.paths import manifest_files
+
+    for folder in ("games/a/music", "games/b/music"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "track1.ogg").write_bytes(b"")
+    lines = [{"path": str(tmp_path / "games/a/music/track1.ogg"), "split": "train"},
+             {"path": "games/b/music/track1.ogg", "split": "test"}]  # relative to the manifest
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    found = manifest_files(tmp_path / "m.jsonl")
+    assert [f.relative.as_posix() for f in found] == ["a/music/track1.ogg",
+                                                      "b/music/track1.ogg"]
+    assert [f.path for f in manifest_files(tmp_path / "m.jsonl", "test")] == [
+        tmp_path / "games/b/music/track1.ogg"]
+    assert manifest_files(tmp_path / "m.jsonl", "valid") == []

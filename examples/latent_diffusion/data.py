@@ -3,7 +3,6 @@ its prompt and timing (where the window starts in its piece, how long the piece 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -12,7 +11,7 @@ import torch
 from torch import Tensor
 
 from examples.latent_diffusion.text import prompt_for
-from mmdtok.paths import find_files
+from mmdtok.paths import find_files, read_manifest
 from mmdtok.tokens import is_latent_file, load_latents
 
 
@@ -37,34 +36,47 @@ class LatentSet:
         return joined.mean(dim=1).float(), joined.std(dim=1).float()
 
 
-def manifest_prompts(manifest: str | Path | None) -> dict[str, str]:
-    """Audio file name -> prompt, from a corpus manifest (``{}`` without one)."""
-    if manifest is None:
-        return {}
-    prompts = {}
-    for line in Path(manifest).read_text().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            prompts[PurePath(entry["path"]).name] = prompt_for(entry)
-    return prompts
+class ManifestPrompts:
+    """The prompts of a corpus manifest's entries, found by a latent file's path relative
+    to the folder it was found in (``mmdtok encode`` mirrors a manifest's files from the
+    folder that holds them all): the entry whose path, without its suffix, ends with
+    those parts. A name shared by several entries (``track1`` of two packages) is told
+    apart by its folders."""
+
+    def __init__(self, manifest: str | Path | None) -> None:
+        self.by_name: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        for entry in read_manifest(manifest) if manifest is not None else []:
+            parts = entry["path"].with_suffix("").parts
+            self.by_name.setdefault(parts[-1], []).append((parts, prompt_for(entry)))
+
+    def __call__(self, relative: PurePath) -> str:
+        """The prompt of the file at ``relative``; "" when the manifest does not list it;
+        ValueError when several entries fit."""
+        parts = relative.with_suffix("").parts
+        fits = [prompt for path, prompt in self.by_name.get(parts[-1], [])
+                if path[-len(parts):] == parts]
+        if len(fits) > 1:
+            raise ValueError(f"{relative} fits {len(fits)} entries of the manifest: keep the "
+                             "folders mmdtok encode mirrored")
+        return fits[0] if fits else ""
 
 
 def load_latent_set(paths: Sequence[str | Path], manifest: str | Path | None = None
                     ) -> LatentSet:
     """Every ``.mmdlat`` file under ``paths``; the prompt of each is its manifest entry's
-    (matched by the source audio's file name, "" when absent). ValueError when there are
-    none or they come from different codecs."""
-    files = [f.path for f in find_files(paths, is_latent_file)]
-    if not files:
+    (:class:`ManifestPrompts`, "" when absent). ValueError when there are none or they
+    come from different codecs."""
+    found = find_files(paths, is_latent_file)
+    if not found:
         raise ValueError(f"no latent files (.mmdlat) in {', '.join(map(str, paths))}")
-    loaded = [load_latents(path) for path in files]
+    loaded = [load_latents(f.path) for f in found]
     first = loaded[0]
-    for path, other in zip(files, loaded):
+    for f, other in zip(found, loaded):
         if other.codec_fingerprint != first.codec_fingerprint:
-            raise ValueError(f"{path} was made by another codec than {files[0]}")
-    prompts = manifest_prompts(manifest)
-    return LatentSet([f.latents for f in loaded], [prompts.get(f.source, "") for f in loaded],
-                     [f.source or p.name for f, p in zip(loaded, files)], first.frame_rate,
+            raise ValueError(f"{f.path} was made by another codec than {found[0].path}")
+    prompts = ManifestPrompts(manifest)
+    return LatentSet([x.latents for x in loaded], [prompts(f.relative) for f in found],
+                     [str(f.relative) for f in found], first.frame_rate,
                      first.codec_fingerprint, first.codec_origin)
 
 

@@ -201,11 +201,15 @@ def _finish(report, verb: str) -> None:
 @app.command()
 def encode(
     paths: Annotated[list[Path], typer.Argument(
-        help="Audio files (wav, flac, ogg, mp3) and folders, searched recursively.")],
+        help="Audio files (wav, flac, ogg, mp3), folders (searched recursively) and "
+             "manifests (.jsonl with 'path', as the recipes of examples/datasets write).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; folders given "
-                                      "as input have their tree mirrored under it.")],
+                                      "as input have their tree mirrored under it, "
+                                      "manifests that of the folder holding their files.")],
     model: ModelOption = None,
     revision: RevisionOption = None,
+    split: Annotated[str | None, typer.Option(
+        help="Only the manifest entries of this split (e.g. train).")] = None,
     n_q: Annotated[int | None, typer.Option(
         "--n-q", help="Keep the first N codebooks (a lower bitrate); default all.")] = None,
     latent_dtype: Annotated[str, typer.Option(
@@ -224,7 +228,8 @@ def encode(
     if latent_dtype not in LATENT_DTYPES:
         raise fail(f"--latent-dtype must be float16 or float32, got {latent_dtype!r}")
     try:
-        tasks = plan(paths, out, accept=is_audio_file, suffix=SUFFIX)
+        tasks = plan(paths, out, accept=is_audio_file, suffix=SUFFIX, split=split,
+                     manifests=True)
     except ValueError as error:
         raise fail(str(error)) from error
     _output_folder(out)

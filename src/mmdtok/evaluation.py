@@ -33,7 +33,7 @@ from torch import Tensor
 from mmdtok.audio import is_audio_file, load_audio, resample
 from mmdtok.losses.spectral import STFT_SIZES, log_stft_distance, mel_distance, si_sdr
 from mmdtok.models import CodecModel, decode_many, encode_many
-from mmdtok.paths import find_files, is_manifest, read_manifest
+from mmdtok.paths import find_files, is_manifest, manifest_files
 
 METRICS = ("si_sdr", "mel_distance", "stft_distance", "visqol")
 BASELINE_KINDS = ("opus", "mp3")
@@ -279,8 +279,7 @@ def reference_files(paths: Sequence[str | os.PathLike[str]], split: str | None =
     files: list[Path] = []
     for given in map(Path, paths):
         if given.is_file() and is_manifest(given):
-            files += [e["path"] for e in read_manifest(given)
-                      if split is None or e.get("split") == split]
+            files += [f.path for f in manifest_files(given, split)]
         else:
             files += [f.path for f in find_files([given], is_audio_file)]
     return files

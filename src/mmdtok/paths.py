@@ -119,3 +119,16 @@ def _kind(path: Path) -> str:
         if test(mode):
             return name
     return "a broken link" if path.is_symlink() else "not a regular file"
+
+
+def manifest_files(path: str | os.PathLike[str], split: str | None = None) -> list[FoundFile]:
+    """The audio files of a manifest (only the entries of ``split`` when given), each
+    with its path relative to the deepest folder that holds every entry of the manifest:
+    mirrored under an output folder, two entries never collide (a file name may repeat
+    across the packages of a corpus). ValueError for a malformed manifest."""
+    entries = [e for e in read_manifest(path) if split is None or e.get("split") == split]
+    paths = [Path(os.path.abspath(e["path"])) for e in entries]
+    if not paths:
+        return []
+    root = Path(os.path.commonpath([p.parent for p in paths]))
+    return [FoundFile(p, p.relative_to(root)) for p in paths]

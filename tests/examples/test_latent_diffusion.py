@@ -92,6 +92,19 @@ def test_crops_never_cross_files(lengths, frames, seed):
         assert float(batch.seconds_total[row]) == pytest.approx(lengths[source] / 10)
 
 
+def test_prompts_are_found_by_the_folders_encode_mirrored(tmp_path):
+    from examples.latent_diffusion.data import ManifestPrompts
+
+    entries = [{"path": f"/usr/share/games/{p}/music/track1.ogg", "package": p,
+                "source": f"debian:{p}/track1.ogg"} for p in ("alpha", "beta")]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    prompts = ManifestPrompts(tmp_path / "m.jsonl")
+    assert prompts(Path("beta/music/track1.mmdlat")) == "recorded music from beta, track1"
+    assert prompts(Path("other.mmdlat")) == ""
+    with pytest.raises(ValueError, match="fits 2 entries"):
+        prompts(Path("track1.mmdlat"))
+
+
 def test_prompts_name_instruments_drums_and_the_piece():
     rendered = {"instruments": [0, 40, 41], "drums": False,
                 "source": "music21:bach/bwv102.7.mxl"}
