@@ -562,20 +562,19 @@ def _token_rows(tokens) -> list[tuple[str, str]]:
 
 
 def _model_rows(codec) -> list[tuple[str, str]]:
-    import math
+    from mmdtok.evaluation import codec_kbps
 
+    kbps = codec_kbps(codec, codec.num_codebooks)
     if codec.continuous:
         content = [("latent", f"{codec.latent_dim} channels, continuous (vae), "
                               f"{codec.num_codebooks} group(s) of "
                               f"{codec.latent_dim // codec.num_codebooks}"),
                    ("latent rate", f"{codec.latent_dim * codec.frame_rate:,.0f} values/s "
-                                   f"({codec.latent_dim * codec.frame_rate * 16 / 1000:.1f} "
-                                   "kbps as float16)")]
+                                   f"({kbps:.1f} kbps as float16)")]
     else:
-        bits = codec.num_codebooks * math.log2(codec.codebook_size) * codec.frame_rate
         content = [("codebooks", (f"{codec.num_codebooks} x {codec.codebook_size} "
                                   f"({codec.config.quantizer['kind']})")),
-                   ("bitrate", f"{bits / 1000:.2f} kbps")]
+                   ("bitrate", f"{kbps:.2f} kbps")]
     return [("codec", codec.config.name), ("origin", codec.origin or "-"),
             ("weights", codec.fingerprint()),
             ("audio", f"{codec.sample_rate} Hz, {codec.channels} channel(s)"),
