@@ -107,3 +107,19 @@ def test_progress_off_a_terminal_is_plain_lines_with_rate_and_time_left(capsys):
     with _progress(3, "quiet", enabled=False, log_every=0) as advance:
         advance(None, "ok")
     assert capsys.readouterr().err == ""
+
+
+def test_progress_of_a_resumed_run_counts_from_its_step_and_rates_this_sessions_steps(
+        capsys, monkeypatch):
+    from mmdtok import cli
+
+    clock = iter([0.0] + [10.0 * i for i in range(1, 4)])
+    monkeypatch.setattr(cli.time, "monotonic", lambda: next(clock))
+    with cli._progress(4000, "training", log_every=0) as advance:
+        for step in (2401, 2402, 2403):  # resumed at step 2,400, 10 s per step
+            advance(None, "step", None, step)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        f"training: {s}/4000" for s in (2401, 2402, 2403)]
+    # 1,597 steps left at 10 s each: 4h26m, not the 4,000 - 3 a count from 0 would give
+    assert lines[-1] == "training: 2403/4000 (10 s each, 4h26m left)"

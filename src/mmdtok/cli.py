@@ -143,7 +143,8 @@ def _progress(total: int, label: str, enabled: bool = True,
               log_every: float = 60.0) -> Iterator:
     """A progress bar on a terminal; elsewhere (a log file, a batch job) one plain line at
     most every ``log_every`` seconds and at the end. The callback takes (task, status,
-    text to show)."""
+    text to show, and optionally ``done``: how many are done in all, which a resumed run
+    starts beyond 0)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     terminal = sys.stderr.isatty()
@@ -153,10 +154,14 @@ def _progress(total: int, label: str, enabled: bool = True,
         task_id = bar.add_task(label, total=total, info="")
         lines = _ProgressLines(total, label, log_every) if enabled and not terminal else None
 
-        def advance(task, status, info: str | None = None) -> None:
-            bar.update(task_id, advance=1, **({"info": info} if info is not None else {}))
+        def advance(task, status, info: str | None = None, done: int | None = None) -> None:
+            extra = {"info": info} if info is not None else {}
+            if done is None:
+                bar.update(task_id, advance=1, **extra)
+            else:
+                bar.update(task_id, completed=done, **extra)
             if lines is not None:
-                lines.advance(info)
+                lines.advance(info, done)
 
         yield advance
 
@@ -167,15 +172,18 @@ class _ProgressLines:
     def __init__(self, total: int, label: str, every: float) -> None:
         self.total, self.label, self.every = total, label, every
         self.done, self.info = 0, ""
+        self.first: int | None = None  # done before the first call (a resumed run's steps)
         self.start = self.last = time.monotonic()
 
-    def advance(self, info: str | None) -> None:
-        self.done += 1
+    def advance(self, info: str | None, done: int | None = None) -> None:
+        if self.first is None:
+            self.first = self.done if done is None else done - 1
+        self.done = self.done + 1 if done is None else done
         self.info = self.info if info is None else info
         now = time.monotonic()
         if now - self.last >= self.every or self.done == self.total:
             self.last = now
-            rate = (now - self.start) / self.done
+            rate = (now - self.start) / max(1, self.done - self.first)
             left = _duration(rate * (self.total - self.done))
             typer.echo(f"{self.label}: {self.done}/{self.total} ({rate:.3g} s each, "
                        f"{left} left){'  ' + self.info if self.info else ''}", err=True)
@@ -352,7 +360,7 @@ def train_codec(
                            enabled=main_rank) as progress:
                 run = train(cfg, paths, out, resume=resume, max_steps=max_steps,
                             device=device, progress=lambda step, values: progress(
-                                None, "step", _loss_summary(values)))
+                                None, "step", _loss_summary(values), step))
     except ValueError as error:
         raise fail(str(error)) from error
     if main_rank and run.step >= cfg.steps:
