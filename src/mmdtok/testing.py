@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmdtok.models.config import CodecConfig
 from mmdtok.persistence import Codec
 
 # The configs of the published EnCodec models, as transformers' EncodecConfig overrides
@@ -59,12 +60,13 @@ def tiny_vae(channels: int = 2, dimension: int = 16, ratios: tuple[int, ...] = (
     return Codec.from_config(config)
 
 
-def trained_codebooks(name: str, seed: int = 0) -> Codec:
-    """A preset codec (random SEANet weights) whose codebooks were initialized by
-    k-means on its own latents, so that codes are spread as in a real codec; eval mode,
-    weight norm folded."""
+def trained_codebooks(name: str | CodecConfig, seed: int = 0) -> Codec:
+    """A preset codec (or one of ``name`` a config; random SEANet weights) whose
+    codebooks were initialized by k-means on its own latents, so that codes are spread as
+    in a real codec; eval mode, weight norm folded."""
     torch.manual_seed(seed)
-    codec = Codec.from_preset(name)
+    codec = Codec.from_config(name) if isinstance(name, CodecConfig) else (
+        Codec.from_preset(name))
     sr = codec.sample_rate
     batch = torch.stack([notes(4.0, sr, seed=s, channels=codec.channels) for s in range(16)])
     codec.train()

@@ -166,3 +166,14 @@ def test_the_time_major_path_runs_only_when_prepared_and_follows_weight_changes(
         calls.clear()
         codec.encoder(audio)
     assert calls == []  # training mode dropped the plans
+
+
+def test_converting_a_prepared_codec_rebuilds_its_time_major_plans():
+    codec = Codec.from_preset("small-music").for_inference().double()
+    audio = notes(0.5, codec.sample_rate, seed=2)[None].double()
+    with torch.no_grad():
+        fast = codec.encoder(audio)
+        codec.for_inference(time_major=False)
+        slow = codec.encoder(audio)
+    assert fast.dtype == torch.float64
+    torch.testing.assert_close(fast, slow, atol=1e-12, rtol=1e-10)

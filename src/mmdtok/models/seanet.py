@@ -132,6 +132,13 @@ class _ThreeStages(nn.Module):
     def drop_cpu_inference(self) -> None:
         self._plans = None
 
+    def _apply(self, fn, *args, **kwargs):  # .double(), .to(...): plans of the new weights
+        had_plans = getattr(self, "_plans", None) is not None
+        result = super()._apply(fn, *args, **kwargs)
+        if had_plans:
+            self.prepare_cpu_inference()
+        return result
+
     def train(self, mode: bool = True) -> _ThreeStages:
         if mode:
             self.drop_cpu_inference()

@@ -1,0 +1,186 @@
+"""Streaming: pieces of any size in, the whole pass's codes and audio out."""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmdtok.models import CodecConfig, SEANetConfig
+from mmdtok.persistence import Codec
+from mmdtok.streaming import StreamingDecoder, StreamingEncoder
+from mmdtok.testing import assert_same_codes_up_to_ties, notes, trained_codebooks
+
+SR = 16_000
+
+
+def _causal(pad_mode="reflect", **seanet) -> CodecConfig:
+    """EnCodec 24 kHz's layout (causal, conv shortcuts, reflected padding) made tiny."""
+    args = {"dimension": 16, "n_filters": 4, "ratios": (4, 2, 2), "lstm_layers": 1,
+            "causal": True, "conv_shortcut": True, "pad_mode": pad_mode} | seanet
+    return CodecConfig(name="tiny-causal", sample_rate=SR, seanet=SEANetConfig(**args),
+                       quantizer={"kind": "rvq", "num_codebooks": 3, "codebook_size": 64})
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return trained_codebooks(_causal())
+
+
+@pytest.fixture(scope="module")
+def codec64(codec):
+    """The same codec in float64: the two computations then agree far below any gap
+    between codebook distances, so the codes must be identical (in float32 a code can
+    flip at a tie, which ``assert_same_codes_up_to_ties`` checks)."""
+    return copy.deepcopy(codec).double()
+
+
+def _pieces(total: int, sizes: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of consecutive pieces of the given sizes (0 allowed), cycled until
+    ``total`` samples are covered."""
+    out, pos, i = [], 0, 0
+    while pos < total:
+        size = sizes[i % len(sizes)]
+        out.append((pos, min(total, pos + size)))
+        pos, i = pos + size, i + 1
+    return out
+
+
+def _stream_encode(codec, audio, sizes, n_q=None):
+    encoder = StreamingEncoder(codec, n_q=n_q)
+    parts, seen = [], 0
+    for start, end in _pieces(audio.shape[-1], sizes):
+        parts.append(encoder.push(audio[..., start:end]))
+        seen = end
+        # what came out so far is what emitted() promises for this many samples
+        assert sum(p.shape[-1] for p in parts) == encoder.emitted(seen)
+    parts.append(encoder.flush())
+    return torch.cat(parts, -1)
+
+
+def _stream_decode(codec, codes, sizes):
+    decoder = StreamingDecoder(codec)
+    parts = []
+    for start, end in _pieces(codes.shape[-1], sizes):
+        parts.append(decoder.push(codes[..., start:end]))
+        assert sum(p.shape[-1] for p in parts) == decoder.emitted(end)
+    parts.append(decoder.flush())
+    return torch.cat(parts, -1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(1, 3000), sizes=st.lists(st.integers(0, 400), min_size=1,
+                                                     max_size=8).filter(any),
+       seed=st.integers(0, 3))
+def test_streamed_codes_equal_the_whole_pass_for_any_piece_sizes(codec64, length, sizes,
+                                                                  seed):
+    audio = notes(length / SR, SR, seed=seed)[None, :, :length].double()
+    streamed = _stream_encode(codec64, audio, sizes)
+    assert torch.equal(streamed, codec64.encode(audio))
+
+
+@settings(max_examples=25, deadline=None)
+@given(frames=st.integers(1, 150), sizes=st.lists(st.integers(0, 20), min_size=1,
+                                                   max_size=8).filter(any),
+       seed=st.integers(0, 3))
+def test_streamed_audio_equals_the_whole_decoding_for_any_piece_sizes(codec, frames, sizes,
+                                                                      seed):
+    codes = torch.randint(0, 64, (1, 3, frames), generator=torch.Generator().manual_seed(seed))
+    whole = codec.decode(codes)
+    streamed = _stream_decode(codec, codes, sizes)
+    assert streamed.shape == whole.shape == (1, 1, frames * codec.hop_length)
+    torch.testing.assert_close(streamed, whole, atol=1e-5, rtol=0)
+
+
+def test_after_the_startup_each_frame_comes_out_as_soon_as_its_hop_is_in(codec):
+    encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
+    hop = codec.hop_length
+    assert encoder.startup >= hop and decoder.startup >= 1
+    assert encoder.emitted(encoder.startup - 1) == 0 < encoder.emitted(encoder.startup)
+    for n in range(encoder.startup, encoder.startup + 5 * hop):
+        assert encoder.emitted(n) == n // hop  # no look-ahead: one frame of latency
+    for t in range(decoder.startup, decoder.startup + 5):
+        assert decoder.emitted(t) == t * hop
+    # and the promise holds on the real layers, one sample at a time
+    audio = notes(0.1, SR)[None]
+    out = [encoder.push(audio[..., i : i + 1]).shape[-1] for i in range(encoder.startup + hop)]
+    # the frames held back at the start all come out with the sample that ends the wait
+    assert sum(out[: encoder.startup - 1]) == 0
+    assert out[encoder.startup - 1] == encoder.startup // hop
+    assert sum(out) == (encoder.startup + hop) // hop
+
+
+def test_zero_padding_needs_no_startup_beyond_one_frame():
+    codec = trained_codebooks(_causal(pad_mode="constant"))
+    assert StreamingEncoder(codec).startup == codec.hop_length
+    assert StreamingDecoder(codec).startup == 1
+
+
+def test_the_encodec_24khz_layout_streams_20_ms_pieces_exactly():
+    codec = trained_codebooks("encodec-24khz")
+    audio = notes(1.0, codec.sample_rate, seed=3)[None]
+    whole = codec.encode(audio)
+    torch.testing.assert_close(_stream_decode(codec, whole, [1, 2]), codec.decode(whole),
+                               atol=1e-5, rtol=0)
+    # float32 codes differ at ties of its 32 stages (k-means on few rows leaves close
+    # entries); in float64 they are the same codes
+    codec64, audio64 = codec.double(), audio.double()
+    streamed = _stream_encode(codec64, audio64, [480])  # 20 ms at 24 kHz: 1.5 frames
+    assert torch.equal(streamed, codec64.encode(audio64))
+    # a prefix of the codebooks streams as it encodes offline
+    assert torch.equal(_stream_encode(codec64, audio64, [480], n_q=8), streamed[:, :8])
+
+
+def test_a_batch_and_stereo_stream_like_one_at_a_time():
+    codec = trained_codebooks(_causal(channels=2))
+    audio = torch.stack([notes(0.2, SR, seed=s, channels=2) for s in range(3)])
+    streamed = _stream_encode(codec, audio, [97, 13])
+    for b in range(3):
+        with torch.inference_mode():
+            latent = codec.encoder(audio[b : b + 1])
+            alone = codec.quantizer.encode(latent)
+        assert_same_codes_up_to_ties(codec, latent[0], streamed[b], alone[0], 0.01)
+
+
+def test_a_causal_continuous_codec_streams_its_latents():
+    config = CodecConfig(name="tiny-vae-causal", sample_rate=SR, seanet=SEANetConfig(
+        channels=2, dimension=8, n_filters=4, ratios=(4, 2), lstm_layers=1,
+        activation="snake", causal=True), quantizer={"kind": "vae", "groups": 2})
+    torch.manual_seed(0)
+    vae = Codec.from_config(config).eval()
+    audio = notes(0.1, SR, channels=2)[None]
+    latent = _stream_encode(vae, audio, [33, 0, 7])
+    whole = vae.encode(audio)
+    torch.testing.assert_close(latent, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_stream_decode(vae, whole, [3]), vae.decode(whole),
+                               atol=1e-5, rtol=0)
+
+
+def test_non_causal_codecs_are_refused_with_the_reason():
+    codec = Codec.from_preset("small-music")
+    for cls in (StreamingEncoder, StreamingDecoder):
+        with pytest.raises(ValueError, match="not causal: its centred convolutions look"):
+            cls(codec)
+
+
+def test_misuse_is_refused_clearly(codec):
+    encoder = StreamingEncoder(codec)
+    with pytest.raises(ValueError, match="nothing was pushed"):
+        encoder.flush()
+    with pytest.raises(ValueError, match=r"float tensor \[B, 1, n\]"):
+        encoder.push(torch.zeros(1, 2, 10))
+    encoder.push(torch.zeros(2, 1, 10))
+    with pytest.raises(ValueError, match="the batch changed from 2 to 1"):
+        encoder.push(torch.zeros(1, 1, 10))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        encoder.push(torch.full((2, 1, 3), float("nan")))
+    encoder.flush()
+    with pytest.raises(RuntimeError, match="has been flushed"):
+        encoder.push(torch.zeros(2, 1, 10))
+    decoder = StreamingDecoder(codec)
+    decoder.push(torch.zeros(1, 2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="keep the batch and the codebooks fixed"):
+        decoder.push(torch.zeros(1, 3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="codebook|code"):
+        decoder.push(torch.full((1, 2, 3), 64, dtype=torch.long))
