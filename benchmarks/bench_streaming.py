@@ -1,0 +1,83 @@
+"""Streaming a causal codec, one process: 20 ms pieces through ``StreamingEncoder`` and
+``StreamingDecoder`` against the whole-input ``encode`` / ``decode`` of the same audio.
+
+The codec has the ``encodec-24khz`` layout (causal, hop 320 at 24 kHz: 13.3 ms frames)
+with random weights and codebooks fitted to its own latents: the speed does not depend on
+what the weights learned. Printed:
+
+- the algorithmic latency: samples of look-ahead (0: a frame's codes come out with the
+  last sample of the frame, one frame of latency) and the start-up wait of each half
+  (the reflected paddings of the first layers hold the first outputs back);
+- the real-time factor of streaming (compute seconds per audio second, pushing 20 ms
+  pieces, encoder and decoder), of the whole-input pass, and their ratio.
+
+    python benchmarks/bench_streaming.py [--seconds 10] [--repeats 5] [--n-q 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import compare, markdown_table
+
+from mmdtok.streaming import StreamingDecoder, StreamingEncoder
+from mmdtok.testing import notes, trained_codebooks
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--piece-ms", type=float, default=20.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--n-q", type=int, default=8, help="codebooks (8: 6 kbps)")
+    args = parser.parse_args(argv)
+
+    codec = trained_codebooks("encodec-24khz")
+    sr, hop = codec.sample_rate, codec.hop_length
+    audio = notes(args.seconds, sr, seed=0)[None]
+    piece = round(args.piece_ms * sr / 1000)
+    codes = codec.encode(audio, n_q=args.n_q)
+    frames_per_piece = max(1, piece // hop)
+
+    def stream_encode() -> torch.Tensor:
+        encoder = StreamingEncoder(codec, n_q=args.n_q)
+        out = [encoder.push(audio[..., i : i + piece]) for i in range(0, audio.shape[-1], piece)]
+        return torch.cat(out + [encoder.flush()], -1)
+
+    def stream_decode() -> torch.Tensor:
+        decoder = StreamingDecoder(codec)
+        out = [decoder.push(codes[..., i : i + frames_per_piece])
+               for i in range(0, codes.shape[-1], frames_per_piece)]
+        return torch.cat(out + [decoder.flush()], -1)
+
+    streamed = stream_encode()
+    agree = (streamed == codes).float().mean().item()
+    enc_s, enc_w = compare(stream_encode, lambda: codec.encode(audio, n_q=args.n_q),
+                           repeats=args.repeats, warmup=1)
+    dec_s, dec_w = compare(stream_decode, lambda: codec.decode(codes),
+                           repeats=args.repeats, warmup=1)
+    encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
+    ms = 1000 / sr
+    print(f"codec: encodec-24khz layout, {args.n_q} codebooks, hop {hop} "
+          f"({hop * ms:.1f} ms); {args.seconds:g} s of audio in {args.piece_ms:g} ms pieces "
+          f"({piece} samples; decoder: {frames_per_piece} frame(s) per push); torch "
+          f"{torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"look-ahead: 0 samples (a frame's codes come out with its last sample: "
+          f"{hop} samples, {hop * ms:.1f} ms, of algorithmic latency)")
+    print(f"start-up: the encoder's first codes after {encoder.startup} samples "
+          f"({encoder.startup * ms:.1f} ms, {encoder.startup // hop} frames), the decoder's "
+          f"first audio after {decoder.startup} frames ({decoder.startup * hop * ms:.1f} ms)")
+    print(f"streamed codes equal to the whole pass: {agree:.4%} (the rest: float32 ties)")
+    rows = [[name, f"{s / args.seconds:.3f}", f"{w / args.seconds:.3f}", f"{s / w:.2f}x"]
+            for name, s, w in (("encode", enc_s, enc_w), ("decode", dec_s, dec_w))]
+    print(markdown_table(["half", "RTF streaming", "RTF whole input",
+                          "streaming / whole"], rows))
+
+
+if __name__ == "__main__":
+    main()
