@@ -1,4 +1,4 @@
-"""Chunked (streaming) encoding and decoding equal one pass over the whole input."""
+"""Chunked encoding and decoding (whole files in pieces) equal one pass over the whole input."""
 
 import pytest
 import torch

@@ -1,6 +1,6 @@
 """Chunked encoding and decoding: long inputs, or many inputs of different lengths, in
 bounded memory, with exactly the output of one pass over each whole input. (Offline:
-the whole input is there; real-time streaming is another thing.)
+the whole input is there; real-time streaming is :mod:`mmdtok.streaming`.)
 
 Why it is exact. Each SEANet half is ``front -> LSTM -> back``. The convolution stages
 see a bounded number of frames on each side (``front_context``, ``back_context``), so
