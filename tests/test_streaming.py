@@ -188,3 +188,24 @@ def test_misuse_is_refused_clearly(codec):
         decoder.push(torch.zeros(1, 3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="codebook|code"):
         decoder.push(torch.full((1, 2, 3), 64, dtype=torch.long))
+
+
+def test_published_encodec_24khz_weights_stream_to_transformers_codes_and_audio(tmp_path):
+    pytest.importorskip("transformers")
+    from mmdtok.testing import ENCODEC_CONFIGS, encodec_folder
+
+    reference = encodec_folder(ENCODEC_CONFIGS["encodec_24khz"], tmp_path)
+    codec = Codec.from_pretrained(tmp_path)
+    audio = notes(0.7, 24_000, seed=5)[None]
+    bandwidth = max(reference.config.target_bandwidths)
+    with torch.no_grad():
+        expected = reference.encode(audio, bandwidth=bandwidth)
+        expected_audio = reference.decode(expected.audio_codes, expected.audio_scales)[0]
+    codes = _stream_encode(codec, audio, [480, 0, 333])
+    # up to float32 ties between the 32 stages' entries, like the offline import
+    with torch.inference_mode():
+        latent = codec.encoder(audio)
+    assert_same_codes_up_to_ties(codec, latent[0], codes[0], expected.audio_codes[0, 0])
+    streamed_audio = _stream_decode(codec, expected.audio_codes[0], [2, 1])
+    torch.testing.assert_close(streamed_audio, expected_audio[..., : streamed_audio.shape[-1]],
+                               atol=1e-4, rtol=0)
