@@ -43,7 +43,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmdtok.models.codec import CodecModel
-from mmdtok.models.layers import Conv1d, ConvTranspose1d, ResidualUnit, SkipLSTM, pad1d
+from mmdtok.models.layers import (
+    Conv1d,
+    ConvTranspose1d,
+    ResidualUnit,
+    SkipLSTM,
+    Snake,
+    pad1d,
+)
 from mmdtok.models.seanet import _ThreeStages
 
 
@@ -127,12 +134,12 @@ class _Conv(_Stream):
     def flush(self) -> Tensor:
         total = math.ceil(self.length / self.stride)
         extra = total * self.stride - self.length
-        if self.buf is None:  # shorter than the padding: the whole pass, as it is
+        if self.buf is None:  # shorter than the padding: padded at once, as the whole pass
             if not self.length:
                 return _nothing()
-            return F.conv1d(pad1d(torch.cat(self.raw, -1), self.left, extra, self.mode),
-                            self.weight, self.bias, self.stride, dilation=self.dilation)
-        self.buf = pad1d(self.buf, 0, extra, self.mode)
+            self.buf = pad1d(torch.cat(self.raw, -1), self.left, extra, self.mode)
+        else:
+            self.buf = pad1d(self.buf, 0, extra, self.mode)
         return self._run(total - self.emitted)
 
 
@@ -251,7 +258,7 @@ def _stream(layer: nn.Module) -> _Stream:
         return _Residual(layer)
     if isinstance(layer, SkipLSTM):
         return _LSTM(layer)
-    if isinstance(layer, nn.Identity | nn.ELU) or type(layer).__name__ == "Snake":
+    if isinstance(layer, nn.Identity | nn.ELU | Snake):
         return _Pointwise(layer)
     raise TypeError(f"no streaming form for the layer {type(layer).__name__}")
 
