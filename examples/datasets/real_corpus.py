@@ -55,9 +55,9 @@ class Track:
 
 def split_of(source: str, seed: int = 0) -> str:
     """The rendered corpus's rule: train (90 %), valid (5 %), test (5 %) by a hash."""
-    from examples.datasets.render_corpus import split_of as rendered_split
+    from mmdtok.train.data import corpus_split
 
-    return rendered_split(source, seed)
+    return corpus_split(source, seed)
 
 
 def installed_files(package: str) -> list[Path]:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdtok.train.data import hash_fraction
+from mmdtok.train.data import corpus_split
 
 log = logging.getLogger("render_corpus")
 
@@ -103,8 +103,7 @@ class Piece:
 
 def split_of(source: str, seed: int) -> str:
     """train (90 %), valid (5 %) or test (5 %) from a hash of the piece's corpus path."""
-    fraction = hash_fraction(f"{seed}:{source}")
-    return "test" if fraction < 0.05 else "valid" if fraction < 0.10 else "train"
+    return corpus_split(source, seed)
 
 
 def candidates(recipe: Recipe) -> list[str]:
