@@ -12,7 +12,11 @@ Checks that the codes are identical (or differ only at float32 ties, which the s
 verifies) and that the decoded audio agrees, then prints speed ratios (theirs / ours:
 above 1 means mmdtok is faster). Targets: not slower anywhere, >= 1.5x on encode.
 
-    python benchmarks/bench_codec.py [--repeats 5] [--device cpu|cuda]
+``--onnx`` adds onnxruntime (CPU) running mmdtok's export of the same codec
+(``mmdtok.export.export_onnx``, whole input in one pass) against mmdtok: codes compared
+exactly, audio within 1e-4, the ratio onnxruntime / mmdtok.
+
+    python benchmarks/bench_codec.py [--repeats 5] [--device cpu|cuda] [--onnx]
 """
 
 from __future__ import annotations
@@ -72,12 +76,56 @@ def measure(ours: Codec, theirs: torch.nn.Module, batch: int, device: torch.devi
             [f"decode, batch {batch}", f"max diff {gap:.1e}", f"{dec[1] / dec[0]:.2f}x"]]
 
 
+def measure_onnx(ours: Codec, folder: Path, batch: int, repeats: int) -> list[list[str]]:
+    """onnxruntime on the exported graphs against mmdtok, on ``batch`` clips of 10 s."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    sessions = [onnxruntime.InferenceSession(folder / name, options,
+                                             providers=["CPUExecutionProvider"])
+                for name in ("encoder.onnx", "decoder.onnx")]
+    settings = ChunkSettings()
+    audio = torch.stack([notes(SECONDS, ours.sample_rate, seed=s) for s in range(batch)])
+    clips, array = list(audio), audio.numpy()
+    codes = torch.stack(encode_many(ours, clips, settings=settings))
+
+    def ours_encode() -> list[torch.Tensor]:
+        return encode_many(ours, clips, settings=settings)
+
+    def ort_encode():
+        return sessions[0].run(None, {"audio": array})[0]
+
+    def ours_decode() -> list[torch.Tensor]:
+        return decode_many(ours, list(codes), settings=settings)
+
+    def ort_decode():
+        return sessions[1].run(None, {"codes": codes.numpy()})[0]
+
+    exported = torch.from_numpy(ort_encode())
+    identical = sum(int(torch.equal(a, b)) for a, b in zip(exported, codes))
+    gap = max((torch.from_numpy(a) - b).abs().max().item()
+              for a, b in zip(ort_decode(), ours_decode()))
+    assert gap < 1e-4, f"decoded audio differs by {gap}"
+    enc = compare(ours_encode, ort_encode, repeats=repeats)
+    dec = compare(ours_decode, ort_decode, repeats=repeats)
+    return [[f"onnxruntime encode, batch {batch}", f"{identical}/{batch} clips identical",
+             f"{enc[1] / enc[0]:.2f}x"],
+            [f"onnxruntime decode, batch {batch}", f"max diff {gap:.1e}",
+             f"{dec[1] / dec[0]:.2f}x"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also onnxruntime on the exported codec (CPU)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.onnx and device.type != "cpu":
+        parser.error("--onnx compares on the CPU: use it with --device cpu")
 
     with tempfile.TemporaryDirectory() as folder:
         theirs = encodec_folder(ENCODEC_CONFIGS["encodec_32khz"], folder).to(device)
@@ -86,9 +134,17 @@ def main() -> None:
     for batch in (1, 8):
         rows += measure(ours, theirs, batch, device, args.repeats)
         print(rows[-2], rows[-1], flush=True)
+    if args.onnx:
+        from mmdtok.export import export_onnx
+
+        with tempfile.TemporaryDirectory() as folder:
+            export_onnx(ours.cpu(), folder, check=False)
+            for batch in (1, 8):
+                rows += measure_onnx(ours, Path(folder), batch, args.repeats)
+                print(rows[-2], rows[-1], flush=True)
     print(f"\n{SECONDS:g} s of 32 kHz audio, device {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
-    print(markdown_table(["task", "agreement", "speed-up (transformers / mmdtok)"], rows))
+    print(markdown_table(["task", "agreement", "speed-up (other / mmdtok)"], rows))
 
 
 if __name__ == "__main__":

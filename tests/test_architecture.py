@@ -17,7 +17,7 @@ LAYERS = {
         "tokens", "hub", "limits"],
     1: ["quantizers"],
     2: ["losses", "metrics"],
-    3: ["models", "convert", "streaming"],
+    3: ["models", "convert", "streaming", "export"],
     4: ["persistence"],
     5: ["folders", "inspection", "testing", "train", "evaluation"],
     6: ["cli", "__main__", ""],  # "" is the package itself (mmdtok/__init__.py)

@@ -47,25 +47,14 @@ def _pieces(total: int, sizes: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def _stream_encode(codec, audio, sizes, n_q=None):
-    encoder = StreamingEncoder(codec, n_q=n_q)
-    parts, seen = [], 0
-    for start, end in _pieces(audio.shape[-1], sizes):
-        parts.append(encoder.push(audio[..., start:end]))
-        seen = end
-        # what came out so far is what emitted() promises for this many samples
-        assert sum(p.shape[-1] for p in parts) == encoder.emitted(seen)
-    parts.append(encoder.flush())
-    return torch.cat(parts, -1)
-
-
-def _stream_decode(codec, codes, sizes):
-    decoder = StreamingDecoder(codec)
+def _streamed(stream, values, sizes):
+    """``values`` [B, K, n] pushed in pieces of ``sizes`` (cycled), then the flush; after
+    each push, what came out so far is what ``emitted`` promises for the input so far."""
     parts = []
-    for start, end in _pieces(codes.shape[-1], sizes):
-        parts.append(decoder.push(codes[..., start:end]))
-        assert sum(p.shape[-1] for p in parts) == decoder.emitted(end)
-    parts.append(decoder.flush())
+    for start, end in _pieces(values.shape[-1], sizes):
+        parts.append(stream.push(values[..., start:end]))
+        assert sum(p.shape[-1] for p in parts) == stream.emitted(end)
+    parts.append(stream.flush())
     return torch.cat(parts, -1)
 
 
@@ -82,7 +71,7 @@ SEEDS = st.integers(0, 3)
 def test_streamed_codes_equal_the_whole_pass_for_any_piece_sizes(codec64, length, sizes,
                                                                   seed):
     audio = notes(length / SR, SR, seed=seed)[None, :, :length].double()
-    streamed = _stream_encode(codec64, audio, sizes)
+    streamed = _streamed(StreamingEncoder(codec64), audio, sizes)
     assert torch.equal(streamed, codec64.encode(audio))
 
 
@@ -92,7 +81,7 @@ def test_streamed_audio_equals_the_whole_decoding_for_any_piece_sizes(codec, fra
                                                                       seed):
     codes = torch.randint(0, 64, (1, 3, frames), generator=torch.Generator().manual_seed(seed))
     whole = codec.decode(codes)
-    streamed = _stream_decode(codec, codes, sizes)
+    streamed = _streamed(StreamingDecoder(codec), codes, sizes)
     assert streamed.shape == whole.shape == (1, 1, frames * codec.hop_length)
     torch.testing.assert_close(streamed, whole, atol=1e-5, rtol=0)
 
@@ -125,21 +114,21 @@ def test_the_encodec_24khz_layout_streams_20_ms_pieces_exactly():
     codec = trained_codebooks("encodec-24khz")
     audio = notes(1.0, codec.sample_rate, seed=3)[None]
     whole = codec.encode(audio)
-    torch.testing.assert_close(_stream_decode(codec, whole, [1, 2]), codec.decode(whole),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(_streamed(StreamingDecoder(codec), whole, [1, 2]),
+                               codec.decode(whole), atol=1e-5, rtol=0)
     # float32 codes differ at ties of its 32 stages (k-means on few rows leaves close
     # entries); in float64 they are the same codes
     codec64, audio64 = codec.double(), audio.double()
-    streamed = _stream_encode(codec64, audio64, [480])  # 20 ms at 24 kHz: 1.5 frames
+    streamed = _streamed(StreamingEncoder(codec64), audio64, [480])  # 20 ms at 24 kHz: 1.5 frames
     assert torch.equal(streamed, codec64.encode(audio64))
     # a prefix of the codebooks streams as it encodes offline
-    assert torch.equal(_stream_encode(codec64, audio64, [480], n_q=8), streamed[:, :8])
+    assert torch.equal(_streamed(StreamingEncoder(codec64, n_q=8), audio64, [480]), streamed[:, :8])
 
 
 def test_a_batch_and_stereo_stream_like_one_at_a_time():
     codec = trained_codebooks(_causal(channels=2))
     audio = torch.stack([notes(0.2, SR, seed=s, channels=2) for s in range(3)])
-    streamed = _stream_encode(codec, audio, [97, 13])
+    streamed = _streamed(StreamingEncoder(codec), audio, [97, 13])
     for b in range(3):
         with torch.inference_mode():
             latent = codec.encoder(audio[b : b + 1])
@@ -154,11 +143,23 @@ def test_a_causal_continuous_codec_streams_its_latents():
     torch.manual_seed(0)
     vae = Codec.from_config(config).eval()
     audio = notes(0.1, SR, channels=2)[None]
-    latent = _stream_encode(vae, audio, [33, 0, 7])
+    latent = _streamed(StreamingEncoder(vae), audio, [33, 0, 7])
     whole = vae.encode(audio)
     torch.testing.assert_close(latent, whole, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(_stream_decode(vae, whole, [3]), vae.decode(whole),
+    torch.testing.assert_close(_streamed(StreamingDecoder(vae), whole, [3]), vae.decode(whole),
                                atol=1e-5, rtol=0)
+
+
+def test_a_stream_keeps_the_weights_it_was_built_with(codec):
+    codec = copy.deepcopy(codec)  # the fixture is shared
+    audio = notes(0.5, codec.sample_rate)[None]
+    before = codec.encode(audio)
+    encoder = StreamingEncoder(codec)
+    with torch.no_grad():
+        for parameter in codec.parameters():
+            parameter.mul_(0.5)  # the codec trains on
+    assert not torch.equal(codec.encode(audio), before)
+    assert torch.equal(_streamed(encoder, audio, [100]), before)
 
 
 def test_non_causal_codecs_are_refused_with_the_reason():
@@ -201,11 +202,11 @@ def test_published_encodec_24khz_weights_stream_to_transformers_codes_and_audio(
     with torch.no_grad():
         expected = reference.encode(audio, bandwidth=bandwidth)
         expected_audio = reference.decode(expected.audio_codes, expected.audio_scales)[0]
-    codes = _stream_encode(codec, audio, [480, 0, 333])
+    codes = _streamed(StreamingEncoder(codec), audio, [480, 0, 333])
     # up to float32 ties between the 32 stages' entries, like the offline import
     with torch.inference_mode():
         latent = codec.encoder(audio)
     assert_same_codes_up_to_ties(codec, latent[0], codes[0], expected.audio_codes[0, 0])
-    streamed_audio = _stream_decode(codec, expected.audio_codes[0], [2, 1])
+    streamed_audio = _streamed(StreamingDecoder(codec), expected.audio_codes[0], [2, 1])
     torch.testing.assert_close(streamed_audio, expected_audio[..., : streamed_audio.shape[-1]],
                                atol=1e-4, rtol=0)

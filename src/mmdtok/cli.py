@@ -242,11 +242,7 @@ def encode(
         raise fail(str(error)) from error
     _output_folder(out)
     codec = _load_codec(model, revision, device)
-    if codec.continuous and n_q is not None:
-        raise fail(f"--n-q applies to codebooks; {codec.config.name} has a continuous latent "
-                   "(no codebooks to keep a prefix of)")
-    if n_q is not None and not 1 <= n_q <= codec.num_codebooks:
-        raise fail(f"--n-q must be in 1..{codec.num_codebooks}, got {n_q}")
+    _check_n_q(codec, n_q)
     suffix = encoded_suffix(codec)
     tasks = [Task(t.source, t.target.with_suffix(suffix)) for t in tasks]
     with _interruptible(), _distributed():
@@ -255,6 +251,15 @@ def encode(
             report = _run(encode_files, codec, tasks, n_q=n_q, batch_size=batch_size,
                           overwrite=overwrite, dtype=latent_dtype, progress=progress)
     _finish(report, "encoded")
+
+
+def _check_n_q(codec, n_q: int | None) -> None:
+    """--n-q as a user error when the codec has no such prefix of codebooks."""
+    if codec.continuous and n_q is not None:
+        raise fail(f"--n-q applies to codebooks; {codec.config.name} has a continuous latent "
+                   "(no codebooks to keep a prefix of)")
+    if n_q is not None and not 1 <= n_q <= codec.num_codebooks:
+        raise fail(f"--n-q must be in 1..{codec.num_codebooks}, got {n_q}")
 
 
 def _run(work, *args, **options):
@@ -553,6 +558,49 @@ def info(
         _print_rows(_model_rows(_load_codec(target, revision, "cpu")))
     except ValueError as error:
         raise fail(str(error)) from error
+
+
+@app.command("export-onnx")
+def export_onnx(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for encoder.onnx, "
+                                      "decoder.onnx and onnx.json (created).")],
+    model: ModelOption = None,
+    revision: RevisionOption = None,
+    n_q: Annotated[int | None, typer.Option(
+        "--n-q", help="Codebooks the graphs emit and read (a lower bitrate); default "
+                      "all.")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset version.", min=18)] = 18,
+    check: Annotated[bool, typer.Option(
+        help="Run both graphs with onnxruntime (when installed) against mmdtok on test "
+             "noise and report the match.")] = True,
+) -> None:
+    """Export a codec to ONNX: encoder.onnx (audio [batch, channels, samples] -> codes
+    [batch, n_q, frames]) and decoder.onnx (codes -> audio), batch and length dynamic,
+    plus onnx.json (rates, codebooks, the weights' fingerprint, the shortest input).
+    Runs without torch in onnxruntime. Needs the onnx extra: pip install "mmdtok[onnx]"."""
+    from mmdtok.export import export_onnx as export
+
+    codec = _load_codec(model, revision, "cpu")
+    _check_n_q(codec, n_q)
+    _output_folder(out)
+    try:
+        result = export(codec, out, n_q, opset=opset, check=check,
+                        progress=lambda line: typer.echo(line, err=True))
+    except ImportError as error:
+        raise fail(str(error)) from error
+    except RuntimeError as error:
+        raise fail(str(error), code=1) from error
+    meta = result.metadata
+    content = (f"latent {meta['latent_dim']} channels" if meta["continuous"]
+               else f"{meta['n_q']} x {meta['codebook_size']} codes")
+    typer.echo(f"exported {meta['codec']} ({content}, {meta['sample_rate']} Hz, "
+               f"inputs of at least {meta['min_samples']} samples) to {out}")
+    if result.check is None:
+        typer.echo("not checked: onnxruntime is not installed" if check else "not checked")
+        return
+    typer.echo(f"checked with onnxruntime {result.check.onnxruntime}: "
+               f"{result.check.codes_equal:.2%} of the codes equal, decoded audio within "
+               f"{result.check.audio_max_abs_diff:.1e}")
 
 
 def _token_rows(tokens) -> list[tuple[str, str]]:

@@ -33,7 +33,7 @@ from torch import Tensor
 from mmdtok.audio import is_audio_file, load_audio, resample
 from mmdtok.losses.spectral import STFT_SIZES, log_stft_distance, mel_distance, si_sdr
 from mmdtok.models import CodecModel, decode_many, encode_many
-from mmdtok.paths import find_files, is_manifest, manifest_files
+from mmdtok.paths import find_inputs
 
 METRICS = ("si_sdr", "mel_distance", "stft_distance", "visqol")
 BASELINE_KINDS = ("opus", "mp3")
@@ -276,13 +276,7 @@ def reference_files(paths: Sequence[str | os.PathLike[str]], split: str | None =
     (.jsonl, as the recipes of ``examples/datasets`` write), whose entries are kept only
     when their ``split`` is ``split`` (all of them when None). ValueError for a missing
     path or a malformed manifest."""
-    files: list[Path] = []
-    for given in map(Path, paths):
-        if given.is_file() and is_manifest(given):
-            files += [f.path for f in manifest_files(given, split)]
-        else:
-            files += [f.path for f in find_files([given], is_audio_file)]
-    return files
+    return [f.path for f in find_inputs(paths, is_audio_file, split)]
 
 
 def codec_kbps(codec: CodecModel, n_q: int) -> float:

@@ -13,7 +13,7 @@ from mmdtok.atomic import check_writable
 from mmdtok.audio import is_audio_file, load_audio, read_tags, write_audio
 from mmdtok.distributed import rank, world_size
 from mmdtok.models import ChunkSettings, CodecModel, decode_many, encode_many
-from mmdtok.paths import find_files, is_manifest, manifest_files
+from mmdtok.paths import find_files, find_inputs
 from mmdtok.persistence import token_file
 from mmdtok.tokens import (
     LATENT_FORMAT,
@@ -60,12 +60,8 @@ def plan(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *
     ``manifests``, a manifest (.jsonl) stands for its entries (of ``split`` when given),
     mirrored from the folder that holds them all. ValueError for a missing path, or when
     two inputs would write the same target."""
-    found = []
-    for given in map(Path, paths):
-        if manifests and given.is_file() and is_manifest(given):
-            found += manifest_files(given, split)
-        else:
-            found += find_files([given], accept)
+    found = (find_inputs(paths, accept, split) if manifests
+             else find_files(list(paths), accept))
     tasks = [Task(f.path, Path(out) / f.relative.with_suffix(suffix)) for f in found]
     seen: dict[Path, Path] = {}
     for task in tasks:

@@ -132,3 +132,18 @@ def manifest_files(path: str | os.PathLike[str], split: str | None = None) -> li
         return []
     root = Path(os.path.commonpath([p.parent for p in paths]))
     return [FoundFile(p, p.relative_to(root)) for p in paths]
+
+
+def find_inputs(paths: Sequence[str | os.PathLike[str]], accept: Callable[[Path], bool],
+                split: str | None = None) -> list[FoundFile]:
+    """The files of ``paths`` in order: a manifest (.jsonl) stands for its entries (of
+    ``split`` when given, see :func:`manifest_files`), any other file or folder for what
+    :func:`find_files` finds there. ValueError for a missing path or a malformed
+    manifest."""
+    found: list[FoundFile] = []
+    for given in map(Path, paths):
+        if given.is_file() and is_manifest(given):
+            found += manifest_files(given, split)
+        else:
+            found += find_files([given], accept)
+    return found

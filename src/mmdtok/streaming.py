@@ -30,12 +30,13 @@ every layer, so its output for a frame depends on audio that has not arrived yet
 a codec is refused, with that reason. (:mod:`mmdtok.models.chunked` is a different
 thing: exact chunked processing of a whole file, for any codec.)
 
-The streams copy the codec's weights (weight norm folded) when they are built: train
-the codec further and build new ones.
+A stream holds a copy of the codec (weight norm folded) made when it is built: train
+the codec further and build new streams to follow it.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -49,6 +50,7 @@ from mmdtok.models.layers import (
     ResidualUnit,
     SkipLSTM,
     Snake,
+    fold_weight_norm,
     pad1d,
 )
 from mmdtok.models.seanet import _ThreeStages
@@ -278,10 +280,15 @@ def check_streamable(codec: CodecModel) -> None:
 
 
 class _Half:
-    def __init__(self, codec: CodecModel, half: _ThreeStages) -> None:
+    def __init__(self, codec: CodecModel, half: str) -> None:
         check_streamable(codec)
-        self.codec = codec
-        self.layers = _stages(half)
+        # a frozen copy: training the codec further does not change a stream
+        self.codec = fold_weight_norm(copy.deepcopy(codec)).eval()
+        for stage in (self.codec.encoder, self.codec.decoder):
+            stage.drop_cpu_inference()  # the streams run the layers themselves
+        self.codec.requires_grad_(False)
+        self.dtype = next(self.codec.parameters()).dtype
+        self.layers = _stages(getattr(self.codec, half))
         self.ended = False
         self._batch: int | None = None
 
@@ -311,7 +318,7 @@ class StreamingEncoder(_Half):
     """
 
     def __init__(self, codec: CodecModel, n_q: int | None = None) -> None:
-        super().__init__(codec, codec.encoder)
+        super().__init__(codec, "encoder")
         self.n_q = codec.quantizer.resolve_n_q(n_q)
         self.samples = 0
 
@@ -329,8 +336,7 @@ class StreamingEncoder(_Half):
     def _codes(self, latent: Tensor) -> Tensor:
         if not latent.numel():
             k = self.codec.latent_dim if self.codec.continuous else self.n_q
-            dtype = next(self.codec.parameters()).dtype if self.codec.continuous else (
-                torch.long)
+            dtype = self.dtype if self.codec.continuous else torch.long
             return torch.zeros(self._batch or 1, k, 0, dtype=dtype)
         with torch.inference_mode():
             return self.codec.quantizer.encode_latent(latent, self.n_q)
@@ -351,8 +357,7 @@ class StreamingEncoder(_Half):
             raise ValueError("the audio contains NaN or infinite samples")
         self._batch = audio.shape[0]
         self.samples += audio.shape[-1]
-        dtype = next(self.codec.parameters()).dtype
-        return self._codes(self.layers.push(audio.to(dtype)))
+        return self._codes(self.layers.push(audio.to(self.dtype)))
 
     @torch.no_grad()
     def flush(self) -> Tensor:
@@ -374,7 +379,7 @@ class StreamingDecoder(_Half):
     """
 
     def __init__(self, codec: CodecModel) -> None:
-        super().__init__(codec, codec.decoder)
+        super().__init__(codec, "decoder")
         self.frames = 0
         self._codebooks: int | None = None
 

@@ -28,7 +28,7 @@ def conv_padding(length: int, kernel: int, stride: int, causal: bool) -> tuple[i
     """(left, right) padding of a convolution with effective ``kernel`` and ``stride`` on
     ``length`` samples, so that the output has ``ceil(length / stride)`` frames."""
     total = kernel - stride
-    extra = math.ceil(length / stride) * stride - length if length > 0 else 0
+    extra = -length % stride  # ceil(length / stride) * stride - length, in integers
     if causal:
         return total, extra
     right = total // 2

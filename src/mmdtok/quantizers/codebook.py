@@ -48,7 +48,7 @@ def nearest(rows: Tensor, embed: Tensor, embed_sqnorm: Tensor | None = None) -> 
     embed_t = embed.t()
     num_rows, num_codes = rows.shape[0], embed.shape[0]
     block_rows = max(1, SEARCH_BLOCK_ELEMENTS // num_codes)
-    if num_rows <= block_rows:
+    if not isinstance(num_rows, int) or num_rows <= block_rows:  # symbolic size: a graph
         return torch.addmm(embed_sqnorm, rows, embed_t, alpha=-2).argmin(dim=1)
     index = torch.empty(num_rows, dtype=torch.int64, device=rows.device)
     with torch.no_grad():
