@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from examples.latent_diffusion import evaluate as evaluate_script
 from examples.latent_diffusion import generate as generate_script
 from examples.latent_diffusion.data import CropSampler, LatentSet, load_latent_set
 from examples.latent_diffusion.diffusion import (
@@ -220,3 +221,29 @@ def test_the_model_masks_padding_and_accepts_any_length():
     assert model(torch.randn(1, 4, 500), t, cond).shape == (1, 4, 500)
     padded = Conditioning(torch.tensor([[2, 3, 0, 0]]), torch.zeros(1), torch.ones(1))
     torch.testing.assert_close(model(x, t, cond), model(x, t, padded))
+
+
+def test_the_evaluation_scores_held_out_windows_against_predicting_zero(toy, tiny_corpus,
+                                                                        tmp_path):
+    root, data, _, _, _, _ = toy
+    latents = sorted((root / "latents").glob("*.mmdlat"))
+    out = tmp_path / "eval.json"
+    evaluate_script.main([str(root / "dit"), "--train", *map(str, latents[:-2]),
+                          "--test", *map(str, latents[-2:]), "--windows", "4", "--levels",
+                          "3", "--samples", "2", "--seconds", "1.0", "-o", str(out)])
+    result = json.loads(out.read_text())
+    asked = result["generated"]["frames_asked"]
+    assert asked > 0 and result["generated"]["frames"] == [asked, asked]
+    for split in ("train", "test"):
+        # v = alpha * noise - sigma * x0 has unit variance where x0 is unit-scale
+        assert 0.3 < result["v_loss_zero_prediction"][split] < 3.0
+        assert result["v_loss"][split] > 0
+    moments = result["test_moments"]
+    assert moments["frames"] == sum(load_latents(p).num_frames for p in latents[-2:])
+    # latents of another codec (fresh weights, same config) are refused
+    codec = Codec.from_config(Codec.from_pretrained(root / "codec").config)
+    audio = sorted((tiny_corpus[0] / "audio").rglob("*.flac"))[0]
+    assert not encode_files(codec, [Task(audio, tmp_path / "other.mmdlat")]).failed
+    with pytest.raises(SystemExit, match="another codec"):
+        evaluate_script.main([str(root / "dit"), "--train", str(tmp_path / "other.mmdlat"),
+                              "--test", str(latents[-1])])
