@@ -150,9 +150,9 @@ def test_a_causal_continuous_codec_streams_its_latents():
                                atol=1e-5, rtol=0)
 
 
-def test_a_stream_keeps_the_weights_it_was_built_with(codec):
-    codec = copy.deepcopy(codec)  # the fixture is shared
-    audio = notes(0.5, codec.sample_rate)[None]
+def test_a_stream_keeps_the_weights_it_was_built_with(codec64):
+    codec = copy.deepcopy(codec64)  # the fixture is shared; float64: no ties
+    audio = notes(0.5, codec.sample_rate)[None].double()
     before = codec.encode(audio)
     encoder = StreamingEncoder(codec)
     with torch.no_grad():
@@ -210,3 +210,15 @@ def test_published_encodec_24khz_weights_stream_to_transformers_codes_and_audio(
     streamed_audio = _streamed(StreamingDecoder(codec), expected.audio_codes[0], [2, 1])
     torch.testing.assert_close(streamed_audio, expected_audio[..., : streamed_audio.shape[-1]],
                                atol=1e-4, rtol=0)
+
+
+def test_building_a_stream_leaves_a_codec_with_weight_norm_as_it_was():
+    torch.manual_seed(0)
+    codec = Codec.from_preset("encodec-24khz")  # weight norm, training mode
+    audio = notes(0.2, codec.sample_rate)[None]
+    with torch.no_grad():
+        before = codec.eval().decoder(codec.encoder(audio))
+    StreamingEncoder(codec), StreamingDecoder(codec)
+    with torch.no_grad():
+        assert torch.equal(codec.decoder(codec.encoder(audio)), before)
+    assert any(".parametrizations." in name for name in codec.state_dict())

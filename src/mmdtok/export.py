@@ -17,7 +17,6 @@ least ``min_samples`` (onnx.json); the decoder takes int64 codes [batch, n_q, fr
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Callable
@@ -123,7 +122,7 @@ def export_onnx(codec: CodecModel, folder: str | os.PathLike[str], n_q: int | No
     folder.mkdir(parents=True, exist_ok=True)
     (folder / METADATA).unlink(missing_ok=True)  # an earlier export's, until this one ends
     n_q = codec.quantizer.resolve_n_q(n_q)
-    model = copy.deepcopy(codec).float().cpu().for_inference(time_major=False)
+    model = codec.folded_copy().float().cpu().for_inference(time_major=False)
     model.requires_grad_(False)  # the graphs are for inference: no autograd records
     for layer in model.modules():
         if isinstance(layer, SkipLSTM) and layer.lstm.num_layers > 1:

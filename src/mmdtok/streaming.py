@@ -36,7 +36,6 @@ the codec further and build new streams to follow it.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -50,7 +49,6 @@ from mmdtok.models.layers import (
     ResidualUnit,
     SkipLSTM,
     Snake,
-    fold_weight_norm,
     pad1d,
 )
 from mmdtok.models.seanet import _ThreeStages
@@ -283,10 +281,7 @@ class _Half:
     def __init__(self, codec: CodecModel, half: str) -> None:
         check_streamable(codec)
         # a frozen copy: training the codec further does not change a stream
-        self.codec = fold_weight_norm(copy.deepcopy(codec)).eval()
-        for stage in (self.codec.encoder, self.codec.decoder):
-            stage.drop_cpu_inference()  # the streams run the layers themselves
-        self.codec.requires_grad_(False)
+        self.codec = codec.folded_copy().requires_grad_(False)
         self.dtype = next(self.codec.parameters()).dtype
         self.layers = _stages(getattr(self.codec, half))
         self.ended = False

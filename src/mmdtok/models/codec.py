@@ -158,6 +158,18 @@ class CodecModel(nn.Module):
             half.prepare_cpu_inference() if time_major else half.drop_cpu_inference()
         return self
 
+    def folded_copy(self) -> CodecModel:
+        """A new codec of the same class, config, dtype and device holding this one's
+        weights with weight norm folded, in eval mode; this one is left as it is. (Not
+        ``copy.deepcopy``: a deep copy of a weight-norm layer shares its parametrized
+        class, and folding the copy would take the weights off the original.)"""
+        reference = next(self.parameters())
+        twin = type(self).from_config(self.config)
+        twin.to(device=reference.device, dtype=reference.dtype)
+        twin.load_weights(_folded_state(self.state_dict()))
+        twin.origin = self.origin
+        return twin.eval()
+
     def load_weights(self, state: dict[str, Tensor]) -> CodecModel:
         """Load weights saved with or without weight norm (folded); a folded state folds
         the codec first. ValueError naming missing or unexpected keys. Returns ``self``."""
