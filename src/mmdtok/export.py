@@ -149,6 +149,8 @@ def export_onnx(codec: CodecModel, folder: str | os.PathLike[str], n_q: int | No
     result = None
     if check and _installed("onnxruntime"):
         result = _check(codec, n_q, folder)
+    tokens = ("latent float32 [batch, dim, frames]" if codec.continuous
+              else "codes int64 [batch, n_q, frames]")  # between the two graphs
     metadata = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "mmdtok_version": __version__,
         "torch_version": torch.__version__, "opset": opset,
@@ -161,11 +163,8 @@ def export_onnx(codec: CodecModel, folder: str | os.PathLike[str], n_q: int | No
         "latent_dim": codec.latent_dim if codec.continuous else None,
         "min_samples": min_samples, "min_frames": min_frames,
         "encoder": {"file": ENCODER, "input": "audio float32 [batch, channels, samples]",
-                    "output": ("latent float32 [batch, dim, frames]" if codec.continuous
-                               else "codes int64 [batch, n_q, frames]")},
-        "decoder": {"file": DECODER,
-                    "input": ("latent float32 [batch, dim, frames]" if codec.continuous
-                              else "codes int64 [batch, n_q, frames]"),
+                    "output": tokens},
+        "decoder": {"file": DECODER, "input": tokens,
                     "output": "audio float32 [batch, channels, frames * hop_length]"},
         "check": asdict(result) if result else None,
     }
@@ -214,8 +213,9 @@ def _shortest(model: nn.Module, run: Callable[[int], object], upper: int) -> int
 
 def _write_graph(module: nn.Module, example: Tensor, path: Path, input_name: str,
                  output_name: str, opset: int, optimize: bool) -> None:
-    """``module`` as one ONNX file, its batch and length axes dynamic (the length at
-    least ``shortest``: documented, the graph does not check it)."""
+    """``module`` as one ONNX file, its batch and length axes dynamic (inputs shorter
+    than the ``min_samples`` / ``min_frames`` of onnx.json are not checked by the graph:
+    they fail in the runtime)."""
     dynamic = torch.export.Dim.DYNAMIC
     shapes = {input_name: {0: dynamic, 2: dynamic}}
     _forget_lstm_kernels()
