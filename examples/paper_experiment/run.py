@@ -1,10 +1,12 @@
 """The paper's central experiment at CPU scale: does the independence loss shrink what the
 fast factorized LM loses against the exact joint one?
 
-    python -m examples.paper_experiment.run data/corpus/manifest.jsonl -o runs/paper
+    python -m examples.paper_experiment.run data/corpus/manifest.jsonl -o runs/paper --jobs 2
 
-1. A shared codec: ``small-music`` (4 x 1,024 codes) trained from scratch on the corpus's
-   train split *without* the loss (``codec_shared.json``).
+1. The starting codec: by default the shipped ``mmdtok:small-music`` (4 x 1,024 codes;
+   trained on the train splits of the rendered and the recorded corpus, so the test split
+   here is music it never saw). ``--start-from scratch`` trains a shared codec from
+   scratch on the corpus's train split *without* the loss first (``codec_shared.json``).
 2. Three arms fine-tune it with the same data, seed and batches (``codec_arm.json``):
    ``none`` (no loss), ``delay`` (the loss on the delayed streams, the paper's best) and
    ``parallel`` (the loss on the aligned streams, the paper's ablation of matching the
@@ -24,17 +26,25 @@ fast factorized LM loses against the exact joint one?
 
 Every stage writes its JSON under OUT/results/ and is skipped when it is there (rerun to
 resume, delete a result to redo it); codec training resumes from its last checkpoint.
+``--jobs N`` runs up to N independent stages at once (the three arms, then the gaps), each
+in its own process with its share of the CPU threads and its log under OUT/logs/; the
+figures do not depend on it beyond floating-point summation order.
 Writes OUT/results.json and prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -60,6 +70,8 @@ ARMS = {"none": {"independence": False},
         "delay": {"independence": True, "independence_pattern": "delay"},
         "parallel": {"independence": True, "independence_pattern": "parallel"}}
 LAYOUTS = ("delay", "parallel")
+SCRATCH = "scratch"  # --start-from: train the shared codec here first
+DEFAULT_START = "mmdtok:small-music"
 
 
 def stage(path: Path, compute, *args) -> dict:
@@ -73,13 +85,15 @@ def stage(path: Path, compute, *args) -> dict:
     return result
 
 
-def codec_config(name: str, out: Path, overrides: list[str]) -> TrainConfig:
-    """The shared codec's settings, or an arm's: the arm settings, starting from the
-    shared codec, with the arm's loss."""
+def codec_config(name: str, out: Path, overrides: list[str], start_from: str) -> TrainConfig:
+    """The shared codec's settings, or an arm's: the arm settings, starting from
+    ``start_from`` (a codec) or, with ``scratch``, from the shared codec, with the arm's
+    loss."""
     if name == "shared":
         return load_config(HERE / "codec_shared.json").with_overrides(overrides)
     arm = load_config(HERE / "codec_arm.json").with_overrides(overrides)
-    return replace(arm, **ARMS[name], init_from=str(out / "codec-shared"))
+    origin = str(out / "codec-shared") if start_from == SCRATCH else start_from
+    return replace(arm, **ARMS[name], init_from=origin)
 
 
 def train_codec(config: TrainConfig, manifest: Path, run_dir: Path) -> dict:
@@ -133,6 +147,140 @@ def flattened_lm(tokens: TokenSet, held_out: TokenSet, config: LMConfig,
             "test_frames": test.shape[0] * test.shape[-1]}
 
 
+# The stages, each a picklable call that writes its result JSON (and is a no-op when the
+# JSON is there), so that a process pool can run the independent ones side by side.
+
+def codec_stage(out: Path, name: str, config: TrainConfig, manifest: Path) -> None:
+    stage(out / "results" / f"codec-{name}.json", train_codec, config, manifest,
+          out / f"codec-{name}")
+
+
+def tokens_stage(out: Path, name: str, by_split: dict[str, list[Path]],
+                 window_seconds: float) -> None:
+    """The codec's token files of both splits and its held-out measures."""
+    codec = Codec.from_pretrained(out / f"codec-{name}")
+    for split, split_files in by_split.items():
+        encode_split(codec, split_files, out / f"tokens-{name}" / split)
+    stage(out / "results" / f"quality-{name}.json", measure_codec, codec, by_split["test"],
+          window_seconds)
+
+
+def _token_sets(out: Path, name: str) -> tuple[TokenSet, TokenSet]:
+    return (load_token_set([out / f"tokens-{name}" / "train"]),
+            load_token_set([out / f"tokens-{name}" / "test"]))
+
+
+def gap_stage(out: Path, name: str, layout: str, seed: int, lm_shape: dict, frames: int,
+              training: LMTraining) -> None:
+    path = out / "results" / f"gap-{name}-{layout}-seed{seed}.json"
+    if not path.exists():
+        train_set, test_set = _token_sets(out, name)
+        config = LMConfig(train_set.num_codebooks, train_set.codebook_size, layout, frames,
+                          **lm_shape)
+        stage(path, factorization_gap, config, training, train_set, test_set)
+
+
+def flatten_stage(out: Path, name: str, lm_shape: dict, frames: int,
+                  training: LMTraining) -> None:
+    path = out / "results" / f"lm-{name}-flatten.json"
+    if not path.exists():
+        train_set, test_set = _token_sets(out, name)
+        config = LMConfig(train_set.num_codebooks, train_set.codebook_size, "flatten",
+                          frames, **{k: v for k, v in lm_shape.items() if "depth" not in k})
+        stage(path, flattened_lm, train_set, test_set, config, training)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One stage: ``call(*args)``, to run once the jobs named in ``after`` are done."""
+    name: str
+    call: Callable[..., None]
+    args: tuple
+    after: tuple[str, ...] = ()
+
+
+def _logged(log: Path, call: Callable[..., None], args: tuple) -> None:
+    """Run a job in a worker with its progress bars and messages in ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as stream, contextlib.redirect_stderr(stream):
+        call(*args)
+
+
+def _worker_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_jobs(jobs: list[Job], workers: int, logs: Path) -> None:
+    """Run ``jobs`` (listed in an order that respects ``after``): one after the other with
+    ``workers=1``; else up to ``workers`` at a time in spawned processes, each with its
+    share of the CPU threads and its log at ``logs/NAME.log``, a job starting as soon as
+    the jobs it needs are done (in the listed order among the ready ones). The first
+    failure stops the run once the running jobs end; finished stages stay written."""
+    if workers == 1:
+        for job in jobs:
+            job.call(*job.args)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    done: set[str] = set()
+    waiting = list(jobs)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_threads, initargs=(threads,)) as pool, \
+            tqdm(total=len(jobs), desc=f"stages ({workers} at a time)") as bar:
+        running: dict = {}
+        while waiting or running:
+            for job in [j for j in waiting if set(j.after) <= done]:
+                waiting.remove(job)
+                future = pool.submit(_logged, logs / f"{job.name}.log", job.call, job.args)
+                running[future] = job
+            if not running:
+                raise ValueError(f"jobs wait on unknown jobs: {[j.name for j in waiting]}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                error = future.exception()
+                if error is not None:
+                    for other in running:
+                        other.cancel()
+                    raise RuntimeError(f"stage {job.name} failed (its log: "
+                                       f"{logs / (job.name + '.log')})") from error
+                done.add(job.name)
+                bar.update(1)
+                bar.set_postfix_str(job.name)
+
+
+def plan(args: argparse.Namespace, by_split: dict[str, list[Path]]) -> list[Job]:
+    """Every stage of the experiment, each after the stages whose files it reads."""
+    out: Path = args.out
+    lm_shape = {"dim": args.lm_dim, "layers": args.lm_layers, "heads": args.lm_heads,
+                "dropout": args.lm_dropout, "depth_dim": args.depth_dim,
+                "depth_layers": args.depth_layers}
+    jobs = []
+    shared: tuple[str, ...] = ()
+    if args.start_from == SCRATCH:
+        jobs.append(Job("codec-shared", codec_stage, (
+            out, "shared", codec_config("shared", out, args.codec_override, SCRATCH),
+            args.manifest)))
+        shared = ("codec-shared",)
+    for name in ARMS:  # every codec first: the longest stages, and the gaps need them
+        config = codec_config(name, out, args.codec_override, args.start_from)
+        jobs.append(Job(f"codec-{name}", codec_stage, (out, name, config, args.manifest),
+                        shared))
+    for name in ARMS:
+        jobs.append(Job(f"tokens-{name}", tokens_stage,
+                        (out, name, by_split, args.window_seconds), (f"codec-{name}",)))
+    for name in ARMS:
+        for layout in LAYOUTS:
+            for seed in args.lm_seeds:
+                jobs.append(Job(f"gap-{name}-{layout}-seed{seed}", gap_stage, (
+                    out, name, layout, seed, lm_shape, args.lm_frames,
+                    lm_training(args, seed)), (f"tokens-{name}",)))
+        if args.flatten:
+            jobs.append(Job(f"lm-{name}-flatten", flatten_stage, (
+                out, name, lm_shape, args.lm_frames, lm_training(args, args.lm_seeds[0])),
+                (f"tokens-{name}",)))
+    return jobs
+
+
 def summarize(gaps: list[dict]) -> dict:
     """The gap of one codec under one layout over the LM seeds (``window_gaps``: the
     mean over seeds of each held-out window's gap)."""
@@ -148,43 +296,25 @@ def summarize(gaps: list[dict]) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     out: Path = args.out
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     files = find_audio([args.manifest])
     by_split = {s: [f.path for f in files if f.split == s] for s in ("train", "test")}
     if not by_split["train"] or not by_split["test"]:
         raise ValueError(f"{args.manifest} needs files in its 'train' and 'test' splits")
-    lm_shape = {"dim": args.lm_dim, "layers": args.lm_layers, "heads": args.lm_heads,
-                "dropout": args.lm_dropout, "depth_dim": args.depth_dim,
-                "depth_layers": args.depth_layers}
+    run_jobs(plan(args, by_split), args.jobs, out / "logs")
     results_dir = out / "results"
-    stage(results_dir / "codec-shared.json", train_codec,
-          codec_config("shared", out, args.codec_override), args.manifest, out / "codec-shared")
+
+    def read(name: str) -> dict:
+        return json.loads((results_dir / f"{name}.json").read_text())
+
     results: dict = {}
     for name in ARMS:
-        stage(results_dir / f"codec-{name}.json", train_codec,
-              codec_config(name, out, args.codec_override), args.manifest, out / f"codec-{name}")
-        codec = Codec.from_pretrained(out / f"codec-{name}")
-        tokens = {}
-        for split, split_files in by_split.items():
-            encode_split(codec, split_files, out / f"tokens-{name}" / split)
-            tokens[split] = load_token_set([out / f"tokens-{name}" / split])
-        measures = stage(results_dir / f"quality-{name}.json", measure_codec, codec,
-                         by_split["test"], args.window_seconds)
-        gaps = {}
-        for layout in LAYOUTS:
-            config = LMConfig(tokens["train"].num_codebooks, tokens["train"].codebook_size,
-                              layout, args.lm_frames, **lm_shape)
-            runs = [stage(results_dir / f"gap-{name}-{layout}-seed{seed}.json",
-                          factorization_gap, config, lm_training(args, seed), tokens["train"],
-                          tokens["test"]) for seed in args.lm_seeds]
-            gaps[layout] = summarize(runs)
-        results[name] = {**measures, "gap": gaps}
+        gaps = {layout: summarize([read(f"gap-{name}-{layout}-seed{seed}")
+                                   for seed in args.lm_seeds]) for layout in LAYOUTS}
+        results[name] = {**read(f"quality-{name}"), "gap": gaps}
         if args.flatten:
-            config = LMConfig(tokens["train"].num_codebooks, tokens["train"].codebook_size,
-                              "flatten", args.lm_frames, **{
-                                  k: v for k, v in lm_shape.items() if "depth" not in k})
-            results[name]["flatten"] = stage(
-                results_dir / f"lm-{name}-flatten.json", flattened_lm, tokens["train"],
-                tokens["test"], config, lm_training(args, args.lm_seeds[0]))
+            results[name]["flatten"] = read(f"lm-{name}-flatten")
     for name in ("delay", "parallel"):  # each arm's gap against the arm without the loss
         for layout in LAYOUTS:
             results[name]["gap"][layout]["change_vs_none"] = paired_difference(
@@ -243,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codec-override", nargs="*", default=[], metavar="KEY=VALUE",
                         help="training settings over the shared and the arm configs, "
                              "e.g. steps=200")
+    parser.add_argument("--start-from", default=DEFAULT_START, metavar="CODEC",
+                        help="the codec every arm fine-tunes (mmdtok:NAME, a folder, a Hub "
+                             "id), or 'scratch' to train the shared codec without the loss "
+                             "first (codec_shared.json)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="stages run side by side in this many processes (the arms, "
+                             "then the gaps, are independent); each gets its share of the "
+                             "CPU threads and a log in OUT/logs/")
     parser.add_argument("--window-seconds", type=float, default=10.0,
                         help="test windows for the held-out IndependenceLoss")
     parser.add_argument("--lm-steps", type=int, default=2000)

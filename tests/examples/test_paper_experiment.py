@@ -29,17 +29,26 @@ def manifest(tiny_corpus, tmp_path):
     return path
 
 
+@pytest.mark.parametrize("start_from, jobs", [("scratch", "1"), ("mmdtok:small-music", "2")])
 def test_three_arms_from_one_codec_get_every_figure_and_a_rerun_recomputes_nothing(
-        manifest, tmp_path, capsys):
+        manifest, tmp_path, capsys, start_from, jobs):
     out = tmp_path / "experiment"
-    assert run.main([str(manifest), "-o", str(out), *QUICK]) == 0
+    options = [*QUICK, "--start-from", start_from, "--jobs", jobs]
+    assert run.main([str(manifest), "-o", str(out), *options]) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"none", "delay", "parallel"}
-    shared = json.loads((out / "codec-shared" / "train_config.json").read_text())
-    assert shared["independence"] is False and shared["init_from"] == ""
+    if start_from == "scratch":
+        shared = json.loads((out / "codec-shared" / "train_config.json").read_text())
+        assert shared["independence"] is False and shared["init_from"] == ""
+        origin = str(out / "codec-shared")
+    else:
+        assert not (out / "codec-shared").exists()
+        origin = start_from
+        # Each stage ran in a worker with its messages in its own log.
+        assert "codec-none" in (out / "logs" / "codec-none.log").read_text()
     for name, r in results.items():
         settings = json.loads((out / f"codec-{name}" / "train_config.json").read_text())
-        assert settings["init_from"] == str(out / "codec-shared")
+        assert settings["init_from"] == origin
         assert settings["independence"] == (name != "none")
         assert settings["independence_pattern"] == ("" if name == "none" else name)
         assert settings["seed"] == 1  # the same batches in every arm
@@ -69,6 +78,34 @@ def test_three_arms_from_one_codec_get_every_figure_and_a_rerun_recomputes_nothi
     table = capsys.readouterr().out
     assert all(f"| {name} |" in table for name in results)
     stamps = {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
-    assert run.main([str(manifest), "-o", str(out), *QUICK]) == 0
+    assert run.main([str(manifest), "-o", str(out), *options]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()} == stamps
     assert capsys.readouterr().out.splitlines()[-3:] == table.splitlines()[-3:]
+
+
+def _mark(folder, name, needs):
+    """A job of the scheduler test: fails unless the jobs it needs wrote their marks."""
+    if not all((folder / need).exists() for need in needs):
+        raise AssertionError(f"{name} started before {needs}")
+    if name == "broken":
+        raise OSError("disk full")
+    (folder / name).write_text("done")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_jobs_start_after_what_they_need_and_a_failure_names_its_stage(tmp_path, workers):
+    graph = {"a": (), "b": (), "c": ("a",), "d": ("c", "b"), "e": ("a",)}
+    jobs = [run.Job(name, _mark, (tmp_path, name, needs), needs)
+            for name, needs in graph.items()]
+    run.run_jobs(jobs, workers, tmp_path / "logs")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(graph)
+    jobs = [run.Job("broken", _mark, (tmp_path, "broken", ()), ()),
+            run.Job("after", _mark, (tmp_path, "after", ("broken",)), ("broken",))]
+    with pytest.raises((RuntimeError, OSError), match="broken|disk full"):
+        run.run_jobs(jobs, workers, tmp_path / "logs")
+    assert not (tmp_path / "after").exists()
+
+
+def test_jobs_must_be_positive(manifest, tmp_path, capsys):
+    assert run.main([str(manifest), "-o", str(tmp_path / "x"), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
