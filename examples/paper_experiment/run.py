@@ -59,6 +59,7 @@ from mmdtok.atomic import atomic_path
 from mmdtok.folders import Task, encode_files
 from mmdtok.losses import PAPER_BANDWIDTHS
 from mmdtok.metrics import stream_independence
+from mmdtok.persistence import load_codec
 from mmdtok.tokens import SUFFIX
 from mmdtok.train.config import TrainConfig, load_config
 from mmdtok.train.data import find_audio
@@ -165,6 +166,15 @@ def tokens_stage(out: Path, name: str, by_split: dict[str, list[Path]],
           window_seconds)
 
 
+def start_stage(origin: str, out: Path, test_files: list[Path], window_seconds: float
+                ) -> None:
+    """The held-out measures of the codec every arm starts from."""
+    path = out / "results" / "quality-start.json"
+    if not path.exists():
+        stage(path, lambda: {"codec": origin, **measure_codec(
+            load_codec(origin), test_files, window_seconds)})
+
+
 def _token_sets(out: Path, name: str) -> tuple[TokenSet, TokenSet]:
     return (load_token_set([out / f"tokens-{name}" / "train"]),
             load_token_set([out / f"tokens-{name}" / "test"]))
@@ -261,6 +271,9 @@ def plan(args: argparse.Namespace, by_split: dict[str, list[Path]]) -> list[Job]
             out, "shared", codec_config("shared", out, args.codec_override, SCRATCH),
             args.manifest)))
         shared = ("codec-shared",)
+    origin = str(out / "codec-shared") if args.start_from == SCRATCH else args.start_from
+    jobs.append(Job("quality-start", start_stage,
+                    (origin, out, by_split["test"], args.window_seconds), shared))
     for name in ARMS:  # every codec first: the longest stages, and the gaps need them
         config = codec_config(name, out, args.codec_override, args.start_from)
         jobs.append(Job(f"codec-{name}", codec_stage, (out, name, config, args.manifest),
@@ -320,6 +333,7 @@ def run(args: argparse.Namespace) -> dict:
             results[name]["gap"][layout]["change_vs_none"] = paired_difference(
                 results[name]["gap"][layout]["window_gaps"],
                 results["none"]["gap"][layout]["window_gaps"])
+    results["start"] = read("quality-start")
     with atomic_path(out / "results.json") as temp:
         temp.write_text(json.dumps(results, indent=2) + "\n")
     return results
@@ -346,13 +360,14 @@ def _change_cell(summary: dict) -> str:
 
 
 def table(results: dict) -> str:
-    flatten = all("flatten" in r for r in results.values())
+    flatten = all("flatten" in results[name] for name in ARMS)
     header = ["codec", "SI-SDR (dB)", "mel distance", "loss delay (median)",
               "loss parallel (median)", "loss delay (paper bw)", "NLL joint (delay)",
               "gap delay", "vs none", "gap parallel", "vs none"] + (
                   ["NLL flatten"] if flatten else [])
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, r in results.items():
+    for name in ARMS:
+        r = results[name]
         losses = r["independence_loss"]
         cells = [name, f"{r['si_sdr']:.2f}", f"{r['mel_distance']:.3f}",
                  f"{losses['median_delay']:.2e}", f"{losses['median_parallel']:.2e}",
@@ -404,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    start = results["start"]
+    print(f"start: {start['codec']}, SI-SDR {start['si_sdr']:.2f} dB, mel distance "
+          f"{start['mel_distance']:.3f} on the test split")
     print(table(results))
     return 0
 

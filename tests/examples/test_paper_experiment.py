@@ -36,6 +36,7 @@ def test_three_arms_from_one_codec_get_every_figure_and_a_rerun_recomputes_nothi
     options = [*QUICK, "--start-from", start_from, "--jobs", jobs]
     assert run.main([str(manifest), "-o", str(out), *options]) == 0
     results = json.loads((out / "results.json").read_text())
+    start = results.pop("start")
     assert set(results) == {"none", "delay", "parallel"}
     if start_from == "scratch":
         shared = json.loads((out / "codec-shared" / "train_config.json").read_text())
@@ -46,6 +47,8 @@ def test_three_arms_from_one_codec_get_every_figure_and_a_rerun_recomputes_nothi
         origin = start_from
         # Each stage ran in a worker with its messages in its own log.
         assert "codec-none" in (out / "logs" / "codec-none.log").read_text()
+    assert start["codec"] == origin and math.isfinite(start["si_sdr"])
+    assert set(start["independence_loss"]) == set(results["none"]["independence_loss"])
     for name, r in results.items():
         settings = json.loads((out / f"codec-{name}" / "train_config.json").read_text())
         assert settings["init_from"] == origin
