@@ -31,7 +31,8 @@ app = typer.Typer(
 
 ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m", help="Model folder, Hugging Face Hub repository id (owner/name), in "
-    "mmdtok's format or EnCodec's (e.g. facebook/encodec_32khz), or a codec shipped with "
+    "mmdtok's format, EnCodec's (e.g. facebook/encodec_32khz) or DAC's "
+    "(descript/dac_44khz), or a codec shipped with "
     "mmdtok (mmdtok:small-music). Default: mmdtok:small-music.")]
 RevisionOption = Annotated[str | None, typer.Option(
     help="Hub revision (branch, tag or commit) of --model.")]

@@ -25,7 +25,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mmdtok.convert import codec_config_from_encodec, convert_encodec_state, is_encodec_config
+from mmdtok.convert import (
+    codec_config_from_dac,
+    codec_config_from_encodec,
+    convert_dac_state,
+    convert_encodec_state,
+    is_dac_config,
+    is_encodec_config,
+)
 from mmdtok.hub import WEIGHTS_NAME, read_config, resolve_model, upload_folder, write_folder
 from mmdtok.models import CodecConfig, CodecModel
 from mmdtok.tokens import LatentFile, TokenFile
@@ -89,8 +96,8 @@ def load_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None = 
                     cache_dir: str | os.PathLike[str] | None = None,
                     local_files_only: bool = False, inference: bool = True,
                     endpoint: str | None = None) -> Codec:
-    """A codec from a local folder or a Hub repository, in mmdtok's format or EnCodec's
-    (converted on load). ``inference``: eval mode with weight norm folded."""
+    """A codec from a local folder or a Hub repository, in mmdtok's format, EnCodec's or
+    DAC's (converted on load). ``inference``: eval mode with weight norm folded."""
     folder = resolve_model(name_or_dir, revision, cache_dir=cache_dir,
                            local_files_only=local_files_only, endpoint=endpoint)
     data = read_config(folder)
@@ -99,11 +106,15 @@ def load_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None = 
         if is_encodec_config(data):
             config = codec_config_from_encodec(data, name=_default_name(name_or_dir))
             state = convert_encodec_state(state)
+        elif is_dac_config(data):
+            config = codec_config_from_dac(data, name=_default_name(name_or_dir))
+            state = convert_dac_state(state)
         elif data.get("format") == FORMAT:
             config, state = _read_format(data, state, folder)
         else:
             raise ValueError(f"{folder / 'config.json'} is neither an mmdtok codec (format "
-                             f"{FORMAT!r}) nor an EnCodec model (model_type 'encodec')")
+                             f"{FORMAT!r}) nor an EnCodec or DAC model (model_type 'encodec' or "
+                             f"'dac')")
         codec = Codec.from_config(config).load_weights(state)
     except ValueError as error:  # name the model in every message
         if str(folder) in str(error):

@@ -269,7 +269,7 @@ def _stages(half: _ThreeStages) -> _Sequence:
 
 def check_streamable(codec: CodecModel) -> None:
     """ValueError with the reason when ``codec`` cannot stream (a non-causal codec)."""
-    if not codec.config.seanet.causal:
+    if not codec.config.causal:
         raise ValueError(
             f"the codec {codec.config.name!r} is not causal: its centred convolutions look "
             f"ahead at every layer, so a frame's code depends on audio that has not arrived "

@@ -117,3 +117,28 @@ def assert_same_codes_up_to_ties(codec: Codec, latent: Tensor, codes: Tensor, ot
                 assert abs(d_a - d_b) <= 1e-5 * scale, f"frame {t} stage {k} is not a tie"
                 break
             residual = residual - embed[codes[k, t]]
+
+
+# The configs of the published DAC models, as transformers' DacConfig overrides (its
+# defaults are the 44.1 kHz model).
+DAC_CONFIGS: dict[str, dict[str, Any]] = {
+    "dac_16khz": {"sampling_rate": 16_000, "downsampling_ratios": [2, 4, 5, 8],
+                  "n_codebooks": 12},
+    "dac_24khz": {"sampling_rate": 24_000, "downsampling_ratios": [2, 4, 5, 8],
+                  "n_codebooks": 32},
+    "dac_44khz": {},
+}
+
+
+def dac_folder(overrides: dict[str, Any], folder: str | os.PathLike[str], seed: int = 0
+               ) -> torch.nn.Module:
+    """A transformers ``DacModel`` with random weights (weight norm on, as published),
+    saved to ``folder`` in the published layout (needs transformers); returns the model,
+    in eval mode."""
+    import transformers
+
+    torch.manual_seed(seed)
+    model = transformers.DacModel(transformers.DacConfig(**overrides))
+    model.apply_weight_norm()
+    model.save_pretrained(folder)
+    return model.eval()

@@ -5,9 +5,11 @@ or the Hub: that is :mod:`mmdtok.persistence`."""
 from mmdtok.models.chunked import ChunkSettings, decode_many, encode_many
 from mmdtok.models.codec import CodecModel, CodecOutput
 from mmdtok.models.config import CodecConfig, build_quantizer
+from mmdtok.models.dac import DACConfig, DACDecoder, DACEncoder
 from mmdtok.models.presets import PRESETS, preset
 from mmdtok.models.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
 __all__ = ["PRESETS", "ChunkSettings", "CodecConfig", "CodecModel", "CodecOutput",
+           "DACConfig", "DACDecoder", "DACEncoder",
            "SEANetConfig", "SEANetDecoder", "SEANetEncoder", "build_quantizer",
            "decode_many", "encode_many", "preset"]

@@ -116,9 +116,7 @@ def _recurrent(codec_half: torch.nn.Module, x: Tensor, state: tuple[Tensor, Tens
                stage: str) -> Generator[list[Item], list[tuple[Tensor, ...]],
                                         tuple[Tensor, tuple[Tensor, Tensor]]]:
     if state is None:
-        lstm = codec_half.layers[codec_half.lstm_index].lstm
-        zeros = x.new_zeros(1, lstm.num_layers, lstm.hidden_size)
-        state = (zeros, zeros)
+        state = codec_half.initial_state(x)
     (y, h, c), = yield [(stage, (x, *state))]
     return y, (h, c)
 
@@ -202,7 +200,7 @@ def _run_group(fn: Callable[..., tuple[Tensor, ...] | Tensor], args: list[tuple[
 
 def _activation_bytes(codec: CodecModel, stage: str, first: Tensor) -> int:
     """Bytes of the largest activation one item of ``stage`` makes (audio-rate layers)."""
-    filters = codec.config.seanet.n_filters * first.element_size()
+    filters = codec.config.network.wave_filters * first.element_size()
     if stage == "enc_front":
         return first.shape[-1] * filters
     if stage == "dec_back":

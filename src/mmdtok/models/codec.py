@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mmdtok.models.config import CodecConfig, build_quantizer
+from mmdtok.models.dac import DACDecoder, DACEncoder
 from mmdtok.models.layers import fold_weight_norm
 from mmdtok.models.presets import preset
 from mmdtok.models.seanet import SEANetDecoder, SEANetEncoder
@@ -43,7 +44,8 @@ class CodecModel(nn.Module):
     gives the same codes in bounded memory.
     """
 
-    def __init__(self, encoder: SEANetEncoder, quantizer: Quantizer, decoder: SEANetDecoder,
+    def __init__(self, encoder: SEANetEncoder | DACEncoder, quantizer: Quantizer,
+                 decoder: SEANetDecoder | DACDecoder,
                  config: CodecConfig) -> None:
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
@@ -54,6 +56,9 @@ class CodecModel(nn.Module):
     def from_config(cls, config: CodecConfig) -> CodecModel:
         """Fresh (untrained) weights for ``config``."""
         quantizer = build_quantizer(config)
+        if config.dac is not None:
+            return cls(DACEncoder(config.dac, quantizer.input_dim), quantizer,
+                       DACDecoder(config.dac), config)
         return cls(SEANetEncoder(config.seanet, quantizer.input_dim), quantizer,
                    SEANetDecoder(config.seanet), config)
 

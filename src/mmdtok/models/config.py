@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmdtok.configuration import describe
+from mmdtok.models.dac import DACConfig
 from mmdtok.models.seanet import SEANetConfig
 from mmdtok.quantizers import (
     FSQ,
     CodebookOptions,
+    FactorizedRVQ,
     ProductVQ,
     Quantizer,
     ResidualVQ,
@@ -17,19 +19,23 @@ from mmdtok.quantizers import (
 )
 
 QUANTIZERS: dict[str, type[Quantizer]] = {"rvq": ResidualVQ, "pvq": ProductVQ, "fsq": FSQ,
-                                          "vae": VAEBottleneck}
-_FIELDS = ("name", "sample_rate", "seanet", "quantizer")
+                                          "vae": VAEBottleneck, "factorized": FactorizedRVQ}
+_FIELDS = ("name", "sample_rate", "seanet", "dac", "quantizer")
 
 
 @dataclass(frozen=True)
 class CodecConfig:
     """Everything needed to rebuild a codec; round-trips through JSON (``to_dict``).
 
-    quantizer: ``{"kind": "rvq" | "pvq" | "fsq" | "vae", **keywords}``; the keywords go to
-        the quantizer's constructor (``dim`` is the SEANet dimension), ``"codebook"`` as
-        the fields of a :class:`~mmdtok.quantizers.CodebookOptions`. ``"vae"`` is the
-        continuous bottleneck (:class:`~mmdtok.quantizers.VAEBottleneck`): the encoder then
-        emits twice the SEANet dimension (mean and scale).
+    seanet / dac: the network. ``dac`` set (a :class:`~mmdtok.models.dac.DACConfig`)
+        makes a DAC encoder and decoder and ``seanet`` is not used; else SEANet's.
+    quantizer: ``{"kind": "rvq" | "pvq" | "fsq" | "vae" | "factorized", **keywords}``;
+        the keywords go to the quantizer's constructor (``dim`` is the network's latent
+        dimension), ``"codebook"`` as the fields of a
+        :class:`~mmdtok.quantizers.CodebookOptions`. ``"vae"`` is the continuous
+        bottleneck (:class:`~mmdtok.quantizers.VAEBottleneck`): the encoder then emits
+        twice the latent dimension (mean and scale). ``"factorized"`` is DAC's
+        (:class:`~mmdtok.quantizers.FactorizedRVQ`).
     """
 
     name: str
@@ -37,6 +43,7 @@ class CodecConfig:
     seanet: SEANetConfig = field(default_factory=SEANetConfig)
     quantizer: dict[str, Any] = field(
         default_factory=lambda: {"kind": "rvq", "num_codebooks": 4, "codebook_size": 2048})
+    dac: DACConfig | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -46,20 +53,31 @@ class CodecConfig:
             raise ValueError(f"quantizer kind must be one of {sorted(QUANTIZERS)}, got {kind!r}")
 
     @property
+    def network(self) -> SEANetConfig | DACConfig:
+        """The encoder/decoder architecture: ``dac`` when set, else ``seanet``."""
+        return self.dac if self.dac is not None else self.seanet
+
+    @property
     def channels(self) -> int:
-        return self.seanet.channels
+        return self.network.channels
 
     @property
     def hop_length(self) -> int:
-        return self.seanet.hop_length
+        return self.network.hop_length
+
+    @property
+    def causal(self) -> bool:
+        return self.network.causal
 
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "sample_rate": self.sample_rate,
-                "seanet": self.seanet.to_dict(), "quantizer": dict(self.quantizer)}
+        network = ({"dac": self.dac.to_dict()} if self.dac is not None
+                   else {"seanet": self.seanet.to_dict()})
+        return {"name": self.name, "sample_rate": self.sample_rate, **network,
+                "quantizer": dict(self.quantizer)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
@@ -71,15 +89,18 @@ class CodecConfig:
         if unknown:
             raise ValueError(f"unknown codec config keys {sorted(unknown)}; known: "
                              f"{list(_FIELDS)}")
+        if "seanet" in data and "dac" in data:
+            raise ValueError("codec config has both 'seanet' and 'dac': one network only")
         for key, kind in (("name", str), ("sample_rate", int), ("seanet", dict),
-                          ("quantizer", dict)):
+                          ("dac", dict), ("quantizer", dict)):
             if key in data and (not isinstance(data[key], kind)
                                 or isinstance(data[key], bool)):
                 raise ValueError(f"codec config {key} must be {describe(kind)}, got "
                                  f"{data[key]!r}")
         return cls(name=data["name"], sample_rate=data["sample_rate"],
                    seanet=SEANetConfig.from_dict(dict(data.get("seanet", {}))),
-                   quantizer=dict(data.get("quantizer", {"kind": "rvq"})))
+                   quantizer=dict(data.get("quantizer", {"kind": "rvq"})),
+                   dac=DACConfig.from_dict(dict(data["dac"])) if "dac" in data else None)
 
 
 def build_quantizer(config: CodecConfig) -> Quantizer:
@@ -92,7 +113,7 @@ def build_quantizer(config: CodecConfig) -> Quantizer:
         options["codebook"] = CodebookOptions.from_dict(dict(options["codebook"]))
     cls = QUANTIZERS[config.quantizer["kind"]]
     try:
-        return cls(dim=config.seanet.dimension, **options)
+        return cls(dim=config.network.dimension, **options)
     except TypeError as error:
         raise ValueError(f"bad options for quantizer {config.quantizer['kind']!r}: "
                          f"{error}") from error

@@ -95,6 +95,11 @@ class SEANetConfig:
     def hop_length(self) -> int:
         return math.prod(self.ratios)
 
+    @property
+    def wave_filters(self) -> int:
+        """Channels of the layers at the audio rate (the largest activations)."""
+        return self.n_filters
+
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
 
@@ -154,6 +159,12 @@ class _ThreeStages(nn.Module):
 
     def front(self, x: Tensor) -> Tensor:
         return self._run(0, list(self.layers[: self.lstm_index]), x)
+
+    def initial_state(self, x: Tensor) -> LSTMState:
+        """The LSTM's zero state for a piece ``x`` [1, D, T] (batch-first, as ``step``)."""
+        lstm = self.layers[self.lstm_index].lstm
+        zeros = x.new_zeros(x.shape[0], lstm.num_layers, lstm.hidden_size)
+        return zeros, zeros
 
     def lstm_step(self, x: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
         return self.layers[self.lstm_index].step(x, state)

@@ -7,6 +7,7 @@ All follow :class:`Quantizer`: ``forward(z [B, D, T]) -> QuantizerOutput``,
 
 from mmdtok.quantizers.base import Quantizer, QuantizerOutput
 from mmdtok.quantizers.codebook import CodebookOptions, EuclideanCodebook
+from mmdtok.quantizers.factorized import FactorizedRVQ
 from mmdtok.quantizers.fsq import FSQ
 from mmdtok.quantizers.identity import IdentityQuantizer
 from mmdtok.quantizers.latent_norm import LatentNorm
@@ -14,5 +15,5 @@ from mmdtok.quantizers.product import ProductVQ
 from mmdtok.quantizers.residual import ResidualVQ
 from mmdtok.quantizers.vae import VAEBottleneck
 
-__all__ = ["FSQ", "CodebookOptions", "EuclideanCodebook", "IdentityQuantizer", "LatentNorm",
-           "ProductVQ", "Quantizer", "QuantizerOutput", "ResidualVQ", "VAEBottleneck"]
+__all__ = ["FSQ", "CodebookOptions", "EuclideanCodebook", "FactorizedRVQ", "IdentityQuantizer",
+           "LatentNorm", "ProductVQ", "Quantizer", "QuantizerOutput", "ResidualVQ", "VAEBottleneck"]

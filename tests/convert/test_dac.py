@@ -1,0 +1,141 @@
+"""Published DAC weights (transformers' DacModel layout) load into mmdtok and give the
+same codes and audio. Models are built offline with random weights from the configs of
+descript/dac_16khz, dac_24khz and dac_44khz."""
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+from mmdtok import Codec
+from mmdtok.models import ChunkSettings, CodecConfig, DACConfig, decode_many, encode_many
+from mmdtok.testing import DAC_CONFIGS, dac_folder, notes
+
+transformers = pytest.importorskip("transformers")
+
+# The 16 kHz layout (an odd ratio, 5) at a fraction of the width: fast, same code paths.
+NARROW = {**DAC_CONFIGS["dac_16khz"], "encoder_hidden_size": 8, "decoder_hidden_size": 64,
+          "n_codebooks": 4}
+
+
+def _reference(reference, audio):
+    """DacModel's codes and audio; its encoder needs a multiple of the hop, which DAC's
+    preprocessing pads with zeros on the right."""
+    audio = torch.nn.functional.pad(audio, (0, -audio.shape[-1] % reference.config.hop_length))
+    with torch.no_grad():
+        codes = reference.encode(audio).audio_codes
+        return codes, reference.decode(audio_codes=codes).audio_values[:, None]
+
+
+@pytest.mark.parametrize("name", sorted(DAC_CONFIGS))
+def test_published_dac_layouts_give_identical_codes_and_audio(name, tmp_path):
+    reference = dac_folder(DAC_CONFIGS[name], tmp_path)
+    codec = Codec.from_pretrained(tmp_path)
+    sr = reference.config.sampling_rate
+    audio = torch.stack([notes(0.4, sr, seed=7), notes(0.4, sr, seed=8)])
+    expected_codes, expected_audio = _reference(reference, audio)
+    codes = codec.encode(audio)
+    assert codec.num_codebooks == reference.config.n_codebooks
+    assert codec.hop_length == reference.config.hop_length and codec.sample_rate == sr
+    assert torch.equal(codes, expected_codes)
+    decoded = codec.decode(codes)
+    assert decoded.shape[-1] == codes.shape[-1] * codec.hop_length
+    n = expected_audio.shape[-1]  # DAC's own length (a few samples short with ratio 5)
+    torch.testing.assert_close(decoded[..., :n], expected_audio, atol=1e-5, rtol=0)
+    assert not decoded[..., n:].any()
+    assert codec.config.to_dict()["quantizer"] == {
+        "kind": "factorized", "num_codebooks": reference.config.n_codebooks,
+        "codebook_size": 1024, "codebook_dim": 8}
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dac-narrow")
+    return dac_folder(NARROW, folder), Codec.from_pretrained(folder), folder
+
+
+@settings(max_examples=12, deadline=None)
+@given(length=st.integers(1, 2_000), n_q=st.integers(1, 4))
+def test_any_length_gives_ceil_frames_and_the_reference_codes(narrow, length, n_q):
+    reference, codec, _ = narrow
+    audio = notes(0.2, 16_000, seed=length)[None, :, :length]
+    padded = torch.nn.functional.pad(audio, (0, -length % 320))  # as in _reference
+    with torch.no_grad():
+        expected = reference.encode(padded, n_quantizers=n_q).audio_codes
+    codes = codec.encode(audio, n_q=n_q)
+    assert codes.shape == (1, n_q, -(-length // 320))
+    assert torch.equal(codes, expected[:, :n_q])
+
+
+def test_chunked_encoding_and_decoding_equal_one_pass(narrow):
+    _, codec, _ = narrow
+    audio = notes(3.0, 16_000, seed=4)
+    small = ChunkSettings(window=30, piece=8)  # above the decoder context, 22 frames
+    codes = codec.encode(audio[None])[0]
+    assert torch.equal(encode_many(codec, [audio], settings=small)[0], codes)
+    whole = codec.decode(codes[None])[0]
+    torch.testing.assert_close(decode_many(codec, [codes], settings=small)[0], whole,
+                               atol=1e-5, rtol=0)
+
+
+def test_old_style_weight_norm_keys_and_a_round_trip_in_mmdtok_format(narrow, tmp_path):
+    reference, codec, folder = narrow
+    state = load_file(folder / "model.safetensors")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text((folder / "config.json").read_text())
+    save_file({k.replace("parametrizations.weight.original0", "weight_g")
+               .replace("parametrizations.weight.original1", "weight_v"): v
+               for k, v in state.items()}, old / "model.safetensors")
+    audio = notes(0.5, 16_000, seed=3)[None]
+    expected, _ = _reference(reference, audio)
+    assert torch.equal(Codec.from_pretrained(old).encode(audio), expected)
+    codec.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())["codec"]
+    assert "dac" in saved and "seanet" not in saved
+    again = Codec.from_pretrained(tmp_path / "saved")
+    assert again.config == codec.config and again.fingerprint() == codec.fingerprint()
+
+
+def test_a_dac_codec_trains_with_the_factorized_quantizer():
+    config = CodecConfig(name="dac-tiny", sample_rate=16_000,
+                         dac=DACConfig(encoder_dim=4, decoder_dim=32, ratios=(2, 4, 5)),
+                         quantizer={"kind": "factorized", "num_codebooks": 3,
+                                    "codebook_size": 64, "codebook_dim": 4,
+                                    "codebook_dropout": "uniform"})
+    torch.manual_seed(0)
+    codec = Codec.from_config(config).train()
+    audio = torch.stack([notes(0.25, 16_000, seed=s) for s in range(4)])
+    out = codec(audio)
+    assert out.audio.shape == audio.shape
+    assert out.quantized.streams.shape == (4, 3, 4, 100)  # [B, K, d, T], hop 40
+    assert set(out.quantized.losses) == {"commitment", "codebook"}
+    assert out.quantized.num_kept.min() >= 1
+    loss = (out.audio - audio).abs().mean() + sum(out.quantized.losses.values())
+    loss.backward()
+    for name in ("encoder.conv1.parametrizations.weight.original1",
+                 "quantizer.quantizers.0.codebook.weight",
+                 "quantizer.quantizers.0.in_proj.parametrizations.weight.original1"):
+        grad = dict(codec.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    # the streams carry a gradient to the encoder (what IndependenceLoss needs)
+    codec.zero_grad()
+    codec.encode_streams(audio).pow(2).sum().backward()
+    assert codec.encoder.conv1.parametrizations.weight.original1.grad.abs().sum() > 0
+
+
+def test_bad_dac_configs_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="both 'seanet' and 'dac'"):
+        CodecConfig.from_dict({"name": "x", "sample_rate": 16_000, "seanet": {}, "dac": {}})
+    with pytest.raises(ValueError, match="divisible"):
+        DACConfig(decoder_dim=100)
+    with pytest.raises(ValueError, match="codebook_dim"):
+        Codec.from_config(CodecConfig(name="x", sample_rate=16_000, dac=DACConfig(
+            encoder_dim=4, decoder_dim=32, ratios=(2, 4)), quantizer={
+                "kind": "factorized", "codebook_dim": 0}))
+    from mmdtok.convert import codec_config_from_dac
+    with pytest.raises(ValueError, match="hidden_size"):
+        codec_config_from_dac({"model_type": "dac", "hidden_size": 512})
