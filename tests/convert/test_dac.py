@@ -139,3 +139,69 @@ def test_bad_dac_configs_are_refused_with_the_reason():
     from mmdtok.convert import codec_config_from_dac
     with pytest.raises(ValueError, match="hidden_size"):
         codec_config_from_dac({"model_type": "dac", "hidden_size": 512})
+
+
+# small-dac's architecture, as a DacModel folder (with DAC's quantizer dropout).
+SMALL = {"sampling_rate": 24_000, "downsampling_ratios": [2, 4, 5, 8], "n_codebooks": 4,
+         "encoder_hidden_size": 8, "decoder_hidden_size": 128, "quantizer_dropout": 0.5}
+
+
+def test_fine_tuning_dac_weights_then_the_cli_on_its_token_files(tiny_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmdtok.cli import app
+    from mmdtok.tokens import load_tokens
+    from mmdtok.train.config import TrainConfig
+    from mmdtok.train.loop import train
+
+    dac_folder(SMALL, tmp_path / "dac")
+    start = Codec.from_pretrained(tmp_path / "dac")
+    weights = [1 / 8] * 3 + [0.5 + 1 / 8]  # half the batch keeps 1..4 codebooks uniformly
+    assert start.config.quantizer["codebook_dropout"] == pytest.approx(weights)
+    config = TrainConfig(codec="small-dac", init_from=str(tmp_path / "dac"), steps=2,
+                         batch_size=2, segment_seconds=0.25, warmup_steps=1,
+                         checkpoint_every=2, independence=True, independence_every=1,
+                         calibration_batches=1, valid_every=0, discriminator_filters=4)
+    train(config, [tiny_corpus[0] / "manifest.jsonl"], tmp_path / "run")
+    tuned = Codec.from_pretrained(tmp_path / "run")
+    before, after = start.state_dict(), tuned.state_dict()
+    for name in ("quantizer.quantizers.0.codebook.weight", "encoder.conv1.weight"):
+        assert not torch.equal(before[name], after[name]), f"{name} did not learn"
+
+    song = next((tiny_corpus[0]).rglob("*.flac"), None) or next(tiny_corpus[0].rglob("*.wav"))
+
+    def invoke(*args):
+        result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    invoke("encode", song, "-o", tmp_path / "tok", "--model", tmp_path / "run")
+    token_file = next((tmp_path / "tok").rglob("*.mmdtok"))
+    tokens = load_tokens(token_file)
+    assert tokens.codes.shape[0] == 4 and tokens.codebook_size == 1024
+    assert torch.equal(tokens.codes, tuned.encode(_read(song, tuned))[0])
+    invoke("decode", tmp_path / "tok", "-o", tmp_path / "dec", "--model", tmp_path / "run")
+    decoded = next((tmp_path / "dec").rglob("*.wav"))
+    import soundfile
+    assert soundfile.info(decoded).frames == tokens.length
+    assert "codebook" in invoke("inspect", tmp_path / "tok")
+
+
+def _read(path, codec):
+    from mmdtok.audio import load_audio
+    return load_audio(path, codec.sample_rate, codec.channels)[0][None]
+
+
+def test_independence_loss_takes_the_factorized_streams(narrow):
+    from mmdtok import IndependenceLoss
+
+    _, codec, _ = narrow
+    codec = Codec.from_config(codec.config)  # trainable copy
+    audio = torch.stack([notes(1.0, 16_000, seed=s) for s in range(4)])
+    streams = codec.encode_streams(audio)
+    assert streams.shape == (4, 4, 8, 50)
+    loss = IndependenceLoss.from_preset("rff", seed=0)(streams)
+    assert torch.isfinite(loss) and loss >= 0
+    loss.backward()
+    assert codec.quantizer.quantizers[1].in_proj.parametrizations.weight.original1.grad.abs(
+    ).sum() > 0

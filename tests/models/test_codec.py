@@ -122,7 +122,8 @@ def test_snake_activations_sit_where_elu_is_and_round_trip(tmp_path):
         replace(preset("small-music").seanet, activation="gelu")
 
 
-@pytest.mark.parametrize("name", [*sorted(PRESETS), "small-music+snake"])
+@pytest.mark.parametrize("name", [*sorted(n for n in PRESETS if PRESETS[n].dac is None),
+                                  "small-music+snake"])  # the time-major path is SEANet's
 @pytest.mark.parametrize("length", [5, 3_333])
 def test_time_major_inference_equals_the_layers_forward(name, length):
     codec = (_snake_codec() if name.endswith("snake") else Codec.from_preset(name)

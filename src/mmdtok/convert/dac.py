@@ -34,9 +34,16 @@ def codec_config_from_dac(data: dict[str, Any], name: str = "dac") -> CodecConfi
     if data.get("hidden_size", network.dimension) != network.dimension:
         raise ValueError(f"hidden_size {data['hidden_size']} is not encoder_hidden_size * "
                          f"2**len(downsampling_ratios) = {network.dimension}")
-    quantizer = {"kind": "factorized", "num_codebooks": int(data.get("n_codebooks", 9)),
+    num_codebooks = int(data.get("n_codebooks", 9))
+    quantizer = {"kind": "factorized", "num_codebooks": num_codebooks,
                  "codebook_size": int(data.get("codebook_size", 1024)),
                  "codebook_dim": int(data.get("codebook_dim", 8))}
+    dropout = float(data.get("quantizer_dropout", 0.0))
+    if not 0 <= dropout <= 1:
+        raise ValueError(f"quantizer_dropout must be in [0, 1], got {dropout}")
+    if dropout:  # DAC: that fraction of a batch keeps 1..K codebooks uniformly, the rest K
+        quantizer["codebook_dropout"] = [dropout / num_codebooks] * (num_codebooks - 1) + [
+            1 - dropout + dropout / num_codebooks]
     return CodecConfig(name=name, sample_rate=int(data.get("sampling_rate", 44_100)),
                        dac=network, quantizer=quantizer)
 

@@ -13,6 +13,12 @@
   a CPU: 44.1 kHz stereo, encoder strides [2, 4, 4, 8, 8] (2,048x downsampling, 21.5
   latent frames/s), 64 latent channels behind a VAE bottleneck seen as 4 groups of 16,
   Snake activations, 8 filters doubled at each stride, one LSTM layer.
+- ``dac-16khz``, ``dac-24khz``, ``dac-44khz``: the architectures of the published DAC
+  models (descript/dac_*: 12, 32 and 9 factorized codebooks of 1,024 codes looked up in 8
+  dimensions; 50, 75 and 86 frames/s), for fine-tuning their weights with ``init_from``.
+- ``small-dac``: DAC's architecture scaled to a CPU: mono 24 kHz, ratios [2, 4, 5, 8]
+  (75 frames/s), 8 encoder and 128 decoder channels, 4 x 1024 factorized codebooks (3
+  kbps) with codebook dropout.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmdtok.models.config import CodecConfig
+from mmdtok.models.dac import DACConfig
 from mmdtok.models.seanet import SEANetConfig
 
 
@@ -30,6 +37,17 @@ def _rvq(num_codebooks: int, codebook_size: int, codebook: dict[str, Any] | None
     return {"kind": "rvq", "num_codebooks": num_codebooks, "codebook_size": codebook_size,
             "codebook": {"decay": 0.99, "kmeans_iters": 50, "dead_code_threshold": 2.0,
                          "dead_code_unit": "count", **(codebook or {})}, **options}
+
+
+def _dac(name: str, sample_rate: int, ratios: tuple[int, ...], num_codebooks: int,
+         encoder_dim: int = 64, decoder_dim: int = 1536, **options: Any) -> CodecConfig:
+    """A DAC network with its factorized quantizer (1,024 codes in 8 dimensions), in the
+    form :func:`mmdtok.convert.codec_config_from_dac` gives the published models."""
+    return CodecConfig(name=name, sample_rate=sample_rate,
+                       dac=DACConfig(encoder_dim=encoder_dim, decoder_dim=decoder_dim,
+                                     ratios=ratios),
+                       quantizer={"kind": "factorized", "num_codebooks": num_codebooks,
+                                  "codebook_size": 1024, "codebook_dim": 8, **options})
 
 
 PRESETS: dict[str, CodecConfig] = {
@@ -53,6 +71,11 @@ PRESETS: dict[str, CodecConfig] = {
         seanet=SEANetConfig(channels=2, dimension=64, n_filters=8, ratios=(8, 8, 4, 4, 2),
                             lstm_layers=1, activation="snake"),
         quantizer={"kind": "vae", "groups": 4}),
+    "dac-16khz": _dac("dac-16khz", 16_000, (2, 4, 5, 8), 12),
+    "dac-24khz": _dac("dac-24khz", 24_000, (2, 4, 5, 8), 32),
+    "dac-44khz": _dac("dac-44khz", 44_100, (2, 4, 8, 8), 9),
+    "small-dac": _dac("small-dac", 24_000, (2, 4, 5, 8), 4, encoder_dim=8, decoder_dim=128,
+                      codebook_dropout="uniform"),
 }
 
 

@@ -40,6 +40,7 @@ class TrainConfig:
         "l1": 0.1, "mel": 2.0, "adversarial": 4.0, "features": 4.0})
     balancer: bool = True
     commitment_weight: float = 1.0
+    codebook_weight: float = 1.0  # of a learned codebook's loss (DAC's; EMA codebooks: none)
     kl_weight: float = 1e-4  # of a VAE bottleneck's KL term (Stable Audio 2's weight)
     adversarial_from: int = 0  # the step from which the discriminator trains and judges
     discriminator_filters: int = 32
@@ -74,7 +75,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive number, got "
                                  f"{getattr(self, name)}")
         for name in ("warmup_steps", "adversarial_from", "calibration_batches",
-                     "independence_weight", "commitment_weight", "kl_weight"):
+                     "independence_weight", "commitment_weight", "codebook_weight",
+                     "kl_weight"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1 or not 0 <= self.valid_fraction < 1:

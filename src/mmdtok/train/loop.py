@@ -89,11 +89,13 @@ def codec_step(run: Run, config: TrainConfig, audio: Tensor) -> dict[str, float]
     out = run.model(audio)
     losses = reconstruction_losses(run, config, audio, out.audio, adversarial)
     commitment = out.quantized.losses.get("commitment", audio.new_zeros(()))
+    codebook = out.quantized.losses.get("codebook", audio.new_zeros(()))  # learned codes
     kl = out.quantized.losses.get("kl", audio.new_zeros(()))  # a VAE bottleneck's
-    if not all(torch.isfinite(v) for v in [*losses.values(), commitment, kl]):
+    if not all(torch.isfinite(v) for v in [*losses.values(), commitment, codebook, kl]):
         return None
     run.optimizer.zero_grad(set_to_none=True)
-    extra = config.commitment_weight * commitment + config.kl_weight * kl
+    extra = (config.commitment_weight * commitment + config.codebook_weight * codebook
+             + config.kl_weight * kl)
     if run.balancer is not None:
         gradient, _ = run.balancer.combine(losses, out.audio)
         # FSQ has no commitment loss: then there is nothing to add
@@ -105,7 +107,9 @@ def codec_step(run: Run, config: TrainConfig, audio: Tensor) -> dict[str, float]
         total.backward()
     values = {k: float(v.detach()) for k, v in losses.items()} | {
         "commitment": float(commitment.detach())} | (
-        {"kl": float(kl.detach())} if "kl" in out.quantized.losses else {}) | {
+        {"kl": float(kl.detach())} if "kl" in out.quantized.losses else {}) | (
+        {"codebook": float(codebook.detach())} if "codebook" in out.quantized.losses
+        else {}) | {
         k: float(v) for k, v in out.quantized.metrics.items() if k.startswith("perplexity")}
     if run.independence is not None:
         mmd = run.independence.step(audio)

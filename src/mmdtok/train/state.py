@@ -11,7 +11,7 @@ from torch import nn
 from mmdtok.losses import IndependenceLoss, MacroBatchIndependence
 from mmdtok.losses.balancer import GradientBalancer
 from mmdtok.losses.spectral import MultiScaleMelLoss
-from mmdtok.models import CodecModel
+from mmdtok.models import CodecConfig, CodecModel
 from mmdtok.models.codec import unfolded_state
 from mmdtok.models.discriminator import MultiScaleSTFTDiscriminator
 from mmdtok.persistence import Codec, load_codec
@@ -111,11 +111,20 @@ def build_independence(config: TrainConfig, codec: CodecModel
     return MacroBatchIndependence(codec.encode_streams, loss, every=config.independence_every)
 
 
+def _architecture(config: CodecConfig) -> dict:
+    """What two codecs must share for one's weights to start the other: the config
+    without its name and without the training-only codebook dropout."""
+    data = config.to_dict()
+    data.pop("name")
+    data["quantizer"] = {k: v for k, v in data["quantizer"].items() if k != "codebook_dropout"}
+    return data
+
+
 def start_from(codec: Codec, origin: str) -> None:
     """Copy the weights (and codebooks, latent norm) of the codec ``origin`` into
     ``codec``, in float32; ValueError when its architecture differs."""
     source = load_codec(origin)
-    mine, theirs = codec.config.to_dict(), source.config.to_dict()
+    mine, theirs = _architecture(codec.config), _architecture(source.config)
     if mine != theirs:
         keys = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         raise ValueError(f"init_from={origin!r} is another architecture than the codec "
