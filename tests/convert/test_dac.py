@@ -205,3 +205,17 @@ def test_independence_loss_takes_the_factorized_streams(narrow):
     loss.backward()
     assert codec.quantizer.quantizers[1].in_proj.parametrizations.weight.original1.grad.abs(
     ).sum() > 0
+
+
+def test_a_dac_codec_exports_to_onnx_with_identical_codes(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from mmdtok.export import export_onnx
+
+    torch.manual_seed(0)
+    codec = Codec.from_preset("small-dac").for_inference()
+    result = export_onnx(codec, tmp_path / "onnx")
+    # the export's own check: both graphs against mmdtok at shapes other than the traced
+    assert result.check is not None and result.check.codes_equal == 1.0
+    assert result.check.audio_max_abs_diff < 1e-4
+    assert result.metadata["config"]["dac"]["ratios"] == [2, 4, 5, 8]
+    assert result.metadata["min_samples"] == 1
