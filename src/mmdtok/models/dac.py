@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmdtok.configuration import config_from_dict, config_to_dict
-from mmdtok.models.layers import Snake
+from mmdtok.models.layers import Snake, checked_shape
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,7 @@ class DACConfig:
     ratios: tuple[int, ...] = (2, 4, 8, 8)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
-        if self.channels not in (1, 2):
-            raise ValueError(f"channels must be 1 or 2, got {self.channels}")
-        if not self.ratios or min(self.ratios) < 1 or max(self.ratios) > 64 or len(
-                self.ratios) > 8:
-            raise ValueError(f"ratios must be 1 to 8 integers in 1..64, got {self.ratios}")
+        object.__setattr__(self, "ratios", checked_shape(self.channels, self.ratios))
         for name in ("encoder_dim", "decoder_dim"):  # no terabyte allocations
             if not 1 <= getattr(self, name) <= 8192:
                 raise ValueError(f"DAC {name} must be in 1..8192, got {getattr(self, name)}")

@@ -181,6 +181,17 @@ class SkipLSTM(nn.Module):
         return (y + seq).permute(1, 2, 0), (h.transpose(0, 1), c.transpose(0, 1))
 
 
+def checked_shape(channels: int, ratios: tuple[int, ...]) -> tuple[int, ...]:
+    """A network's ``ratios`` as a tuple of ints, after checking them and ``channels``
+    (ValueError naming the bad value): 1 or 2 channels, 1 to 8 ratios in 1..64."""
+    ratios = tuple(int(r) for r in ratios)
+    if channels not in (1, 2):
+        raise ValueError(f"channels must be 1 or 2, got {channels}")
+    if not ratios or min(ratios) < 1 or max(ratios) > 64 or len(ratios) > 8:
+        raise ValueError(f"ratios must be 1 to 8 integers in 1..64, got {ratios}")
+    return ratios
+
+
 def fold_weight_norm(module: nn.Module) -> nn.Module:
     """Replace every weight-norm parametrization under ``module`` by the plain weight it
     computes (inference: same output, one less operation per call). In place."""
@@ -210,5 +221,5 @@ def context_frames(layers: nn.Module, samples_per_frame: float) -> int:
 
 
 __all__ = ["ACTIVATIONS", "Activation", "Conv1d", "ConvTranspose1d", "LSTMState",
-           "ResidualUnit", "SkipLSTM", "Snake", "activation", "context_frames",
+           "ResidualUnit", "SkipLSTM", "Snake", "activation", "checked_shape", "context_frames",
            "conv_padding", "fold_weight_norm", "pad1d", "snake", "transposed_trim"]

@@ -33,6 +33,7 @@ from mmdtok.models.layers import (
     ResidualUnit,
     SkipLSTM,
     activation,
+    checked_shape,
     context_frames,
 )
 
@@ -77,12 +78,7 @@ class SEANetConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"SEANet activation must be one of {ACTIVATIONS}, got "
                              f"{self.activation!r}")
-        object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
-        if self.channels not in (1, 2):
-            raise ValueError(f"channels must be 1 or 2, got {self.channels}")
-        if not self.ratios or min(self.ratios) < 1 or max(self.ratios) > 64 or len(
-                self.ratios) > 8:
-            raise ValueError(f"ratios must be 1 to 8 integers in 1..64, got {self.ratios}")
+        object.__setattr__(self, "ratios", checked_shape(self.channels, self.ratios))
         for name, bound in _BOUNDS.items():  # a crafted config must not allocate terabytes
             if not 1 <= getattr(self, name) <= bound:
                 raise ValueError(f"SEANet {name} must be in 1..{bound}, got "
