@@ -116,11 +116,15 @@ def test_the_encodec_24khz_layout_streams_20_ms_pieces_exactly():
     whole = codec.encode(audio)
     torch.testing.assert_close(_streamed(StreamingDecoder(codec), whole, [1, 2]),
                                codec.decode(whole), atol=1e-5, rtol=0)
-    # float32 codes differ at ties of its 32 stages (k-means on few rows leaves close
-    # entries); in float64 they are the same codes
+    # Codes can differ at ties of its 32 stages (k-means on few rows leaves near-duplicate
+    # entries): in float32 at many frames, in float64 at a few on some CPUs; each such
+    # difference must be a tie.
     codec64, audio64 = codec.double(), audio.double()
     streamed = _streamed(StreamingEncoder(codec64), audio64, [480])  # 20 ms at 24 kHz: 1.5 frames
-    assert torch.equal(streamed, codec64.encode(audio64))
+    with torch.no_grad():
+        latent = codec64.encoder(audio64)[0]
+    assert_same_codes_up_to_ties(codec64, latent, streamed[0], codec64.encode(audio64)[0],
+                                 max_tie_fraction=0.05)
     # a prefix of the codebooks streams as it encodes offline
     assert torch.equal(_streamed(StreamingEncoder(codec64, n_q=8), audio64, [480]), streamed[:, :8])
 
