@@ -93,8 +93,12 @@ def codec_config(name: str, out: Path, overrides: list[str], start_from: str) ->
     if name == "shared":
         return load_config(HERE / "codec_shared.json").with_overrides(overrides)
     arm = load_config(HERE / "codec_arm.json").with_overrides(overrides)
-    origin = str(out / "codec-shared") if start_from == SCRATCH else start_from
-    return replace(arm, **ARMS[name], init_from=origin)
+    return replace(arm, **ARMS[name], init_from=starting_codec(out, start_from))
+
+
+def starting_codec(out: Path, start_from: str) -> str:
+    """The codec every arm starts from: the shared codec of the run with ``scratch``."""
+    return str(out / "codec-shared") if start_from == SCRATCH else start_from
 
 
 def train_codec(config: TrainConfig, manifest: Path, run_dir: Path) -> dict:
@@ -169,10 +173,8 @@ def tokens_stage(out: Path, name: str, by_split: dict[str, list[Path]],
 def start_stage(origin: str, out: Path, test_files: list[Path], window_seconds: float
                 ) -> None:
     """The held-out measures of the codec every arm starts from."""
-    path = out / "results" / "quality-start.json"
-    if not path.exists():
-        stage(path, lambda: {"codec": origin, **measure_codec(
-            load_codec(origin), test_files, window_seconds)})
+    stage(out / "results" / "quality-start.json", lambda: {"codec": origin, **measure_codec(
+        load_codec(origin), test_files, window_seconds)})
 
 
 def _token_sets(out: Path, name: str) -> tuple[TokenSet, TokenSet]:
@@ -271,9 +273,9 @@ def plan(args: argparse.Namespace, by_split: dict[str, list[Path]]) -> list[Job]
             out, "shared", codec_config("shared", out, args.codec_override, SCRATCH),
             args.manifest)))
         shared = ("codec-shared",)
-    origin = str(out / "codec-shared") if args.start_from == SCRATCH else args.start_from
     jobs.append(Job("quality-start", start_stage,
-                    (origin, out, by_split["test"], args.window_seconds), shared))
+                    (starting_codec(out, args.start_from), out, by_split["test"],
+                     args.window_seconds), shared))
     for name in ARMS:  # every codec first: the longest stages, and the gaps need them
         config = codec_config(name, out, args.codec_override, args.start_from)
         jobs.append(Job(f"codec-{name}", codec_stage, (out, name, config, args.manifest),

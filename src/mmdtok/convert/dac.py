@@ -10,11 +10,11 @@ parametrizations; a state saved with parametrizations loads as it is.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from torch import Tensor
 
+from mmdtok.convert.encodec import WEIGHT_NORM_RENAMES
 from mmdtok.models.config import CodecConfig
 from mmdtok.models.dac import DACConfig
 
@@ -48,15 +48,11 @@ def codec_config_from_dac(data: dict[str, Any], name: str = "dac") -> CodecConfi
                        dac=network, quantizer=quantizer)
 
 
-_RENAMES = [(re.compile(r"\.weight_g$"), ".parametrizations.weight.original0"),
-            (re.compile(r"\.weight_v$"), ".parametrizations.weight.original1")]
-
-
 def convert_dac_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """A DacModel state dict renamed for :class:`~mmdtok.models.CodecModel`."""
     converted = {}
     for name, tensor in state.items():
-        for pattern, replacement in _RENAMES:
+        for pattern, replacement in WEIGHT_NORM_RENAMES:
             name = pattern.sub(replacement, name)
         converted[name] = tensor
     return converted

@@ -77,9 +77,13 @@ def codec_config_from_encodec(data: dict[str, Any], name: str = "encodec") -> Co
     return CodecConfig(name=name, sample_rate=sample_rate, seanet=seanet, quantizer=quantizer)
 
 
-_RENAMES = [
+# old-style weight norm (torch.nn.utils.weight_norm) to torch parametrizations
+WEIGHT_NORM_RENAMES = [
     (re.compile(r"\.weight_g$"), ".parametrizations.weight.original0"),
     (re.compile(r"\.weight_v$"), ".parametrizations.weight.original1"),
+]
+_RENAMES = [
+    *WEIGHT_NORM_RENAMES,
     (re.compile(r"^quantizer\.layers\.(\d+)\.codebook\.embed_avg$"),
      r"quantizer.codebooks.\1.embed_sum"),
     (re.compile(r"^quantizer\.layers\.(\d+)\.codebook\.(embed|cluster_size)$"),

@@ -20,6 +20,7 @@ from mmdtok.quantizers.base import (
     QuantizerOutput,
     codebook_metrics,
     keep_mask,
+    sample_num_kept,
 )
 
 
@@ -83,11 +84,7 @@ class FactorizedRVQ(Quantizer):
         self.check_latent(z)
         batch = z.shape[0]
         keep_probs = getattr(self, "keep_probs", None) if self.training else None
-        if keep_probs is None:
-            num_kept = torch.full((batch,), self.num_codebooks, dtype=torch.int64,
-                                  device=z.device)
-        else:
-            num_kept = (torch.multinomial(keep_probs, batch, replacement=True) + 1).to(z.device)
+        num_kept = sample_num_kept(keep_probs, batch, self.num_codebooks, z.device)
         kept = keep_mask(num_kept, self.num_codebooks).to(z.dtype)  # [B, K]
         residual, quantized = z, torch.zeros_like(z)
         codes, streams, commitment, codebook_loss = [], [], [], []
