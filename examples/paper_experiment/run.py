@@ -276,14 +276,14 @@ def plan(args: argparse.Namespace, by_split: dict[str, list[Path]]) -> list[Job]
     jobs.append(Job("quality-start", start_stage,
                     (starting_codec(out, args.start_from), out, by_split["test"],
                      args.window_seconds), shared))
-    for name in ARMS:  # every codec first: the longest stages, and the gaps need them
+    for name in args.arms:  # every codec first: the longest stages, and the gaps need them
         config = codec_config(name, out, args.codec_override, args.start_from)
         jobs.append(Job(f"codec-{name}", codec_stage, (out, name, config, args.manifest),
                         shared))
-    for name in ARMS:
+    for name in args.arms:
         jobs.append(Job(f"tokens-{name}", tokens_stage,
                         (out, name, by_split, args.window_seconds), (f"codec-{name}",)))
-    for name in ARMS:
+    for name in args.arms:
         for layout in LAYOUTS:
             for seed in args.lm_seeds:
                 jobs.append(Job(f"gap-{name}-{layout}-seed{seed}", gap_stage, (
@@ -313,6 +313,8 @@ def run(args: argparse.Namespace) -> dict:
     out: Path = args.out
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    if "none" not in args.arms:
+        raise ValueError("--arms needs 'none': every other arm is compared with it")
     files = find_audio([args.manifest])
     by_split = {s: [f.path for f in files if f.split == s] for s in ("train", "test")}
     if not by_split["train"] or not by_split["test"]:
@@ -324,13 +326,13 @@ def run(args: argparse.Namespace) -> dict:
         return json.loads((results_dir / f"{name}.json").read_text())
 
     results: dict = {}
-    for name in ARMS:
+    for name in args.arms:
         gaps = {layout: summarize([read(f"gap-{name}-{layout}-seed{seed}")
                                    for seed in args.lm_seeds]) for layout in LAYOUTS}
         results[name] = {**read(f"quality-{name}"), "gap": gaps}
         if args.flatten:
             results[name]["flatten"] = read(f"lm-{name}-flatten")
-    for name in ("delay", "parallel"):  # each arm's gap against the arm without the loss
+    for name in args.arms[1:]:  # each arm's gap against the arm without the loss
         for layout in LAYOUTS:
             results[name]["gap"][layout]["change_vs_none"] = paired_difference(
                 results[name]["gap"][layout]["window_gaps"],
@@ -362,13 +364,14 @@ def _change_cell(summary: dict) -> str:
 
 
 def table(results: dict) -> str:
-    flatten = all("flatten" in results[name] for name in ARMS)
+    arms = [name for name in ARMS if name in results]
+    flatten = all("flatten" in results[name] for name in arms)
     header = ["codec", "SI-SDR (dB)", "mel distance", "loss delay (median)",
               "loss parallel (median)", "loss delay (paper bw)", "NLL joint (delay)",
               "gap delay", "vs none", "gap parallel", "vs none"] + (
                   ["NLL flatten"] if flatten else [])
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in ARMS:
+    for name in arms:
         r = results[name]
         losses = r["independence_loss"]
         cells = [name, f"{r['si_sdr']:.2f}", f"{r['mel_distance']:.3f}",
@@ -398,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="stages run side by side in this many processes (the arms, "
                              "then the gaps, are independent); each gets its share of the "
                              "CPU threads and a log in OUT/logs/")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
+                        help="the codecs to train and compare (none, the arm without the "
+                             "loss, is always needed)")
     parser.add_argument("--window-seconds", type=float, default=10.0,
                         help="test windows for the held-out IndependenceLoss")
     parser.add_argument("--lm-steps", type=int, default=2000)
@@ -416,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flatten", action="store_true",
                         help="also train the flattened LM of each codec (slow on a CPU)")
     args = parser.parse_args(argv)
+    args.arms = [name for name in ARMS if name in args.arms]  # none first, no repeats
     try:
         results = run(args)
     except ValueError as error:
