@@ -1,29 +1,39 @@
-"""IndependenceLoss vs a dense reference of the same formulas, at the paper's per-GPU scale.
+"""IndependenceLoss vs the published formula, at the paper's per-GPU scale.
 
 Streams of 256 clips, K = 4 codebooks, D = 128, T = 50 frames, delay pattern: the delay
 keeps the T - K + 1 = 47 steps where no codebook is padding, N = 12,032 rows of 512
-features (the published code drops one more step: 11,776). Forward and backward of
+features (the published code drops one more step: 11,776; both sides here use the same
+rows). Forward and backward, each side in its own fresh process, the sides interleaved:
 
-- ``shuffle`` (the paper's estimator) and ``exact`` (closed form), blocked, against dense
-  N x N implementations written here as a user would (distance matrices by matrix
-  product, Gaussian kernel matrices per bandwidth, checkpointed bandwidth by bandwidth as
-  the published code checkpoints its loss, so that it fits in memory): the formulas agree
-  in float64 (values at full size, gradients on 64 clips); in float32 both sides are
-  compared with the float64 result; speed-up and peak memory ratio;
-- ``rff`` at 1,000,000 rows: peak memory of forward and backward (target < 4 GB beyond
-  the input), and its agreement with ``exact`` on the N = 12,032 rows.
+- ``published``: the published implementation's formula as REFERENCE.md states it (three
+  dense N x N distance matrices by one matrix product each, the Gaussian kernel sums of
+  each of the 6 bandwidths under activation checkpointing, n = the number of clips);
+- the ``paper`` and ``default`` presets (the shuffle estimator, normalized by clips and
+  by rows) and ``exact`` (the closed form);
 
-    python benchmarks/bench_independence.py [--clips 256] [--rff-rows 1000000]
+with the speed-up over ``published`` (median and range over the rounds), the peak memory,
+the fraction of the shuffle estimator's floor (its matrix products and exponentials at
+the rates measured on this machine) and the float32 errors against float64. Before that,
+the formulas are checked in float64 against dense versions; after it, ``rff`` at
+1,000,000 rows: peak memory of forward and backward (target < 4 GB beyond the input),
+and its agreement with ``exact`` on the N = 12,032 rows.
+
+    python benchmarks/bench_independence.py [--clips 256] [--repeats 3] [--rff-rows 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -103,31 +113,123 @@ def value_and_gradient(fn, streams: torch.Tensor) -> tuple[float, float, int, to
     return seconds, peak, out["value"], x.grad
 
 
-def run_pair(name: str, ours_fn, dense_fn, streams: torch.Tensor, repeats: int) -> list[str]:
-    """Float32 time and peak memory of both sides (interleaved), and their errors against
-    the float64 value and gradient (ours in float64: the tests check it against dense)."""
-    runs = {"ours": [], "dense": []}
-    for _ in range(repeats):
-        for side, fn in (("ours", ours_fn), ("dense", dense_fn)):
-            runs[side].append(value_and_gradient(fn, streams))
-            print(f"  {name} {side}: {runs[side][-1][0]:.1f} s", flush=True)
-    _, _, truth, truth_grad = value_and_gradient(ours_fn, streams.double())
+def published_loss(streams: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The published implementation's formula as REFERENCE.md states it: standardized
+    delayed rows, each codebook's rows permuted, three dense N x N squared-distance
+    matrices by one matrix product each, then for each of the 6 bandwidths the Gaussian
+    kernel sums under activation checkpointing and ``(S_xx - n) / (n (n - 1)) + (S_yy - n)
+    / (n (n - 1)) - 2 S_xy / n^2`` clamped at 0, with n = the number of clips."""
+    rows = standardize_rows(stream_rows(streams, "delay")[0])
+    shuffled = kernels.shuffle_rows(rows, [D] * K, generator)
+    n = streams.shape[0]
 
-    def errors(side):
-        _, _, value, grad = runs[side][-1]
-        return (float((value.double() - truth).abs() / truth.abs()),
-                float((grad.double() - truth_grad).norm() / truth_grad.norm()))
+    def distances(a, b):
+        return a.square().sum(1)[:, None] + b.square().sum(1)[None, :] - 2 * a @ b.t()
 
-    (v_ours, g_ours), (v_dense, g_dense) = errors("ours"), errors("dense")
-    t_ours = statistics.median(r[0] for r in runs["ours"])
-    t_dense = statistics.median(r[0] for r in runs["dense"])
-    m_ours, m_dense = max(r[1] for r in runs["ours"]), max(r[1] for r in runs["dense"])
-    print(f"{name}: float64 value {float(truth):.6g}; float32 relative errors: value ours "
-          f"{v_ours:.1e}, dense {v_dense:.1e}; gradient ours {g_ours:.1e}, dense {g_dense:.1e}",
-          flush=True)
-    return [name, f"{t_dense / t_ours:.1f}x", f"{m_ours / 2**20:,.0f} MiB",
-            f"{m_dense / 2**20:,.0f} MiB", f"1/{m_dense / max(m_ours, 1):.0f}",
-            f"{v_ours:.0e} / {v_dense:.0e}", f"{g_ours:.0e} / {g_dense:.0e}"]
+    def term(d_xx, d_yy, d_xy, a):
+        s_xx, s_yy = torch.exp(-d_xx / (2 * a)).sum(), torch.exp(-d_yy / (2 * a)).sum()
+        s_xy = torch.exp(-d_xy / (2 * a)).sum()
+        return ((s_xx - n) / (n * (n - 1)) + (s_yy - n) / (n * (n - 1))
+                - 2 * s_xy / n**2).clamp(min=0)
+
+    d = (distances(rows, rows), distances(shuffled, shuffled), distances(rows, shuffled))
+    return sum(checkpoint(term, *d, a, use_reentrant=False) for a in BANDWIDTHS)
+
+
+SIDES = ("published", "paper", "default", "exact")
+
+
+def side_loss(side: str):
+    """The loss of one benchmark side, as a function of the streams (a fresh instance per
+    call, so that every call draws the same permutations)."""
+    if side == "published":
+        return lambda x: published_loss(x, IndependenceLoss("shuffle", seed=0).generator(0))
+    if side == "exact":
+        return lambda x: IndependenceLoss("exact")(x)
+    return lambda x: IndependenceLoss.from_preset(side, seed=0)(x)
+
+
+def run_side(side: str, clips: int, out: Path) -> None:
+    """One side in this (fresh) process: time and peak memory of forward and backward in
+    float32, and the value and gradient saved to ``out`` for the error against float64."""
+    streams = streams_like_a_codec(clips)
+    seconds, peak, value, grad = value_and_gradient(side_loss(side), streams)
+    save_file({"value": value.reshape(1), "grad": grad.contiguous()}, str(out))
+    print(json.dumps({"seconds": seconds, "peak": peak}))
+
+
+def fresh_side(side: str, clips: int, folder: Path) -> dict:
+    """``run_side`` in a new Python process; its figures, value and gradient."""
+    out = folder / f"{side}.safetensors"
+    done = subprocess.run([sys.executable, __file__, "--clips", str(clips), "--side", side,
+                           "--side-out", str(out)], check=True, capture_output=True,
+                          text=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**figures, **load_file(str(out))}
+
+
+def floor_seconds(clips: int, streams: torch.Tensor) -> tuple[float, str]:
+    """Seconds that the shuffle estimator's matrix products and exponentials take at this
+    machine's measured rates: 8 products of N x N x P per forward and backward (the
+    triangle of (x, x) and (y, y) and all of (x, y) in the forward pass; the same distances
+    again and 4 gradient products in the backward pass), and one exponential per pair and
+    bandwidth of the three kernel matrices (symmetric halves counted once) in each pass."""
+    n, p = clips * (T - K + 1), K * D
+    a, b = torch.randn(4096, p), torch.randn(p, 4096)
+    values = torch.rand(1 << 24) * -60
+    matmul = statistics.median(_seconds(lambda: a @ b) for _ in range(5))
+    exp = statistics.median(_seconds(lambda: values.exp()) for _ in range(5))
+    flop_rate, exp_rate = 2 * 4096 * 4096 * p / matmul, values.numel() / exp
+    flops, exps = 8 * 2 * n * n * p, 2 * 2 * n * n * len(BANDWIDTHS)
+    seconds = flops / flop_rate + exps / exp_rate
+    return seconds, (f"{flops / 1e12:.2f} TFLOP at {flop_rate / 1e9:.0f} GFLOP/s and "
+                     f"{exps / 1e9:.2f} G exponentials at {exp_rate / 1e9:.2f} G/s")
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def fresh_sides(clips: int, repeats: int, streams: torch.Tensor) -> None:
+    """Every side in its own fresh process, the sides interleaved ``repeats`` times; the
+    speed-up over the published formula per round (median and range), the memory ratio,
+    and the float32 errors against the float64 value and gradient of mmdtok's loss."""
+    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(repeats):
+            for side in SIDES:
+                runs[side].append(fresh_side(side, clips, Path(folder)))
+                print(f"  {side}: {runs[side][-1]['seconds']:.1f} s, "
+                      f"{runs[side][-1]['peak'] / 2**20:,.0f} MiB", flush=True)
+    floor, floor_text = floor_seconds(clips, streams)
+    truths = {}
+    for side in ("paper", "default", "exact"):
+        x = streams.double().requires_grad_()
+        value = side_loss(side)(x)
+        truths[side] = (value.detach(), torch.autograd.grad(value, x)[0])
+    truths["published"] = truths["paper"]  # the same formula, value for value
+    rows = []
+    published = runs["published"]
+    for side in SIDES:
+        ratios = [p["seconds"] / r["seconds"] for p, r in zip(published, runs[side])]
+        peak = max(r["peak"] for r in runs[side])
+        value, grad = truths[side]
+        last = runs[side][-1]
+        value_error = float((last["value"].double()[0] - value).abs() / value.abs())
+        grad_error = float((last["grad"].double() - grad).norm() / grad.norm())
+        seconds = statistics.median(r["seconds"] for r in runs[side])
+        rows.append([f"`{side}`", f"{statistics.median(ratios):.1f}x "
+                     f"({min(ratios):.1f}-{max(ratios):.1f})",
+                     f"{peak / 2**20:,.0f} MiB",
+                     f"1/{max(r['peak'] for r in published) / max(peak, 1):.1f}",
+                     f"{floor / seconds:.0%}" if side in ("paper", "default") else "",
+                     f"{value_error:.0e}", f"{grad_error:.0e}"])
+    print(f"floor of the shuffle estimator: {floor:.1f} s ({floor_text})")
+    print(markdown_table(["side", f"speed-up over published (median, range of {repeats})",
+                          "peak memory", "memory vs published", "fraction of the floor",
+                          "float32 value error", "float32 gradient error"], rows))
 
 
 def formula_check(streams: torch.Tensor, shuffle: IndependenceLoss) -> None:
@@ -144,6 +246,11 @@ def formula_check(streams: torch.Tensor, shuffle: IndependenceLoss) -> None:
         return dense_shuffle(rows, kernels.shuffle_rows(rows, [D] * K, shuffle.generator(0)),
                              checkpointed)
 
+    small64 = streams.double()[:64]
+    published = published_loss(small64, shuffle.generator(0))
+    paper = IndependenceLoss.from_preset("paper", seed=shuffle.seed)(small64)
+    print(f"published formula and the paper preset in float64 on 64 clips: value relative "
+          f"difference {float((published - paper).abs() / paper.abs()):.1e}", flush=True)
     exact = IndependenceLoss("exact")
     pairs = [("shuffle", ours_shuffle, dense_shuffle_at),
              ("exact", exact, lambda x, c=True: dense_exact(rows_of(x), c))]
@@ -166,33 +273,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=256)
     parser.add_argument("--rff-rows", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # one fresh side
+    parser.add_argument("--side-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side:
+        run_side(args.side, args.clips, args.side_out)
+        return
     streams = streams_like_a_codec(args.clips)
     num_rows = args.clips * (T - K + 1)
     print(f"{args.clips} clips x {K} codebooks x {D} dims x {T} frames, delay: N = {num_rows} "
           f"rows of {K * D} features; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
 
-    shuffle = IndependenceLoss("shuffle", seed=0)
-
-    def ours_shuffle(x):
-        return IndependenceLoss("shuffle", seed=0)(x)  # the same permutations on every call
-
-    def dense_shuffle_loss(x):
-        rows = standardize_rows(stream_rows(x, "delay")[0])
-        return dense_shuffle(rows, kernels.shuffle_rows(rows, [D] * K, shuffle.generator(0)))
-
-    def dense_exact_loss(x):
-        return dense_exact(standardize_rows(stream_rows(x, "delay")[0]))
-
-    formula_check(streams, shuffle)
-    rows = [run_pair("shuffle", ours_shuffle, dense_shuffle_loss, streams, args.repeats),
-            run_pair("exact", IndependenceLoss("exact"), dense_exact_loss, streams,
-                     args.repeats)]
-    print(markdown_table(["estimator", "speed-up", "peak memory", "dense peak memory",
-                          "memory ratio", "float32 value error (ours / dense)",
-                          "float32 gradient error (ours / dense)"], rows))
+    formula_check(streams, IndependenceLoss("shuffle", seed=0))
+    fresh_sides(args.clips, args.repeats, streams)
 
     rff = IndependenceLoss("rff", num_features=256)
     with torch.no_grad():

@@ -12,6 +12,7 @@ N x N. (The ``rff`` estimator is in :mod:`mmdtok.losses.fourier`.)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +28,7 @@ BLOCK_ELEMENTS = 1 << 25
 # use ``-scale * kernel`` as the slope everywhere, floor included (a difference below
 # 1e-25 where the floor applies).
 EXP_FLOOR = -60.0
+FLOOR_VALUE = math.exp(EXP_FLOOR)  # the kernel value at the floor
 
 
 def gaussian(d: Tensor, scale: float) -> Tensor:
@@ -85,33 +87,100 @@ def _pair_gradient(rows: Tensor, others: Tensor, weights: Tensor) -> Tensor:
     return 2 * (rows * weights.sum(1, keepdim=True) - weights @ others)
 
 
-def _shuffle_pairs(x: Tensor, y: Tensor, x_sq: Tensor, y_sq: Tensor, start: int,
-                   stop: int) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], ...]:
-    """The (rows, others, their squared norms) of a block for (x, x), (y, y), (x, y)."""
-    xb, yb, xb_sq, yb_sq = x[start:stop], y[start:stop], x_sq[start:stop], y_sq[start:stop]
-    return (xb, x, xb_sq, x_sq), (yb, y, yb_sq, y_sq), (xb, y, xb_sq, y_sq)
+TILE = 512  # rows of the square tiles of the shuffle estimator: a tile is 1 MiB of floats
+
+
+def _floored(d: Tensor, scales: Sequence[float], diagonal: bool) -> list[bool]:
+    """For each scale, whether every kernel value of the tile is the floor (then no
+    exponential is needed). A diagonal tile holds the zero distances of (i, i) pairs. (Not
+    on a GPU: there the floor saves nothing, and reading the minimum would wait for it.)"""
+    if diagonal or d.is_cuda:
+        return [False] * len(scales)
+    nearest = float(d.min())
+    return [scale * nearest >= -EXP_FLOOR for scale in scales]
+
+
+def _tile_sums(d: Tensor, scales: Sequence[float], diagonal: bool, buffer: Tensor) -> Tensor:
+    """[A] kernel sums of a tile, in float64, with no exponential where all are floored."""
+    sums = []
+    for scale, floored in zip(scales, _floored(d, scales, diagonal)):
+        if floored:
+            sums.append(d.new_full((), FLOOR_VALUE, dtype=torch.float64) * d.numel())
+        else:
+            kernel = torch.mul(d, -scale, out=buffer).clamp_(min=EXP_FLOOR).exp_()
+            sums.append(kernel.sum(dtype=torch.float64))
+    return torch.stack(sums)
+
+
+def _tile_weights(d: Tensor, scales: Sequence[float], slopes: Sequence[float],
+                  diagonal: bool, buffer: Tensor) -> Tensor:
+    """``sum_a slopes[a] * scale_a * G_a`` on a tile: the derivative of the weighted kernel
+    sums with respect to the squared distances, ``-scale * kernel`` per bandwidth."""
+    weights = torch.zeros_like(d)
+    constant = 0.0
+    for scale, slope, floored in zip(scales, slopes, _floored(d, scales, diagonal)):
+        if not slope:
+            continue
+        if floored:
+            constant -= scale * slope * FLOOR_VALUE
+        else:
+            kernel = torch.mul(d, -scale, out=buffer).clamp_(min=EXP_FLOOR).exp_()
+            weights.add_(kernel, alpha=-scale * slope)
+    if constant:
+        weights.add_(constant)
+    return weights
+
+
+def _grid(num_rows: int, size: int, triangle: bool) -> list[tuple[int, int, int, int]]:
+    """Tiles (i0, i1, j0, j1): all of them, or the upper triangle i0 <= j0."""
+    blocks = _blocks(num_rows, size)
+    return [(*rows, *cols) for i, rows in enumerate(blocks)
+            for cols in (blocks[i:] if triangle else blocks)]
+
+
+def _add_pair_gradients(grad_rows: Tensor, grad_cols: Tensor, rows: Tensor, cols: Tensor,
+                        weights: Tensor, factor: float, diagonal: bool) -> None:
+    """Add the gradient of ``factor / 2 * sum_ij weights[i, j] * ||rows_i - cols_j||^2`` to
+    the rows' and (off the diagonal) the columns' gradients: ``factor * (rows * rowsum(W)
+    - W @ cols)`` and its transpose. On a diagonal tile rows and columns are the same
+    vectors and the tile is symmetric, so the row side holds the whole gradient."""
+    grad_rows.addmm_(weights, cols, alpha=-factor).addcmul_(
+        rows, weights.sum(1, keepdim=True), value=factor)
+    if not diagonal:
+        grad_cols.addmm_(weights.t(), rows, alpha=-factor).addcmul_(
+            cols, weights.sum(0)[:, None], value=factor)
 
 
 class _ShuffleSums(torch.autograd.Function):
-    """Kernel sums of (x, x), (y, y), (x, y) and the diagonals of the first two, blocked.
+    """Kernel sums of (x, x), (y, y), (x, y) and the diagonals of the first two, in tiles.
 
-    The backward pass recomputes each block's distances and applies the analytic gradient;
-    (x, x) and (y, y) are symmetric, so one matrix product per block gives their gradient.
-    The diagonal terms have a zero gradient (||x_i - x_i|| does not depend on x_i).
+    (x, x) and (y, y) are symmetric: only the tiles of the upper triangle are computed,
+    the off-diagonal ones counted twice. The backward pass recomputes each tile's
+    distances and applies the analytic gradient to the tile's rows and columns. The
+    diagonal terms have a zero gradient (||x_i - x_i|| does not depend on x_i). A tile
+    whose kernel values are all the floor for a bandwidth (``EXP_FLOOR``) needs no
+    exponential for it: its sum and its slope are constants.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, scales: Sequence[float],  # type: ignore[override]
                 size: int) -> tuple[Tensor, Tensor]:
+        num_rows = x.shape[0]
         x_sq, y_sq = x.square().sum(1), y.square().sum(1)
         sums = x.new_zeros(3, len(scales), dtype=torch.float64)
         diagonals = x.new_zeros(2, len(scales), dtype=torch.float64)
-        for start, stop in _blocks(x.shape[0], size):
-            for row, pair in enumerate(_shuffle_pairs(x, y, x_sq, y_sq, start, stop)):
-                d = sqdist(*pair)
-                sums[row] += kernel_sums(d, scales)
-                if row < 2:  # (x, x) and (y, y)
-                    diagonals[row] += kernel_sums(d.diagonal(offset=start), scales)
+        buffer = x.new_empty(size * size)
+        for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
+            diagonal, tile = i0 == j0, buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            for row, (u, u_sq) in enumerate(((x, x_sq), (y, y_sq))):
+                d = sqdist(u[i0:i1], u[j0:j1], u_sq[i0:i1], u_sq[j0:j1])
+                sums[row] += _tile_sums(d, scales, diagonal, tile) * (1 if diagonal else 2)
+                if diagonal:
+                    diagonals[row] += kernel_sums(d.diagonal(), scales)
+        for i0, i1, j0, j1 in _grid(num_rows, size, triangle=False):
+            tile = buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            d = sqdist(x[i0:i1], y[j0:j1], x_sq[i0:i1], y_sq[j0:j1])
+            sums[2] += _tile_sums(d, scales, False, tile)
         ctx.save_for_backward(x, y)
         ctx.scales, ctx.size = list(scales), size
         return sums, diagonals
@@ -119,33 +188,39 @@ class _ShuffleSums(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_sums: Tensor, grad_diagonals: Tensor):  # type: ignore[override]
         x, y = ctx.saved_tensors
+        num_rows, size, scales = x.shape[0], ctx.size, ctx.scales
         x_sq, y_sq = x.square().sum(1), y.square().sum(1)
         grad_x, grad_y = torch.zeros_like(x), torch.zeros_like(y)
-        weights_of = [[float(g) for g in row] for row in grad_sums]
-        for start, stop in _blocks(x.shape[0], ctx.size):
-            xb, yb = x[start:stop], y[start:stop]
-            weights = []
-            for row, pair in enumerate(_shuffle_pairs(x, y, x_sq, y_sq, start, stop)):
-                d = sqdist(*pair)
-                w = torch.zeros_like(d)
-                for scale, g in zip(ctx.scales, weights_of[row]):
-                    if g:
-                        w.add_(gaussian(d, scale), alpha=-scale * g)
-                weights.append(w)
-            w_xx, w_yy, w_xy = weights
-            # (x, x) and (y, y) are symmetric: the column side equals the row side
-            grad_x[start:stop] += 2 * _pair_gradient(xb, x, _without_diagonal(w_xx, start))
-            grad_y[start:stop] += 2 * _pair_gradient(yb, y, _without_diagonal(w_yy, start))
-            grad_x[start:stop] += _pair_gradient(xb, y, w_xy)
-            grad_y += _pair_gradient(y, xb, w_xy.t())
+        slopes = [[float(g) for g in row] for row in grad_sums]
+        buffer = x.new_empty(size * size)
+        for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
+            diagonal, tile = i0 == j0, buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            for row, (u, u_sq, grad) in enumerate(((x, x_sq, grad_x), (y, y_sq, grad_y))):
+                if not any(slopes[row]):
+                    continue
+                d = sqdist(u[i0:i1], u[j0:j1], u_sq[i0:i1], u_sq[j0:j1])
+                w = _tile_weights(d, scales, slopes[row], diagonal, tile)
+                if diagonal:
+                    _without_diagonal(w, 0)
+                # Each unordered pair appears twice in the sum over ordered pairs.
+                _add_pair_gradients(grad[i0:i1], grad[j0:j1], u[i0:i1], u[j0:j1], w, 4.0,
+                                    diagonal)
+        if any(slopes[2]):
+            for i0, i1, j0, j1 in _grid(num_rows, size, triangle=False):
+                tile = buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+                d = sqdist(x[i0:i1], y[j0:j1], x_sq[i0:i1], y_sq[j0:j1])
+                w = _tile_weights(d, scales, slopes[2], False, tile)
+                _add_pair_gradients(grad_x[i0:i1], grad_y[j0:j1], x[i0:i1], y[j0:j1], w, 2.0,
+                                    False)
         return grad_x, grad_y, None, None
 
 
 def shuffle_sums(x: Tensor, y: Tensor, scales: Sequence[float],
                  block_size: int | None = None) -> tuple[Tensor, Tensor]:
     """Kernel sums over all ordered pairs for (x, x), (y, y) and (x, y): [3, A], and the
-    diagonal sums of (x, x) and (y, y): [2, A] (the terms a U-statistic leaves out)."""
-    size = block_rows(x.shape[0], x.shape[0] * 6, block_size)
+    diagonal sums of (x, x) and (y, y): [2, A] (the terms a U-statistic leaves out).
+    ``block_size`` is the side of the square tiles (default ``TILE``)."""
+    size = max(1, min(x.shape[0], TILE if block_size is None else block_size))
     return _ShuffleSums.apply(x, y, list(scales), size)
 
 
