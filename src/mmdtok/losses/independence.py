@@ -70,8 +70,9 @@ class IndependenceLoss(nn.Module):
         rff: ``exact`` estimated with ``num_features`` random Fourier features per
             bandwidth, linear in N in time and memory, for 10^5 to 10^6 rows. >= 0.
 
-    Memory: rows are processed in blocks (``block_size`` rows, or automatic) and each block
-    is recomputed in the backward pass, so no N x N matrix is ever held.
+    Memory: the N x N pairs are processed in square tiles (``block_size`` rows a side,
+    or ``kernels.TILE``) and each tile is recomputed in the backward pass, so no N x N
+    matrix is ever held.
 
     Distributed: inside a torch.distributed group, ``shuffle`` and ``exact`` gather the
     rows of all ranks (one macro-batch over all GPUs) and ``rff`` sums its features over

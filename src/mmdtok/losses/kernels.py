@@ -5,9 +5,10 @@ kernel is a sum of Gaussians over bandwidths ``a``: ``sum_a exp(-||u - v||^2 / (
 written with ``scales = 1 / (2 a)``. On the concatenated vector a Gaussian is the product
 of the Gaussians on the blocks, which is what makes the closed forms below possible.
 
-Both estimators work through the rows in blocks and recompute each block in the backward
-pass, which applies the gradient in closed form, so memory grows as O(N * block), never
-N x N. (The ``rff`` estimator is in :mod:`mmdtok.losses.fourier`.)
+Both estimators work through square tiles of the N x N pair matrices (the upper triangle
+where the matrix is symmetric) and recompute each tile in the backward pass, which applies
+the gradient in closed form, so memory grows as O(N + tile^2), never N x N.
+(The ``rff`` estimator is in :mod:`mmdtok.losses.fourier`.)
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-
-# Floats a block may hold at once (each saved kernel matrix counts): 32M = 128 MiB.
-BLOCK_ELEMENTS = 1 << 25
 
 # Exponents are floored here before exp: a kernel value below exp(-60) ~ 9e-27 changes no
 # float32 sum of kernel values, while exponents near -100 (typical for standardized
@@ -40,13 +38,6 @@ def sqdist(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
     """Squared distances [n, m] between rows a [n, P] and b [m, P], given their squared
     norms."""
     return (torch.addmm(b_sq[None, :], a, b.t(), alpha=-2) + a_sq[:, None]).clamp(min=0)
-
-
-def block_rows(num_rows: int, per_row: int, block_size: int | None) -> int:
-    """Rows per block: ``block_size`` if given, else what fits in ``BLOCK_ELEMENTS``."""
-    if block_size is not None:
-        return max(1, block_size)
-    return max(1, min(num_rows, BLOCK_ELEMENTS // max(1, per_row)))
 
 
 def _blocks(num_rows: int, size: int) -> list[tuple[int, int]]:
@@ -74,17 +65,11 @@ def _without_diagonal(weights: Tensor, start: int) -> Tensor:
     """Zero the (i, i) entries of a block of rows ``start..`` of a square weight matrix.
 
     A pair (i, i) has no gradient (||x_i - x_i|| does not depend on x_i), but its weight is
-    the largest (kernel value 1) and the two terms of :func:`_pair_gradient` would cancel
+    the largest (kernel value 1) and the two terms of :func:`_add_pair_gradients` would cancel
     it only up to float32 rounding, which can exceed the true gradient.
     """
     weights.diagonal(offset=start).zero_()
     return weights
-
-
-def _pair_gradient(rows: Tensor, others: Tensor, weights: Tensor) -> Tensor:
-    """Gradient of ``sum_ij weights[i, j] * ||rows_i - others_j||^2`` wrt rows:
-    ``2 (rows * rowsum(W) - W @ others)``."""
-    return 2 * (rows * weights.sum(1, keepdim=True) - weights @ others)
 
 
 TILE = 512  # rows of the square tiles of the shuffle estimator: a tile is 1 MiB of floats
@@ -242,59 +227,92 @@ def shuffle_mmd_by_clips(sums: Tensor, num_clips: int) -> Tensor:
 # --- exact: MMD between the empirical joint and the product of empirical marginals ----
 
 
-def _block_distances(parts: Sequence[Tensor], norms: Sequence[Tensor], start: int,
-                     stop: int) -> list[Tensor]:
-    return [sqdist(p[start:stop], p, n[start:stop], n) for p, n in zip(parts, norms)]
+def _kernel(d: Tensor, scale: float, floored: bool, buffer: Tensor) -> Tensor | float:
+    """``exp(-scale * d)`` floored, in ``buffer``; the floor itself (a number) where the
+    whole tile is at it."""
+    if floored:
+        return FLOOR_VALUE
+    return torch.mul(d, -scale, out=buffer).clamp_(min=EXP_FLOOR).exp_()
+
+
+def _row_and_column_sums(kernel: Tensor | float, d: Tensor) -> tuple[Tensor | float,
+                                                                     Tensor | float]:
+    """Row sums [n] and column sums [m] of the kernel of tile ``d`` in float64 (numbers
+    for a floored tile)."""
+    if isinstance(kernel, float):
+        return kernel * d.shape[1], kernel * d.shape[0]
+    return kernel.sum(1, dtype=torch.float64), kernel.sum(0, dtype=torch.float64)
 
 
 class _ExactStats(torch.autograd.Function):
-    """``sum_ij prod_k G_k[i, j]`` [A] and row means ``mean_j G_k[i, j]`` [A, K, N], blocked.
+    """``sum_ij prod_k G_k[i, j]`` [A] and row means ``mean_j G_k[i, j]`` [A, K, N], in
+    square tiles of the upper triangle (every term is symmetric in (i, j)).
 
-    Backward: each block's terms are symmetric in (i, j) once the row-mean term
-    ``c_k[i] G_k[i, j]`` is written ``(c_k[i] + c_k[j]) / 2 G_k[i, j]``, so one matrix
-    product per block and codebook gives the gradient.
+    Backward: each tile's terms are symmetric in (i, j) once the row-mean term
+    ``c_k[i] G_k[i, j]`` is written ``(c_k[i] + c_k[j]) / 2 G_k[i, j]``, so one weight
+    matrix per tile and codebook gives the gradient of the tile's rows and columns.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, dims: Sequence[int],  # type: ignore[override]
                 scales: Sequence[float], size: int) -> tuple[Tensor, Tensor]:
+        num_rows = x.shape[0]
         parts = x.split(list(dims), dim=1)
         norms = [p.square().sum(1) for p in parts]
-        joint_sums = x.new_zeros(len(scales), dtype=torch.float64)
-        row_means = x.new_empty(len(scales), len(dims), x.shape[0], dtype=torch.float64)
-        for start, stop in _blocks(x.shape[0], size):
-            distances = _block_distances(parts, norms, start, stop)
+        joint_sums = torch.zeros(len(scales), dtype=torch.float64, device=x.device)
+        row_sums = torch.zeros(len(scales), len(dims), num_rows, dtype=torch.float64,
+                               device=x.device)
+        buffer = x.new_empty(size * size)
+        for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
+            diagonal, tile = i0 == j0, buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            distances = [sqdist(p[i0:i1], p[j0:j1], n[i0:i1], n[j0:j1])
+                         for p, n in zip(parts, norms)]
             joint = torch.stack(distances).sum(0)  # prod_k G_k = the Gaussian of the sum
-            for a, scale in enumerate(scales):
-                joint_sums[a] += gaussian(joint, scale).sum(dtype=torch.float64)
-                for k, d in enumerate(distances):
-                    row_means[a, k, start:stop] = gaussian(d, scale).mean(1, dtype=torch.float64)
+            joint_sums += _tile_sums(joint, scales, diagonal, tile) * (1 if diagonal else 2)
+            for k, d in enumerate(distances):
+                for a, (scale, floored) in enumerate(zip(scales,
+                                                         _floored(d, scales, diagonal))):
+                    rows, cols = _row_and_column_sums(_kernel(d, scale, floored, tile), d)
+                    row_sums[a, k, i0:i1] += rows
+                    if not diagonal:
+                        row_sums[a, k, j0:j1] += cols
         ctx.save_for_backward(x)
         ctx.dims, ctx.scales, ctx.size = list(dims), list(scales), size
-        return joint_sums, row_means
+        return joint_sums, row_sums / num_rows
 
     @staticmethod
     def backward(ctx, grad_joint: Tensor, grad_means: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
+        num_rows, size, scales = x.shape[0], ctx.size, ctx.scales
         parts = x.split(ctx.dims, dim=1)
         norms = [p.square().sum(1) for p in parts]
-        num_rows = x.shape[0]
         half_c = (grad_means / (2 * num_rows)).to(x.dtype)  # [A, K, N]
+        joint_slopes = [float(g) for g in grad_joint]
         grads = [torch.zeros_like(p) for p in parts]
-        for start, stop in _blocks(num_rows, ctx.size):
-            distances = _block_distances(parts, norms, start, stop)
-            joint = torch.stack(distances).sum(0)
-            shared = torch.zeros_like(joint)  # slope of the joint term, the same for every k
-            weights = [torch.zeros_like(d) for d in distances]
-            for a, scale in enumerate(ctx.scales):
-                shared.add_(gaussian(joint, scale), alpha=-scale * float(grad_joint[a]))
-                for k, d in enumerate(distances):
-                    kernel = gaussian(d, scale)
-                    weights[k].addcmul_(kernel, half_c[a, k, start:stop, None], value=-scale)
-                    weights[k].addcmul_(kernel, half_c[a, k, None, :], value=-scale)
-            for k, (part, w) in enumerate(zip(parts, weights)):
-                w = _without_diagonal(w.add_(shared), start)
-                grads[k][start:stop] += 2 * _pair_gradient(part[start:stop], part, w)
+        buffer = x.new_empty(size * size)
+        for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
+            diagonal, tile = i0 == j0, buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            distances = [sqdist(p[i0:i1], p[j0:j1], n[i0:i1], n[j0:j1])
+                         for p, n in zip(parts, norms)]
+            # The slope of the joint term, the same for every codebook.
+            shared = _tile_weights(torch.stack(distances).sum(0), scales, joint_slopes,
+                                   diagonal, tile)
+            for k, (part, d) in enumerate(zip(parts, distances)):
+                w = shared.clone()
+                for a, (scale, floored) in enumerate(zip(scales,
+                                                         _floored(d, scales, diagonal))):
+                    kernel = _kernel(d, scale, floored, tile)
+                    rows, cols = half_c[a, k, i0:i1, None], half_c[a, k, None, j0:j1]
+                    if isinstance(kernel, float):
+                        w.add_(rows + cols, alpha=-scale * kernel)
+                    else:
+                        w.addcmul_(kernel, rows, value=-scale).addcmul_(kernel, cols,
+                                                                        value=-scale)
+                if diagonal:
+                    _without_diagonal(w, 0)
+                # Each unordered pair appears twice in the sum over ordered pairs.
+                _add_pair_gradients(grads[k][i0:i1], grads[k][j0:j1], part[i0:i1],
+                                    part[j0:j1], w, 4.0, diagonal)
         return torch.cat(grads, dim=1), None, None, None
 
 
@@ -302,8 +320,9 @@ def exact_stats(x: Tensor, dims: Sequence[int], scales: Sequence[float],
                 block_size: int | None = None) -> tuple[Tensor, Tensor]:
     """For each bandwidth, ``sum_ij prod_k G_k[i, j]`` [A] and the row means of every
     block's kernel matrix ``m[a, k, i] = mean_j G_k[i, j]`` [A, K, N], where ``G_k`` is
-    the Gaussian kernel matrix of block k."""
-    size = block_rows(x.shape[0], x.shape[0] * (3 * len(dims) + 3), block_size)
+    the Gaussian kernel matrix of block k. ``block_size`` is the side of the square tiles
+    (default ``TILE``)."""
+    size = max(1, min(x.shape[0], TILE if block_size is None else block_size))
     return _ExactStats.apply(x, list(dims), list(scales), size)
 
 
