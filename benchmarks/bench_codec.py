@@ -22,8 +22,10 @@ exactly, audio within 1e-4, the ratio onnxruntime / mmdtok.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -74,6 +76,42 @@ def measure(ours: Codec, theirs: torch.nn.Module, batch: int, device: torch.devi
     return [[f"encode, batch {batch}", f"{identical}/{batch} clips identical",
              f"{enc[1] / enc[0]:.2f}x"],
             [f"decode, batch {batch}", f"max diff {gap:.1e}", f"{dec[1] / dec[0]:.2f}x"]]
+
+
+def stage_shares(ours: Codec, device: torch.device, repeats: int) -> str:
+    """Where the time of a batch-1 encode and decode of 10 s goes: each half's
+    convolution stages before and after its LSTM, the LSTM, and the quantizer (medians
+    of ``repeats`` runs, whole input in one pass, the inference model of ``encode_many``)."""
+    model = ours.folded_copy().for_inference()
+    audio = notes(SECONDS, ours.sample_rate, seed=0)[None].to(device)
+    n_q = model.quantizer.resolve_n_q(None)
+    with torch.inference_mode():
+        latent = model.encoder(audio)
+        codes = model.quantizer.encode_latent(latent, n_q)
+        front, quantized = model.encoder.front(audio), model.quantizer.decode(codes)
+        dec_front = model.decoder.front(quantized)
+        stages = {
+            "encoder front": lambda: model.encoder.front(audio),
+            "encoder LSTM": lambda: model.encoder.lstm_step(front, None),
+            "encoder back": lambda: model.encoder.back(front),
+            "quantizer encode": lambda: model.quantizer.encode_latent(latent, n_q),
+            "quantizer decode": lambda: model.quantizer.decode(codes),
+            "decoder front": lambda: model.decoder.front(quantized),
+            "decoder LSTM": lambda: model.decoder.lstm_step(dec_front, None),
+            "decoder back": lambda: model.decoder.back(dec_front),
+        }
+        seconds = {}
+        for name, fn in stages.items():
+            fn()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            seconds[name] = statistics.median(times)
+    total = sum(seconds.values())
+    return "batch 1, share of encode + decode: " + ", ".join(
+        f"{name} {value / total:.0%}" for name, value in seconds.items())
 
 
 def measure_onnx(ours: Codec, folder: Path, batch: int, repeats: int) -> list[list[str]]:
@@ -130,6 +168,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         theirs = encodec_folder(ENCODEC_CONFIGS["encodec_32khz"], folder).to(device)
         ours = Codec.from_pretrained(folder).to(device)
+    print(stage_shares(ours, device, args.repeats), flush=True)
     rows = []
     for batch in (1, 8):
         rows += measure(ours, theirs, batch, device, args.repeats)
