@@ -71,7 +71,7 @@ class IndependenceLoss(nn.Module):
             bandwidth, linear in N in time and memory, for 10^5 to 10^6 rows. >= 0.
 
     Memory: the N x N pairs are processed in square tiles (``block_size`` rows a side,
-    or ``kernels.TILE``) and each tile is recomputed in the backward pass, so no N x N
+    or ``kernels.tile_side``) and each tile is recomputed in the backward pass, so no N x N
     matrix is ever held.
 
     Distributed: inside a torch.distributed group, ``shuffle`` and ``exact`` gather the

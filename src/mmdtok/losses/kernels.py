@@ -72,7 +72,15 @@ def _without_diagonal(weights: Tensor, start: int) -> Tensor:
     return weights
 
 
-TILE = 512  # rows of the square tiles of the shuffle estimator: a tile is 1 MiB of floats
+TILE = 512  # the side of the square tiles on a CPU: a tile is 1 MiB of floats (in cache)
+GPU_TILE = 4096  # on a GPU: fewer, larger kernels
+
+
+def tile_side(x: Tensor, block_size: int | None) -> int:
+    """The side of the square tiles for rows ``x``: ``block_size`` if given, else
+    ``TILE`` (``GPU_TILE`` on a GPU), at most the number of rows."""
+    default = GPU_TILE if x.is_cuda else TILE
+    return max(1, min(x.shape[0], default if block_size is None else block_size))
 
 
 def _floored(d: Tensor, scales: Sequence[float], diagonal: bool) -> list[bool]:
@@ -204,9 +212,8 @@ def shuffle_sums(x: Tensor, y: Tensor, scales: Sequence[float],
                  block_size: int | None = None) -> tuple[Tensor, Tensor]:
     """Kernel sums over all ordered pairs for (x, x), (y, y) and (x, y): [3, A], and the
     diagonal sums of (x, x) and (y, y): [2, A] (the terms a U-statistic leaves out).
-    ``block_size`` is the side of the square tiles (default ``TILE``)."""
-    size = max(1, min(x.shape[0], TILE if block_size is None else block_size))
-    return _ShuffleSums.apply(x, y, list(scales), size)
+    ``block_size`` is the side of the square tiles (see :func:`tile_side`)."""
+    return _ShuffleSums.apply(x, y, list(scales), tile_side(x, block_size))
 
 
 def shuffle_mmd(sums: Tensor, diagonals: Tensor, num_rows: int) -> Tensor:
@@ -321,9 +328,8 @@ def exact_stats(x: Tensor, dims: Sequence[int], scales: Sequence[float],
     """For each bandwidth, ``sum_ij prod_k G_k[i, j]`` [A] and the row means of every
     block's kernel matrix ``m[a, k, i] = mean_j G_k[i, j]`` [A, K, N], where ``G_k`` is
     the Gaussian kernel matrix of block k. ``block_size`` is the side of the square tiles
-    (default ``TILE``)."""
-    size = max(1, min(x.shape[0], TILE if block_size is None else block_size))
-    return _ExactStats.apply(x, list(dims), list(scales), size)
+    (see :func:`tile_side`)."""
+    return _ExactStats.apply(x, list(dims), list(scales), tile_side(x, block_size))
 
 
 def exact_mmd(joint_sums: Tensor, row_means: Tensor) -> Tensor:
