@@ -293,7 +293,22 @@ def plan(args: argparse.Namespace, by_split: dict[str, list[Path]]) -> list[Job]
             jobs.append(Job(f"lm-{name}-flatten", flatten_stage, (
                 out, name, lm_shape, args.lm_frames, lm_training(args, args.lm_seeds[0])),
                 (f"tokens-{name}",)))
-    return jobs
+    return without_finished_tokens(jobs, out / "results")
+
+
+def without_finished_tokens(jobs: list[Job], results: Path) -> list[Job]:
+    """``jobs`` less the token stages that nothing needs any more: the arm's held-out
+    measures and the results of every stage that reads its tokens exist. So a run
+    resumes from result files alone (copied from an earlier run) without the codecs that
+    made them."""
+    def finished(name: str) -> bool:
+        return (results / f"{name}.json").exists()
+
+    dropped = {job.name for job in jobs if job.name.startswith("tokens-")
+               and finished("quality-" + job.name.removeprefix("tokens-"))
+               and all(finished(user.name) for user in jobs if job.name in user.after)}
+    return [replace(job, after=tuple(a for a in job.after if a not in dropped))
+            for job in jobs if job.name not in dropped]
 
 
 def summarize(gaps: list[dict]) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -88,6 +89,12 @@ def test_arms_from_one_codec_get_every_figure_and_a_rerun_recomputes_nothing(
     assert run.main([str(manifest), "-o", str(out), *options]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()} == stamps
     assert capsys.readouterr().out.splitlines()[-3:] == table.splitlines()[-3:]
+    for name in arms:  # the result files alone are enough to resume: no codec, no tokens
+        shutil.rmtree(out / f"codec-{name}")
+        shutil.rmtree(out / f"tokens-{name}")
+    assert run.main([str(manifest), "-o", str(out), *options]) == 0
+    assert capsys.readouterr().out.splitlines()[-3:] == table.splitlines()[-3:]
+    assert not any((out / f"tokens-{name}").exists() for name in arms)
 
 
 def _mark(folder, name, needs):
