@@ -61,14 +61,14 @@ def shuffle_rows(x: Tensor, dims: Sequence[int], generator: torch.Generator) -> 
     return torch.cat([block[perm] for block, perm in zip(blocks, permutations)], dim=1)
 
 
-def _without_diagonal(weights: Tensor, start: int) -> Tensor:
-    """Zero the (i, i) entries of a block of rows ``start..`` of a square weight matrix.
+def _without_diagonal(weights: Tensor) -> Tensor:
+    """Zero the (i, i) entries of a diagonal tile of a square weight matrix.
 
     A pair (i, i) has no gradient (||x_i - x_i|| does not depend on x_i), but its weight is
     the largest (kernel value 1) and the two terms of :func:`_add_pair_gradients` would cancel
     it only up to float32 rounding, which can exceed the true gradient.
     """
-    weights.diagonal(offset=start).zero_()
+    weights.diagonal().zero_()
     return weights
 
 
@@ -93,15 +93,21 @@ def _floored(d: Tensor, scales: Sequence[float], diagonal: bool) -> list[bool]:
     return [scale * nearest >= -EXP_FLOOR for scale in scales]
 
 
+def _kernel(d: Tensor, scale: float, floored: bool, buffer: Tensor) -> Tensor | float:
+    """``exp(-scale * d)`` floored, in ``buffer``; the floor itself (a number) where the
+    whole tile is at it."""
+    if floored:
+        return FLOOR_VALUE
+    return torch.mul(d, -scale, out=buffer).clamp_(min=EXP_FLOOR).exp_()
+
+
 def _tile_sums(d: Tensor, scales: Sequence[float], diagonal: bool, buffer: Tensor) -> Tensor:
     """[A] kernel sums of a tile, in float64, with no exponential where all are floored."""
     sums = []
     for scale, floored in zip(scales, _floored(d, scales, diagonal)):
-        if floored:
-            sums.append(d.new_full((), FLOOR_VALUE, dtype=torch.float64) * d.numel())
-        else:
-            kernel = torch.mul(d, -scale, out=buffer).clamp_(min=EXP_FLOOR).exp_()
-            sums.append(kernel.sum(dtype=torch.float64))
+        kernel = _kernel(d, scale, floored, buffer)
+        sums.append(d.new_full((), kernel * d.numel(), dtype=torch.float64)
+                    if isinstance(kernel, float) else kernel.sum(dtype=torch.float64))
     return torch.stack(sums)
 
 
@@ -114,14 +120,19 @@ def _tile_weights(d: Tensor, scales: Sequence[float], slopes: Sequence[float],
     for scale, slope, floored in zip(scales, slopes, _floored(d, scales, diagonal)):
         if not slope:
             continue
-        if floored:
-            constant -= scale * slope * FLOOR_VALUE
+        kernel = _kernel(d, scale, floored, buffer)
+        if isinstance(kernel, float):
+            constant -= scale * slope * kernel
         else:
-            kernel = torch.mul(d, -scale, out=buffer).clamp_(min=EXP_FLOOR).exp_()
             weights.add_(kernel, alpha=-scale * slope)
     if constant:
         weights.add_(constant)
     return weights
+
+
+def _tile_of(buffer: Tensor, rows: int, cols: int) -> Tensor:
+    """A [rows, cols] view of the front of a flat tile buffer (edge tiles are smaller)."""
+    return buffer[: rows * cols].view(rows, cols)
 
 
 def _grid(num_rows: int, size: int, triangle: bool) -> list[tuple[int, int, int, int]]:
@@ -164,14 +175,14 @@ class _ShuffleSums(torch.autograd.Function):
         diagonals = x.new_zeros(2, len(scales), dtype=torch.float64)
         buffer = x.new_empty(size * size)
         for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
-            diagonal, tile = i0 == j0, buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            diagonal, tile = i0 == j0, _tile_of(buffer, i1 - i0, j1 - j0)
             for row, (u, u_sq) in enumerate(((x, x_sq), (y, y_sq))):
                 d = sqdist(u[i0:i1], u[j0:j1], u_sq[i0:i1], u_sq[j0:j1])
                 sums[row] += _tile_sums(d, scales, diagonal, tile) * (1 if diagonal else 2)
                 if diagonal:
                     diagonals[row] += kernel_sums(d.diagonal(), scales)
         for i0, i1, j0, j1 in _grid(num_rows, size, triangle=False):
-            tile = buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            tile = _tile_of(buffer, i1 - i0, j1 - j0)
             d = sqdist(x[i0:i1], y[j0:j1], x_sq[i0:i1], y_sq[j0:j1])
             sums[2] += _tile_sums(d, scales, False, tile)
         ctx.save_for_backward(x, y)
@@ -187,20 +198,20 @@ class _ShuffleSums(torch.autograd.Function):
         slopes = [[float(g) for g in row] for row in grad_sums]
         buffer = x.new_empty(size * size)
         for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
-            diagonal, tile = i0 == j0, buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            diagonal, tile = i0 == j0, _tile_of(buffer, i1 - i0, j1 - j0)
             for row, (u, u_sq, grad) in enumerate(((x, x_sq, grad_x), (y, y_sq, grad_y))):
                 if not any(slopes[row]):
                     continue
                 d = sqdist(u[i0:i1], u[j0:j1], u_sq[i0:i1], u_sq[j0:j1])
                 w = _tile_weights(d, scales, slopes[row], diagonal, tile)
                 if diagonal:
-                    _without_diagonal(w, 0)
+                    _without_diagonal(w)
                 # Each unordered pair appears twice in the sum over ordered pairs.
                 _add_pair_gradients(grad[i0:i1], grad[j0:j1], u[i0:i1], u[j0:j1], w, 4.0,
                                     diagonal)
         if any(slopes[2]):
             for i0, i1, j0, j1 in _grid(num_rows, size, triangle=False):
-                tile = buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+                tile = _tile_of(buffer, i1 - i0, j1 - j0)
                 d = sqdist(x[i0:i1], y[j0:j1], x_sq[i0:i1], y_sq[j0:j1])
                 w = _tile_weights(d, scales, slopes[2], False, tile)
                 _add_pair_gradients(grad_x[i0:i1], grad_y[j0:j1], x[i0:i1], y[j0:j1], w, 2.0,
@@ -234,14 +245,6 @@ def shuffle_mmd_by_clips(sums: Tensor, num_clips: int) -> Tensor:
 # --- exact: MMD between the empirical joint and the product of empirical marginals ----
 
 
-def _kernel(d: Tensor, scale: float, floored: bool, buffer: Tensor) -> Tensor | float:
-    """``exp(-scale * d)`` floored, in ``buffer``; the floor itself (a number) where the
-    whole tile is at it."""
-    if floored:
-        return FLOOR_VALUE
-    return torch.mul(d, -scale, out=buffer).clamp_(min=EXP_FLOOR).exp_()
-
-
 def _row_and_column_sums(kernel: Tensor | float, d: Tensor) -> tuple[Tensor | float,
                                                                      Tensor | float]:
     """Row sums [n] and column sums [m] of the kernel of tile ``d`` in float64 (numbers
@@ -271,7 +274,7 @@ class _ExactStats(torch.autograd.Function):
                                device=x.device)
         buffer = x.new_empty(size * size)
         for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
-            diagonal, tile = i0 == j0, buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            diagonal, tile = i0 == j0, _tile_of(buffer, i1 - i0, j1 - j0)
             distances = [sqdist(p[i0:i1], p[j0:j1], n[i0:i1], n[j0:j1])
                          for p, n in zip(parts, norms)]
             joint = torch.stack(distances).sum(0)  # prod_k G_k = the Gaussian of the sum
@@ -298,7 +301,7 @@ class _ExactStats(torch.autograd.Function):
         grads = [torch.zeros_like(p) for p in parts]
         buffer = x.new_empty(size * size)
         for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
-            diagonal, tile = i0 == j0, buffer[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
+            diagonal, tile = i0 == j0, _tile_of(buffer, i1 - i0, j1 - j0)
             distances = [sqdist(p[i0:i1], p[j0:j1], n[i0:i1], n[j0:j1])
                          for p, n in zip(parts, norms)]
             # The slope of the joint term, the same for every codebook.
@@ -316,7 +319,7 @@ class _ExactStats(torch.autograd.Function):
                         w.addcmul_(kernel, rows, value=-scale).addcmul_(kernel, cols,
                                                                         value=-scale)
                 if diagonal:
-                    _without_diagonal(w, 0)
+                    _without_diagonal(w)
                 # Each unordered pair appears twice in the sum over ordered pairs.
                 _add_pair_gradients(grads[k][i0:i1], grads[k][j0:j1], part[i0:i1],
                                     part[j0:j1], w, 4.0, diagonal)
