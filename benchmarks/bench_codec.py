@@ -22,16 +22,14 @@ exactly, audio within 1e-4, the ratio onnxruntime / mmdtok.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import compare, markdown_table
+from common import compare, markdown_table, median_seconds
 
 from mmdtok import Codec
 from mmdtok.models import ChunkSettings, decode_many, encode_many
@@ -100,15 +98,7 @@ def stage_shares(ours: Codec, device: torch.device, repeats: int) -> str:
             "decoder LSTM": lambda: model.decoder.lstm_step(dec_front, None),
             "decoder back": lambda: model.decoder.back(dec_front),
         }
-        seconds = {}
-        for name, fn in stages.items():
-            fn()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-            seconds[name] = statistics.median(times)
+        seconds = {name: median_seconds(fn, repeats) for name, fn in stages.items()}
     total = sum(seconds.values())
     return "batch 1, share of encode + decode: " + ", ".join(
         f"{name} {value / total:.0%}" for name, value in seconds.items())
