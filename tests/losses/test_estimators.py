@@ -51,6 +51,66 @@ def test_blocked_shuffle_equals_dense_in_value_and_gradient(block_size):
                                torch.autograd.grad(reference, x)[0])
 
 
+def _pass_kind(x, y, x_sq, y_sq, scales, size, slopes, grads, sums, diagonals):
+    if sums is None:
+        return "backward"
+    return "forward" if grads is None else "forward with gradient"
+
+
+def _counting_passes(monkeypatch):
+    calls = []
+    passes = kernels._shuffle_passes
+    monkeypatch.setattr(kernels, "_shuffle_passes",
+                        lambda *args: calls.append(_pass_kind(*args)) or passes(*args))
+    return calls
+
+
+@pytest.mark.parametrize("block_size", [7, None])
+def test_gradient_from_the_forward_pass_is_used_for_a_weighted_loss(monkeypatch, block_size):
+    x, dims = _rows()
+    x.requires_grad_()
+    y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(3))
+    calls = _counting_passes(monkeypatch)
+    slopes = kernels.shuffle_slopes(x.shape[0], len(SCALES))
+    sums, diagonals = kernels.shuffle_sums(x, y, SCALES, block_size, slopes)
+    ours = 3.0 * kernels.shuffle_mmd(sums, diagonals, x.shape[0]).sum()
+    reference = 3.0 * dense.shuffle_mmd(x, y, BANDWIDTHS)
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, retain_graph=True)[0],
+                               torch.autograd.grad(reference, x)[0])
+    assert calls == ["forward with gradient"]  # nothing recomputed
+
+
+def test_other_gradients_than_the_announced_slopes_are_recomputed_exactly(monkeypatch):
+    x, dims = _rows()
+    x.requires_grad_()
+    y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(3))
+    calls = _counting_passes(monkeypatch)
+    slopes = kernels.shuffle_slopes(x.shape[0], len(SCALES))
+    sums, diagonals = kernels.shuffle_sums(x, y, SCALES, 7, slopes)
+    # Bandwidths weighted unequally (as a clamp at 0 of some of them would): the gradient
+    # is no longer proportional to the announced slopes.
+    per_bandwidth = kernels.shuffle_mmd(sums, diagonals, x.shape[0])
+    ours = 2 * per_bandwidth[0] + per_bandwidth[1:].sum()
+    reference = (2 * dense.shuffle_mmd(x, y, BANDWIDTHS[:1])
+                 + dense.shuffle_mmd(x, y, BANDWIDTHS[1:]))
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, retain_graph=True)[0],
+                               torch.autograd.grad(reference, x)[0])
+    assert calls == ["forward with gradient", "backward"]  # recomputed
+
+
+def test_no_gradient_work_without_a_graph(monkeypatch):
+    x, dims = _rows()
+    y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(3))
+    calls = _counting_passes(monkeypatch)
+    slopes = kernels.shuffle_slopes(x.shape[0], len(SCALES))
+    kernels.shuffle_sums(x, y, SCALES, 7, slopes)  # no input requires a gradient
+    with torch.no_grad():
+        kernels.shuffle_sums(x.requires_grad_(), y, SCALES, 7, slopes)
+    assert calls == ["forward", "forward"]
+
+
 @pytest.mark.parametrize("estimator", ["shuffle", "exact"])
 def test_tiles_beyond_the_floor_skip_their_exponentials_and_change_nothing(monkeypatch,
                                                                           estimator):

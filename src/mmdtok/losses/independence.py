@@ -146,7 +146,9 @@ class IndependenceLoss(nn.Module):
             joint_sums, row_means = kernels.exact_stats(rows, dims, scales, self.block_size)
             return kernels.exact_mmd(joint_sums, row_means).sum().to(rows.dtype)
         shuffled = kernels.shuffle_rows(rows, dims, generator)
-        sums, diagonals = kernels.shuffle_sums(rows, shuffled, scales, self.block_size)
+        count = num_clips if self.normalization == "clips" else rows.shape[0]
+        sums, diagonals = kernels.shuffle_sums(rows, shuffled, scales, self.block_size,
+                                               kernels.shuffle_slopes(count, len(scales)))
         if self.normalization == "clips":
             return kernels.shuffle_mmd_by_clips(sums, num_clips).sum().to(rows.dtype)
         return kernels.shuffle_mmd(sums, diagonals, rows.shape[0]).sum().to(rows.dtype)

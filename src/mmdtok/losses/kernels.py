@@ -101,33 +101,44 @@ def _kernel(d: Tensor, scale: float, floored: bool, buffer: Tensor) -> Tensor | 
     return torch.mul(d, -scale, out=buffer).clamp_(min=EXP_FLOOR).exp_()
 
 
-def _tile_sums(d: Tensor, scales: Sequence[float], diagonal: bool, buffer: Tensor) -> Tensor:
-    """[A] kernel sums of a tile, in float64, with no exponential where all are floored."""
-    sums = []
-    for scale, floored in zip(scales, _floored(d, scales, diagonal)):
+def _tile_terms(d: Tensor, scales: Sequence[float], diagonal: bool, buffer: Tensor, *,
+                sums: bool = True, slopes: Sequence[float] | None = None
+                ) -> tuple[Tensor | None, Tensor | None]:
+    """On one tile, from the same exponentials: the [A] kernel sums in float64 (if
+    ``sums``) and the weights ``sum_a slopes[a] * -scale_a * G_a`` (if ``slopes``), the
+    derivative of the weighted kernel sums with respect to the squared distances. A
+    bandwidth at which the whole tile is at the floor needs no exponential."""
+    totals, weights, constant = [], None, 0.0
+    if slopes is not None:
+        weights = torch.zeros_like(d)
+    for a, (scale, floored) in enumerate(zip(scales, _floored(d, scales, diagonal))):
+        slope = slopes[a] if slopes is not None else 0.0
+        if not sums and not slope:
+            continue
         kernel = _kernel(d, scale, floored, buffer)
-        sums.append(d.new_full((), kernel * d.numel(), dtype=torch.float64)
-                    if isinstance(kernel, float) else kernel.sum(dtype=torch.float64))
-    return torch.stack(sums)
+        if isinstance(kernel, float):
+            if sums:
+                totals.append(d.new_full((), kernel * d.numel(), dtype=torch.float64))
+            constant -= scale * slope * kernel
+        else:
+            if sums:
+                totals.append(kernel.sum(dtype=torch.float64))
+            if slope:
+                weights.add_(kernel, alpha=-scale * slope)
+    if constant:
+        weights.add_(constant)
+    return (torch.stack(totals) if sums else None), weights
+
+
+def _tile_sums(d: Tensor, scales: Sequence[float], diagonal: bool, buffer: Tensor) -> Tensor:
+    """[A] kernel sums of a tile, in float64 (see :func:`_tile_terms`)."""
+    return _tile_terms(d, scales, diagonal, buffer)[0]
 
 
 def _tile_weights(d: Tensor, scales: Sequence[float], slopes: Sequence[float],
                   diagonal: bool, buffer: Tensor) -> Tensor:
-    """``sum_a slopes[a] * scale_a * G_a`` on a tile: the derivative of the weighted kernel
-    sums with respect to the squared distances, ``-scale * kernel`` per bandwidth."""
-    weights = torch.zeros_like(d)
-    constant = 0.0
-    for scale, slope, floored in zip(scales, slopes, _floored(d, scales, diagonal)):
-        if not slope:
-            continue
-        kernel = _kernel(d, scale, floored, buffer)
-        if isinstance(kernel, float):
-            constant -= scale * slope * kernel
-        else:
-            weights.add_(kernel, alpha=-scale * slope)
-    if constant:
-        weights.add_(constant)
-    return weights
+    """The gradient weights of a tile alone (see :func:`_tile_terms`)."""
+    return _tile_terms(d, scales, diagonal, buffer, sums=False, slopes=slopes)[1]
 
 
 def _tile_of(buffer: Tensor, rows: int, cols: int) -> Tensor:
@@ -155,76 +166,126 @@ def _add_pair_gradients(grad_rows: Tensor, grad_cols: Tensor, rows: Tensor, cols
             cols, weights.sum(0)[:, None], value=factor)
 
 
+def _proportion(grad: Tensor, expected: Tensor) -> float | None:
+    """``c`` where ``grad == c * expected`` (up to float64 rounding), else None."""
+    pivot = int(expected.abs().argmax())
+    factor = float(grad.flatten()[pivot] / expected.flatten()[pivot])
+    residual = float((grad - factor * expected).abs().max())
+    return factor if residual <= 1e-9 * abs(factor) * float(expected.abs().max()) else None
+
+
 class _ShuffleSums(torch.autograd.Function):
     """Kernel sums of (x, x), (y, y), (x, y) and the diagonals of the first two, in tiles.
 
     (x, x) and (y, y) are symmetric: only the tiles of the upper triangle are computed,
-    the off-diagonal ones counted twice. The backward pass recomputes each tile's
-    distances and applies the analytic gradient to the tile's rows and columns. The
-    diagonal terms have a zero gradient (||x_i - x_i|| does not depend on x_i). A tile
-    whose kernel values are all the floor for a bandwidth (``EXP_FLOOR``) needs no
-    exponential for it: its sum and its slope are constants.
+    the off-diagonal ones counted twice. The diagonal terms have a zero gradient
+    (||x_i - x_i|| does not depend on x_i). A tile whose kernel values are all the floor
+    for a bandwidth (``EXP_FLOOR``) needs no exponential for it: its sum and its slope are
+    constants.
+
+    Gradient: with ``slopes`` (the loss's expected derivatives with respect to the sums,
+    [3][A]) the forward pass also applies the analytic gradient of ``sum slopes * sums``
+    to each tile's rows and columns while the tile's exponentials are at hand; the
+    backward pass scales it when the incoming gradient is proportional to ``slopes`` (a
+    loss weight) and otherwise, or without slopes, recomputes each tile's distances and
+    kernels for the slopes it is given.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, scales: Sequence[float],  # type: ignore[override]
-                size: int) -> tuple[Tensor, Tensor]:
-        num_rows = x.shape[0]
+                size: int, slopes: list[list[float]] | None) -> tuple[Tensor, Tensor]:
         x_sq, y_sq = x.square().sum(1), y.square().sum(1)
         sums = x.new_zeros(3, len(scales), dtype=torch.float64)
         diagonals = x.new_zeros(2, len(scales), dtype=torch.float64)
-        buffer = x.new_empty(size * size)
-        for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
-            diagonal, tile = i0 == j0, _tile_of(buffer, i1 - i0, j1 - j0)
-            for row, (u, u_sq) in enumerate(((x, x_sq), (y, y_sq))):
-                d = sqdist(u[i0:i1], u[j0:j1], u_sq[i0:i1], u_sq[j0:j1])
-                sums[row] += _tile_sums(d, scales, diagonal, tile) * (1 if diagonal else 2)
-                if diagonal:
-                    diagonals[row] += kernel_sums(d.diagonal(), scales)
-        for i0, i1, j0, j1 in _grid(num_rows, size, triangle=False):
-            tile = _tile_of(buffer, i1 - i0, j1 - j0)
-            d = sqdist(x[i0:i1], y[j0:j1], x_sq[i0:i1], y_sq[j0:j1])
-            sums[2] += _tile_sums(d, scales, False, tile)
+        grads = None if slopes is None else (torch.zeros_like(x), torch.zeros_like(y))
+        _shuffle_passes(x, y, x_sq, y_sq, scales, size, slopes, grads, sums, diagonals)
         ctx.save_for_backward(x, y)
-        ctx.scales, ctx.size = list(scales), size
+        ctx.scales, ctx.size, ctx.fused = list(scales), size, None
+        if slopes is not None:
+            ctx.fused = (torch.tensor(slopes, dtype=torch.float64, device=x.device), *grads)
         return sums, diagonals
 
     @staticmethod
     def backward(ctx, grad_sums: Tensor, grad_diagonals: Tensor):  # type: ignore[override]
         x, y = ctx.saved_tensors
-        num_rows, size, scales = x.shape[0], ctx.size, ctx.scales
+        if ctx.fused is not None:
+            expected, grad_x, grad_y = ctx.fused
+            factor = _proportion(grad_sums, expected)
+            if factor is not None:
+                return grad_x * factor, grad_y * factor, None, None, None
         x_sq, y_sq = x.square().sum(1), y.square().sum(1)
-        grad_x, grad_y = torch.zeros_like(x), torch.zeros_like(y)
+        grads = (torch.zeros_like(x), torch.zeros_like(y))
         slopes = [[float(g) for g in row] for row in grad_sums]
-        buffer = x.new_empty(size * size)
-        for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
-            diagonal, tile = i0 == j0, _tile_of(buffer, i1 - i0, j1 - j0)
-            for row, (u, u_sq, grad) in enumerate(((x, x_sq, grad_x), (y, y_sq, grad_y))):
-                if not any(slopes[row]):
-                    continue
-                d = sqdist(u[i0:i1], u[j0:j1], u_sq[i0:i1], u_sq[j0:j1])
-                w = _tile_weights(d, scales, slopes[row], diagonal, tile)
+        _shuffle_passes(x, y, x_sq, y_sq, ctx.scales, ctx.size, slopes, grads, None, None)
+        return *grads, None, None, None
+
+
+def _shuffle_passes(x: Tensor, y: Tensor, x_sq: Tensor, y_sq: Tensor, scales: Sequence[float],
+                    size: int, slopes: list[list[float]] | None,
+                    grads: tuple[Tensor, Tensor] | None, sums: Tensor | None,
+                    diagonals: Tensor | None) -> None:
+    """One pass over the tiles of (x, x), (y, y) and (x, y): add the kernel sums to
+    ``sums`` and ``diagonals`` (when given) and the gradient of ``sum slopes * sums`` to
+    ``grads`` (when given)."""
+    num_rows, want_sums = x.shape[0], sums is not None
+    buffer = x.new_empty(size * size)
+
+    def row_slopes(row):
+        return slopes[row] if grads is not None and any(slopes[row]) else None
+
+    for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
+        diagonal, tile = i0 == j0, _tile_of(buffer, i1 - i0, j1 - j0)
+        for row, (u, u_sq) in enumerate(((x, x_sq), (y, y_sq))):
+            if not want_sums and row_slopes(row) is None:
+                continue
+            d = sqdist(u[i0:i1], u[j0:j1], u_sq[i0:i1], u_sq[j0:j1])
+            tile_sums, w = _tile_terms(d, scales, diagonal, tile, sums=want_sums,
+                                       slopes=row_slopes(row))
+            if want_sums:
+                sums[row] += tile_sums * (1 if diagonal else 2)
+                if diagonal:
+                    diagonals[row] += kernel_sums(d.diagonal(), scales)
+            if w is not None:
                 if diagonal:
                     _without_diagonal(w)
                 # Each unordered pair appears twice in the sum over ordered pairs.
-                _add_pair_gradients(grad[i0:i1], grad[j0:j1], u[i0:i1], u[j0:j1], w, 4.0,
-                                    diagonal)
-        if any(slopes[2]):
-            for i0, i1, j0, j1 in _grid(num_rows, size, triangle=False):
-                tile = _tile_of(buffer, i1 - i0, j1 - j0)
-                d = sqdist(x[i0:i1], y[j0:j1], x_sq[i0:i1], y_sq[j0:j1])
-                w = _tile_weights(d, scales, slopes[2], False, tile)
-                _add_pair_gradients(grad_x[i0:i1], grad_y[j0:j1], x[i0:i1], y[j0:j1], w, 2.0,
-                                    False)
-        return grad_x, grad_y, None, None
+                _add_pair_gradients(grads[row][i0:i1], grads[row][j0:j1], u[i0:i1],
+                                    u[j0:j1], w, 4.0, diagonal)
+    if not want_sums and row_slopes(2) is None:
+        return
+    for i0, i1, j0, j1 in _grid(num_rows, size, triangle=False):
+        tile = _tile_of(buffer, i1 - i0, j1 - j0)
+        d = sqdist(x[i0:i1], y[j0:j1], x_sq[i0:i1], y_sq[j0:j1])
+        tile_sums, w = _tile_terms(d, scales, False, tile, sums=want_sums,
+                                   slopes=row_slopes(2))
+        if want_sums:
+            sums[2] += tile_sums
+        if w is not None:
+            _add_pair_gradients(grads[0][i0:i1], grads[1][j0:j1], x[i0:i1], y[j0:j1], w,
+                                2.0, False)
 
 
 def shuffle_sums(x: Tensor, y: Tensor, scales: Sequence[float],
-                 block_size: int | None = None) -> tuple[Tensor, Tensor]:
+                 block_size: int | None = None,
+                 slopes: Sequence[Sequence[float]] | None = None) -> tuple[Tensor, Tensor]:
     """Kernel sums over all ordered pairs for (x, x), (y, y) and (x, y): [3, A], and the
     diagonal sums of (x, x) and (y, y): [2, A] (the terms a U-statistic leaves out).
-    ``block_size`` is the side of the square tiles (see :func:`tile_side`)."""
-    return _ShuffleSums.apply(x, y, list(scales), tile_side(x, block_size))
+    ``block_size`` is the side of the square tiles (see :func:`tile_side`). ``slopes``
+    [3][A], the derivatives the loss will have with respect to the sums (for example
+    :func:`shuffle_slopes`), let the forward pass compute the gradient from the same
+    exponentials (when a gradient is needed); any other gradient is still exact."""
+    fuse = (slopes is not None and torch.is_grad_enabled()
+            and (x.requires_grad or y.requires_grad))
+    fused = [[float(s) for s in row] for row in slopes] if fuse else None
+    return _ShuffleSums.apply(x, y, list(scales), tile_side(x, block_size), fused)
+
+
+def shuffle_slopes(count: int, num_scales: int) -> list[list[float]]:
+    """The derivatives [3][A] of the summed :func:`shuffle_mmd` (``count`` = rows) or
+    unclamped :func:`shuffle_mmd_by_clips` (``count`` = clips) with respect to the sums."""
+    pairs = count * (count - 1)
+    return [[1 / pairs] * num_scales, [1 / pairs] * num_scales,
+            [-2 / count**2] * num_scales]
 
 
 def shuffle_mmd(sums: Tensor, diagonals: Tensor, num_rows: int) -> Tensor:
