@@ -37,7 +37,7 @@ def gaussian(d: Tensor, scale: float) -> Tensor:
 def sqdist(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
     """Squared distances [n, m] between rows a [n, P] and b [m, P], given their squared
     norms."""
-    return (torch.addmm(b_sq[None, :], a, b.t(), alpha=-2) + a_sq[:, None]).clamp(min=0)
+    return torch.addmm(b_sq[None, :], a, b.t(), alpha=-2).add_(a_sq[:, None]).clamp_(min=0)
 
 
 def _blocks(num_rows: int, size: int) -> list[tuple[int, int]]:
