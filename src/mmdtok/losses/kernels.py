@@ -93,57 +93,79 @@ def _floored(d: Tensor, scales: Sequence[float], diagonal: bool) -> list[bool]:
     return [scale * nearest >= -EXP_FLOOR for scale in scales]
 
 
-def _kernel(d: Tensor, scale: float, floored: bool, buffer: Tensor) -> Tensor | float:
-    """``exp(-scale * d)`` floored, in ``buffer``; the floor itself (a number) where the
-    whole tile is at it."""
-    if floored:
-        return FLOOR_VALUE
-    return torch.mul(d, -scale, out=buffer).clamp_(min=EXP_FLOOR).exp_()
+_HALF_FLOOR = math.exp(EXP_FLOOR / 2)  # a kernel value whose square is the floor
 
 
-def _tile_terms(d: Tensor, scales: Sequence[float], diagonal: bool, buffer: Tensor, *,
-                sums: bool = True, slopes: Sequence[float] | None = None
-                ) -> tuple[Tensor | None, Tensor | None]:
-    """On one tile, from the same exponentials: the [A] kernel sums in float64 (if
-    ``sums``) and the weights ``sum_a slopes[a] * -scale_a * G_a`` (if ``slopes``), the
-    derivative of the weighted kernel sums with respect to the squared distances. A
-    bandwidth at which the whole tile is at the floor needs no exponential."""
-    totals, weights, constant = [], None, 0.0
+def _kernels(d: Tensor, scales: Sequence[float], diagonal: bool,
+             buffers: tuple[Tensor, Tensor]):
+    """``(a, exp(-scales[a] * d))`` floored, for every bandwidth of tile ``d``, in order of
+    increasing scale; the floor itself (a number) where the whole tile is at it. A scale
+    twice the one before it (as for the paper's bandwidths 20, 10, 5, and the median
+    factors) gets the square of that kernel: one multiplication instead of an exponential
+    (clamped first at the square root of the floor, so that no denormal appears). The two
+    ``buffers`` alternate: a kernel stays valid until the next one but one is made."""
+    flags = _floored(d, scales, diagonal)
+    previous = None  # (scale, kernel) of the last exponential or square
+    for count, a in enumerate(sorted(range(len(scales)), key=lambda a: scales[a])):
+        if flags[a]:  # then so are all larger scales
+            yield a, FLOOR_VALUE
+            continue
+        buffer = buffers[count % 2]
+        if previous is not None and math.isclose(scales[a], 2 * previous[0], rel_tol=1e-12):
+            kernel = torch.clamp(previous[1], min=_HALF_FLOOR, out=buffer).square_()
+        else:
+            kernel = torch.mul(d, -scales[a], out=buffer).clamp_(min=EXP_FLOOR).exp_()
+        previous = (scales[a], kernel)
+        yield a, kernel
+
+
+def _tile_terms(d: Tensor, scales: Sequence[float], diagonal: bool,
+                buffers: tuple[Tensor, Tensor], *, sums: bool = True,
+                slopes: Sequence[float] | None = None) -> tuple[Tensor | None, Tensor | None]:
+    """On one tile, from the same kernels (:func:`_kernels`): the [A] kernel sums in
+    float64 (if ``sums``) and the weights ``sum_a slopes[a] * -scale_a * G_a`` (if
+    ``slopes``), the derivative of the weighted kernel sums with respect to the squared
+    distances."""
+    totals, weights, constant = [None] * len(scales), None, 0.0
     if slopes is not None:
         weights = torch.zeros_like(d)
-    for a, (scale, floored) in enumerate(zip(scales, _floored(d, scales, diagonal))):
+    for a, kernel in _kernels(d, scales, diagonal, buffers):
         slope = slopes[a] if slopes is not None else 0.0
-        if not sums and not slope:
-            continue
-        kernel = _kernel(d, scale, floored, buffer)
         if isinstance(kernel, float):
             if sums:
-                totals.append(d.new_full((), kernel * d.numel(), dtype=torch.float64))
-            constant -= scale * slope * kernel
+                totals[a] = d.new_full((), kernel * d.numel(), dtype=torch.float64)
+            constant -= scales[a] * slope * kernel
         else:
             if sums:
-                totals.append(kernel.sum(dtype=torch.float64))
+                totals[a] = kernel.sum(dtype=torch.float64)
             if slope:
-                weights.add_(kernel, alpha=-scale * slope)
+                weights.add_(kernel, alpha=-scales[a] * slope)
     if constant:
         weights.add_(constant)
     return (torch.stack(totals) if sums else None), weights
 
 
-def _tile_sums(d: Tensor, scales: Sequence[float], diagonal: bool, buffer: Tensor) -> Tensor:
+def _tile_sums(d: Tensor, scales: Sequence[float], diagonal: bool,
+               buffers: tuple[Tensor, Tensor]) -> Tensor:
     """[A] kernel sums of a tile, in float64 (see :func:`_tile_terms`)."""
-    return _tile_terms(d, scales, diagonal, buffer)[0]
+    return _tile_terms(d, scales, diagonal, buffers)[0]
 
 
 def _tile_weights(d: Tensor, scales: Sequence[float], slopes: Sequence[float],
-                  diagonal: bool, buffer: Tensor) -> Tensor:
+                  diagonal: bool, buffers: tuple[Tensor, Tensor]) -> Tensor:
     """The gradient weights of a tile alone (see :func:`_tile_terms`)."""
-    return _tile_terms(d, scales, diagonal, buffer, sums=False, slopes=slopes)[1]
+    return _tile_terms(d, scales, diagonal, buffers, sums=False, slopes=slopes)[1]
 
 
-def _tile_of(buffer: Tensor, rows: int, cols: int) -> Tensor:
-    """A [rows, cols] view of the front of a flat tile buffer (edge tiles are smaller)."""
-    return buffer[: rows * cols].view(rows, cols)
+def _tile_buffers(x: Tensor, size: int) -> Tensor:
+    """Room for the two alternating kernel tiles of :func:`_kernels`."""
+    return x.new_empty(2, size * size)
+
+
+def _tiles_of(buffers: Tensor, rows: int, cols: int) -> tuple[Tensor, Tensor]:
+    """[rows, cols] views of the front of the two flat tile buffers (edge tiles are
+    smaller)."""
+    return buffers[0, : rows * cols].view(rows, cols), buffers[1, : rows * cols].view(rows, cols)
 
 
 def _grid(num_rows: int, size: int, triangle: bool) -> list[tuple[int, int, int, int]]:
@@ -228,18 +250,18 @@ def _shuffle_passes(x: Tensor, y: Tensor, x_sq: Tensor, y_sq: Tensor, scales: Se
     ``sums`` and ``diagonals`` (when given) and the gradient of ``sum slopes * sums`` to
     ``grads`` (when given)."""
     num_rows, want_sums = x.shape[0], sums is not None
-    buffer = x.new_empty(size * size)
+    buffers = _tile_buffers(x, size)
 
     def row_slopes(row):
         return slopes[row] if grads is not None and any(slopes[row]) else None
 
     for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
-        diagonal, tile = i0 == j0, _tile_of(buffer, i1 - i0, j1 - j0)
+        diagonal, tiles = i0 == j0, _tiles_of(buffers, i1 - i0, j1 - j0)
         for row, (u, u_sq) in enumerate(((x, x_sq), (y, y_sq))):
             if not want_sums and row_slopes(row) is None:
                 continue
             d = sqdist(u[i0:i1], u[j0:j1], u_sq[i0:i1], u_sq[j0:j1])
-            tile_sums, w = _tile_terms(d, scales, diagonal, tile, sums=want_sums,
+            tile_sums, w = _tile_terms(d, scales, diagonal, tiles, sums=want_sums,
                                        slopes=row_slopes(row))
             if want_sums:
                 sums[row] += tile_sums * (1 if diagonal else 2)
@@ -254,9 +276,9 @@ def _shuffle_passes(x: Tensor, y: Tensor, x_sq: Tensor, y_sq: Tensor, scales: Se
     if not want_sums and row_slopes(2) is None:
         return
     for i0, i1, j0, j1 in _grid(num_rows, size, triangle=False):
-        tile = _tile_of(buffer, i1 - i0, j1 - j0)
+        tiles = _tiles_of(buffers, i1 - i0, j1 - j0)
         d = sqdist(x[i0:i1], y[j0:j1], x_sq[i0:i1], y_sq[j0:j1])
-        tile_sums, w = _tile_terms(d, scales, False, tile, sums=want_sums,
+        tile_sums, w = _tile_terms(d, scales, False, tiles, sums=want_sums,
                                    slopes=row_slopes(2))
         if want_sums:
             sums[2] += tile_sums
@@ -333,17 +355,16 @@ class _ExactStats(torch.autograd.Function):
         joint_sums = torch.zeros(len(scales), dtype=torch.float64, device=x.device)
         row_sums = torch.zeros(len(scales), len(dims), num_rows, dtype=torch.float64,
                                device=x.device)
-        buffer = x.new_empty(size * size)
+        buffers = _tile_buffers(x, size)
         for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
-            diagonal, tile = i0 == j0, _tile_of(buffer, i1 - i0, j1 - j0)
+            diagonal, tiles = i0 == j0, _tiles_of(buffers, i1 - i0, j1 - j0)
             distances = [sqdist(p[i0:i1], p[j0:j1], n[i0:i1], n[j0:j1])
                          for p, n in zip(parts, norms)]
             joint = torch.stack(distances).sum(0)  # prod_k G_k = the Gaussian of the sum
-            joint_sums += _tile_sums(joint, scales, diagonal, tile) * (1 if diagonal else 2)
+            joint_sums += _tile_sums(joint, scales, diagonal, tiles) * (1 if diagonal else 2)
             for k, d in enumerate(distances):
-                for a, (scale, floored) in enumerate(zip(scales,
-                                                         _floored(d, scales, diagonal))):
-                    rows, cols = _row_and_column_sums(_kernel(d, scale, floored, tile), d)
+                for a, kernel in _kernels(d, scales, diagonal, tiles):
+                    rows, cols = _row_and_column_sums(kernel, d)
                     row_sums[a, k, i0:i1] += rows
                     if not diagonal:
                         row_sums[a, k, j0:j1] += cols
@@ -360,25 +381,23 @@ class _ExactStats(torch.autograd.Function):
         half_c = (grad_means / (2 * num_rows)).to(x.dtype)  # [A, K, N]
         joint_slopes = [float(g) for g in grad_joint]
         grads = [torch.zeros_like(p) for p in parts]
-        buffer = x.new_empty(size * size)
+        buffers = _tile_buffers(x, size)
         for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
-            diagonal, tile = i0 == j0, _tile_of(buffer, i1 - i0, j1 - j0)
+            diagonal, tiles = i0 == j0, _tiles_of(buffers, i1 - i0, j1 - j0)
             distances = [sqdist(p[i0:i1], p[j0:j1], n[i0:i1], n[j0:j1])
                          for p, n in zip(parts, norms)]
             # The slope of the joint term, the same for every codebook.
             shared = _tile_weights(torch.stack(distances).sum(0), scales, joint_slopes,
-                                   diagonal, tile)
+                                   diagonal, tiles)
             for k, (part, d) in enumerate(zip(parts, distances)):
                 w = shared.clone()
-                for a, (scale, floored) in enumerate(zip(scales,
-                                                         _floored(d, scales, diagonal))):
-                    kernel = _kernel(d, scale, floored, tile)
+                for a, kernel in _kernels(d, scales, diagonal, tiles):
                     rows, cols = half_c[a, k, i0:i1, None], half_c[a, k, None, j0:j1]
                     if isinstance(kernel, float):
-                        w.add_(rows + cols, alpha=-scale * kernel)
+                        w.add_(rows + cols, alpha=-scales[a] * kernel)
                     else:
-                        w.addcmul_(kernel, rows, value=-scale).addcmul_(kernel, cols,
-                                                                        value=-scale)
+                        w.addcmul_(kernel, rows, value=-scales[a]).addcmul_(
+                            kernel, cols, value=-scales[a])
                 if diagonal:
                     _without_diagonal(w)
                 # Each unordered pair appears twice in the sum over ordered pairs.
