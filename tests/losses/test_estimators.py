@@ -137,6 +137,30 @@ def test_tiles_beyond_the_floor_skip_their_exponentials_and_change_nothing(monke
     assert sum(map(all, skipped)) >= 2 * forward  # again in the backward pass
 
 
+@pytest.mark.parametrize("estimator", ["shuffle", "exact"])
+def test_kernels_of_doubled_scales_are_squares_with_the_same_values(monkeypatch, estimator):
+    chain = (16.0, 8.0, 4.0, 2.0)  # each scale twice the one before: one exponential
+    x, dims = _rows(n=20)
+    x.requires_grad_()
+    exponentials = []
+    exp_ = torch.Tensor.exp_
+    monkeypatch.setattr(torch.Tensor, "exp_", lambda t: exponentials.append(1) or exp_(t))
+    scales = [0.5 / a for a in chain]
+    if estimator == "shuffle":
+        y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(3))
+        ours = kernels.shuffle_mmd(*kernels.shuffle_sums(x, y, scales, 20), 20).sum()
+        reference = dense.shuffle_mmd(x, y, chain)
+        tiles = 3  # one tile each of (x, x), (y, y), (x, y)
+    else:
+        ours = kernels.exact_mmd(*kernels.exact_stats(x, dims, scales, 20)).sum()
+        reference = dense.exact_mmd(x, dims, chain)
+        tiles = 1 + len(dims)  # the joint and each block
+    assert len(exponentials) == tiles
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, retain_graph=True)[0],
+                               torch.autograd.grad(reference, x)[0])
+
+
 def test_clips_normalization_reproduces_the_published_formula():
     x, dims = _rows(n=24)
     y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(3))
