@@ -122,8 +122,9 @@ def _kernels(d: Tensor, scales: Sequence[float], diagonal: bool,
 def _tile_terms(d: Tensor, scales: Sequence[float], diagonal: bool,
                 buffers: tuple[Tensor, Tensor], *, sums: bool = True,
                 slopes: Sequence[float] | None = None) -> tuple[Tensor | None, Tensor | None]:
-    """On one tile, from the same kernels (:func:`_kernels`): the [A] kernel sums in
-    float64 (if ``sums``) and the weights ``sum_a slopes[a] * -scale_a * G_a`` (if
+    """On one tile, from the same kernels (:func:`_kernels`): the [A] kernel sums (if
+    ``sums``: each row in the input's precision, the rows in float64, which casts no
+    tile-sized copy) and the weights ``sum_a slopes[a] * -scale_a * G_a`` (if
     ``slopes``), the derivative of the weighted kernel sums with respect to the squared
     distances."""
     totals, weights, constant = [None] * len(scales), None, 0.0
@@ -137,7 +138,7 @@ def _tile_terms(d: Tensor, scales: Sequence[float], diagonal: bool,
             constant -= scales[a] * slope * kernel
         else:
             if sums:
-                totals[a] = kernel.sum(dtype=torch.float64)
+                totals[a] = kernel.sum(1).sum(dtype=torch.float64)
             if slope:
                 weights.add_(kernel, alpha=-scales[a] * slope)
     if constant:
@@ -330,11 +331,12 @@ def shuffle_mmd_by_clips(sums: Tensor, num_clips: int) -> Tensor:
 
 def _row_and_column_sums(kernel: Tensor | float, d: Tensor) -> tuple[Tensor | float,
                                                                      Tensor | float]:
-    """Row sums [n] and column sums [m] of the kernel of tile ``d`` in float64 (numbers
-    for a floored tile)."""
+    """Row sums [n] and column sums [m] of the kernel of tile ``d`` (at most a tile side of
+    values each, summed in the input's precision), as float64 for the accumulation over
+    tiles (numbers for a floored tile)."""
     if isinstance(kernel, float):
         return kernel * d.shape[1], kernel * d.shape[0]
-    return kernel.sum(1, dtype=torch.float64), kernel.sum(0, dtype=torch.float64)
+    return kernel.sum(1).double(), kernel.sum(0).double()
 
 
 class _ExactStats(torch.autograd.Function):
