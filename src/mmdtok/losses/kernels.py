@@ -339,6 +339,14 @@ def _row_and_column_sums(kernel: Tensor | float, d: Tensor) -> tuple[Tensor | fl
     return kernel.sum(1).double(), kernel.sum(0).double()
 
 
+def _total(tensors: Sequence[Tensor]) -> Tensor:
+    """The elementwise sum of tensors, in one new tensor."""
+    total = tensors[0] + tensors[1] if len(tensors) > 1 else tensors[0].clone()
+    for t in tensors[2:]:
+        total.add_(t)
+    return total
+
+
 class _ExactStats(torch.autograd.Function):
     """``sum_ij prod_k G_k[i, j]`` [A] and row means ``mean_j G_k[i, j]`` [A, K, N], in
     square tiles of the upper triangle (every term is symmetric in (i, j)).
@@ -360,16 +368,16 @@ class _ExactStats(torch.autograd.Function):
         buffers = _tile_buffers(x, size)
         for i0, i1, j0, j1 in _grid(num_rows, size, triangle=True):
             diagonal, tiles = i0 == j0, _tiles_of(buffers, i1 - i0, j1 - j0)
-            distances = [sqdist(p[i0:i1], p[j0:j1], n[i0:i1], n[j0:j1])
-                         for p, n in zip(parts, norms)]
-            joint = torch.stack(distances).sum(0)  # prod_k G_k = the Gaussian of the sum
-            joint_sums += _tile_sums(joint, scales, diagonal, tiles) * (1 if diagonal else 2)
-            for k, d in enumerate(distances):
+            joint = None  # the sum of the blocks' distances: prod_k G_k is its Gaussian
+            for k, (p, n) in enumerate(zip(parts, norms)):  # one block's tile at a time
+                d = sqdist(p[i0:i1], p[j0:j1], n[i0:i1], n[j0:j1])
                 for a, kernel in _kernels(d, scales, diagonal, tiles):
                     rows, cols = _row_and_column_sums(kernel, d)
                     row_sums[a, k, i0:i1] += rows
                     if not diagonal:
                         row_sums[a, k, j0:j1] += cols
+                joint = d if joint is None else joint.add_(d)
+            joint_sums += _tile_sums(joint, scales, diagonal, tiles) * (1 if diagonal else 2)
         ctx.save_for_backward(x)
         ctx.dims, ctx.scales, ctx.size = list(dims), list(scales), size
         return joint_sums, row_sums / num_rows
@@ -389,8 +397,7 @@ class _ExactStats(torch.autograd.Function):
             distances = [sqdist(p[i0:i1], p[j0:j1], n[i0:i1], n[j0:j1])
                          for p, n in zip(parts, norms)]
             # The slope of the joint term, the same for every codebook.
-            shared = _tile_weights(torch.stack(distances).sum(0), scales, joint_slopes,
-                                   diagonal, tiles)
+            shared = _tile_weights(_total(distances), scales, joint_slopes, diagonal, tiles)
             for k, (part, d) in enumerate(zip(parts, distances)):
                 w = shared.clone()
                 for a, kernel in _kernels(d, scales, diagonal, tiles):
