@@ -81,6 +81,23 @@ def test_training_lowers_the_reconstruction_loss_and_writes_a_model_folder(tiny_
     assert codec.config.name == "small-music"
 
 
+def test_the_discriminator_trains_alone_through_its_warmup_at_its_own_rate(tiny_corpus,
+                                                                           tmp_path):
+    config = TrainConfig(steps=5, batch_size=2, segment_seconds=0.25, warmup_steps=0,
+                         schedule="constant", checkpoint_every=5, adversarial_from=1,
+                         discriminator_warmup=2, discriminator_lr=1e-3,
+                         discriminator_filters=4, valid_fraction=0.0)
+    logged = []
+    run = train(config, [tiny_corpus[0] / "manifest.jsonl"], tmp_path,
+                progress=lambda step, values: logged.append(set(values)))
+    trains = ["discriminator" in keys for keys in logged]
+    judges = ["adversarial" in keys and "features" in keys for keys in logged]
+    assert trains == [False, True, True, True, True]
+    assert judges == [False, False, False, True, True]
+    assert run.disc_optimizer.param_groups[0]["lr"] == 1e-3
+    assert run.optimizer.param_groups[0]["lr"] == config.lr
+
+
 def test_steps_with_non_finite_losses_are_skipped(tiny_corpus, tmp_path):
     import numpy as np
     import soundfile

@@ -43,6 +43,9 @@ class TrainConfig:
     codebook_weight: float = 1.0  # of a learned codebook's loss (DAC's; EMA codebooks: none)
     kl_weight: float = 1e-4  # of a VAE bottleneck's KL term (Stable Audio 2's weight)
     adversarial_from: int = 0  # the step from which the discriminator trains and judges
+    discriminator_warmup: int = 0  # steps after adversarial_from in which it only trains
+    # (a codec fine-tuned from reconstruction losses meets a trained judge, not a random one)
+    discriminator_lr: float = 0.0  # the discriminator's learning rate; 0: ``lr``
     discriminator_filters: int = 32
     ema_decay: float = 0.999
     independence: bool = False
@@ -74,7 +77,8 @@ class TrainConfig:
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be a positive number, got "
                                  f"{getattr(self, name)}")
-        for name in ("warmup_steps", "adversarial_from", "calibration_batches",
+        for name in ("warmup_steps", "adversarial_from", "discriminator_warmup",
+                     "discriminator_lr", "calibration_batches",
                      "independence_weight", "commitment_weight", "codebook_weight",
                      "kl_weight"):
             if not 0 <= getattr(self, name) < math.inf:

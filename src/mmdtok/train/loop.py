@@ -85,9 +85,10 @@ def codec_step(run: Run, config: TrainConfig, audio: Tensor) -> dict[str, float]
     """One generator update; None (and nothing applied) if a loss is not finite."""
     if not torch.isfinite(audio).all():  # corrupt data: never let it reach the codebooks
         return None
-    adversarial = run.step >= config.adversarial_from
+    adversarial = run.step >= config.adversarial_from  # the discriminator trains
+    judged = run.step >= config.adversarial_from + config.discriminator_warmup
     out = run.model(audio)
-    losses = reconstruction_losses(run, config, audio, out.audio, adversarial)
+    losses = reconstruction_losses(run, config, audio, out.audio, judged)
     commitment = out.quantized.losses.get("commitment", audio.new_zeros(()))
     codebook = out.quantized.losses.get("codebook", audio.new_zeros(()))  # learned codes
     kl = out.quantized.losses.get("kl", audio.new_zeros(()))  # a VAE bottleneck's
@@ -145,9 +146,10 @@ def discriminator_step(run: Run, audio: Tensor, decoded: Tensor) -> float:
 
 def _set_lr(run: Run, config: TrainConfig) -> float:
     factor = learning_rate_factor(run.step, config)
-    for opt in (run.optimizer, run.disc_optimizer):
+    for opt, lr in ((run.optimizer, config.lr),
+                    (run.disc_optimizer, config.discriminator_lr or config.lr)):
         for group in opt.param_groups:
-            group["lr"] = config.lr * factor
+            group["lr"] = lr * factor
     return config.lr * factor
 
 
