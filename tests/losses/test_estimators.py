@@ -161,6 +161,22 @@ def test_kernels_of_doubled_scales_are_squares_with_the_same_values(monkeypatch,
                                torch.autograd.grad(reference, x)[0])
 
 
+def test_a_recomputed_gradient_takes_no_exponential_for_a_bandwidth_without_slope(
+        monkeypatch):
+    x, dims = _rows(n=20)
+    x.requires_grad_()
+    y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(3))
+    sums, diagonals = kernels.shuffle_sums(x, y, SCALES, 20)  # no slopes: recomputed
+    ours = kernels.shuffle_mmd(sums, diagonals, 20)[0]  # the first bandwidth only
+    exponentials = []
+    exp_ = torch.Tensor.exp_
+    monkeypatch.setattr(torch.Tensor, "exp_", lambda t: exponentials.append(1) or exp_(t))
+    grad = torch.autograd.grad(ours, x, retain_graph=True)[0]
+    assert len(exponentials) == 3  # one per tile of (x, x), (y, y), (x, y)
+    reference = dense.shuffle_mmd(x, y, BANDWIDTHS[:1])
+    torch.testing.assert_close(grad, torch.autograd.grad(reference, x)[0])
+
+
 def test_clips_normalization_reproduces_the_published_formula():
     x, dims = _rows(n=24)
     y = kernels.shuffle_rows(x, dims, torch.Generator().manual_seed(3))

@@ -97,16 +97,20 @@ _HALF_FLOOR = math.exp(EXP_FLOOR / 2)  # a kernel value whose square is the floo
 
 
 def _kernels(d: Tensor, scales: Sequence[float], diagonal: bool,
-             buffers: tuple[Tensor, Tensor]):
-    """``(a, exp(-scales[a] * d))`` floored, for every bandwidth of tile ``d``, in order of
-    increasing scale; the floor itself (a number) where the whole tile is at it. A scale
-    twice the one before it (as for the paper's bandwidths 20, 10, 5, and the median
-    factors) gets the square of that kernel: one multiplication instead of an exponential
-    (clamped first at the square root of the floor, so that no denormal appears). The two
-    ``buffers`` alternate: a kernel stays valid until the next one but one is made."""
+             buffers: tuple[Tensor, Tensor], needed: Sequence[bool] | None = None):
+    """``(a, exp(-scales[a] * d))`` floored, for every bandwidth of tile ``d`` (only those
+    ``needed``, if given), in order of increasing scale; the floor itself (a number) where
+    the whole tile is at it. A scale twice the one before it (as for the paper's
+    bandwidths 20, 10, 5, and the median factors) gets the square of that kernel: one
+    multiplication instead of an exponential (clamped first at the square root of the
+    floor, so that no denormal appears). The two ``buffers`` alternate: a kernel stays
+    valid until the next one but one is made."""
     flags = _floored(d, scales, diagonal)
     previous = None  # (scale, kernel) of the last exponential or square
     for count, a in enumerate(sorted(range(len(scales)), key=lambda a: scales[a])):
+        if needed is not None and not needed[a]:
+            previous = None
+            continue
         if flags[a]:  # then so are all larger scales
             yield a, FLOOR_VALUE
             continue
@@ -130,7 +134,8 @@ def _tile_terms(d: Tensor, scales: Sequence[float], diagonal: bool,
     totals, weights, constant = [None] * len(scales), None, 0.0
     if slopes is not None:
         weights = torch.zeros_like(d)
-    for a, kernel in _kernels(d, scales, diagonal, buffers):
+    needed = None if sums else [bool(slope) for slope in slopes]
+    for a, kernel in _kernels(d, scales, diagonal, buffers, needed):
         slope = slopes[a] if slopes is not None else 0.0
         if isinstance(kernel, float):
             if sums:
