@@ -110,27 +110,33 @@ def value_and_gradient(fn, streams: torch.Tensor) -> tuple[float, float, int, to
     return seconds, peak, out["value"], x.grad
 
 
+def _published_formula(streams: torch.Tensor, generator: torch.Generator, distances,
+                       kernel_sum) -> torch.Tensor:
+    """The published algorithm with its two dense operations given: ``distances(a, b)``
+    (an N x N matrix) and ``kernel_sum(d, a)`` (the sum of a Gaussian kernel matrix)."""
+    rows = standardize_rows(stream_rows(streams, "delay")[0])
+    shuffled = kernels.shuffle_rows(rows, [D] * K, generator)
+    n = streams.shape[0]
+
+    def term(d_xx, d_yy, d_xy, a):
+        s_xx, s_yy, s_xy = (kernel_sum(d, a) for d in (d_xx, d_yy, d_xy))
+        return ((s_xx - n) / (n * (n - 1)) + (s_yy - n) / (n * (n - 1))
+                - 2 * s_xy / n**2).clamp(min=0)
+
+    d = (distances(rows, rows), distances(shuffled, shuffled), distances(rows, shuffled))
+    return sum(checkpoint(term, *d, a, use_reentrant=False) for a in BANDWIDTHS)
+
+
 def published_loss(streams: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The published implementation's formula as REFERENCE.md states it: standardized
     delayed rows, each codebook's rows permuted, three dense N x N squared-distance
     matrices by one matrix product each, then for each of the 6 bandwidths the Gaussian
     kernel sums under activation checkpointing and ``(S_xx - n) / (n (n - 1)) + (S_yy - n)
     / (n (n - 1)) - 2 S_xy / n^2`` clamped at 0, with n = the number of clips."""
-    rows = standardize_rows(stream_rows(streams, "delay")[0])
-    shuffled = kernels.shuffle_rows(rows, [D] * K, generator)
-    n = streams.shape[0]
-
-    def distances(a, b):
-        return a.square().sum(1)[:, None] + b.square().sum(1)[None, :] - 2 * a @ b.t()
-
-    def term(d_xx, d_yy, d_xy, a):
-        s_xx, s_yy = torch.exp(-d_xx / (2 * a)).sum(), torch.exp(-d_yy / (2 * a)).sum()
-        s_xy = torch.exp(-d_xy / (2 * a)).sum()
-        return ((s_xx - n) / (n * (n - 1)) + (s_yy - n) / (n * (n - 1))
-                - 2 * s_xy / n**2).clamp(min=0)
-
-    d = (distances(rows, rows), distances(shuffled, shuffled), distances(rows, shuffled))
-    return sum(checkpoint(term, *d, a, use_reentrant=False) for a in BANDWIDTHS)
+    return _published_formula(
+        streams, generator,
+        lambda a, b: a.square().sum(1)[:, None] + b.square().sum(1)[None, :] - 2 * a @ b.t(),
+        lambda d, a: torch.exp(-d / (2 * a)).sum())
 
 
 def published_lean_loss(streams: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -138,21 +144,11 @@ def published_lean_loss(streams: torch.Tensor, generator: torch.Generator) -> to
     algorithm allows: each distance matrix is one matrix product with the norms added in
     place, and each kernel one scaling and an in-place exponential (the same dense
     matrices, sums and checkpointing; run with denormals flushed)."""
-    rows = standardize_rows(stream_rows(streams, "delay")[0])
-    shuffled = kernels.shuffle_rows(rows, [D] * K, generator)
-    n = streams.shape[0]
-
-    def distances(a, b):
-        return torch.addmm(b.square().sum(1)[None, :], a, b.t(), alpha=-2).add_(
-            a.square().sum(1)[:, None])
-
-    def term(d_xx, d_yy, d_xy, a):
-        s_xx, s_yy, s_xy = ((d * (-0.5 / a)).exp_().sum() for d in (d_xx, d_yy, d_xy))
-        return ((s_xx - n) / (n * (n - 1)) + (s_yy - n) / (n * (n - 1))
-                - 2 * s_xy / n**2).clamp(min=0)
-
-    d = (distances(rows, rows), distances(shuffled, shuffled), distances(rows, shuffled))
-    return sum(checkpoint(term, *d, a, use_reentrant=False) for a in BANDWIDTHS)
+    return _published_formula(
+        streams, generator,
+        lambda a, b: torch.addmm(b.square().sum(1)[None, :], a, b.t(), alpha=-2).add_(
+            a.square().sum(1)[:, None]),
+        lambda d, a: (d * (-0.5 / a)).exp_().sum())
 
 
 SIDES = ("published", "published-ftz", "published-lean", "paper", "default", "exact")
