@@ -16,9 +16,8 @@ from typer.testing import CliRunner
 
 from mmdtok.audio import load_audio
 from mmdtok.cli import app
-from mmdtok.export import DECODER, ENCODER, METADATA, export_onnx
+from mmdtok.export import DECODER, ENCODER, METADATA
 from mmdtok.persistence import load_codec
-from mmdtok.testing import trained_codebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 MUSIC = sorted((ROOT / "examples" / "audio").glob("*.flac"))
@@ -44,16 +43,6 @@ def default_export(tmp_path_factory):
     result = CliRunner().invoke(app, ["export-onnx", "-o", str(folder)])
     assert result.exit_code == 0, result.output
     return folder, result.output
-
-
-@pytest.fixture(scope="module")
-def musicgen_export(tmp_path_factory):
-    """The MusicGen network (random weights, codebooks fitted to its latents), its
-    first 2 codebooks (a prefix: a lower bitrate)."""
-    codec = trained_codebooks("musicgen-32khz")
-    folder = tmp_path_factory.mktemp("onnx") / "musicgen"
-    export_onnx(codec, folder, n_q=2)
-    return codec, folder
 
 
 def test_the_default_codec_runs_in_onnxruntime_with_its_exact_codes(default_export):
@@ -88,18 +77,6 @@ def test_the_folder_says_what_a_runtime_needs(default_export):
     with pytest.raises(Exception):
         _run(folder, ENCODER, shortest[..., :-1].numpy())
     assert sorted(p.name for p in folder.iterdir()) == [DECODER, ENCODER, METADATA]
-
-
-def test_the_musicgen_network_exports_with_a_prefix_of_its_codebooks(musicgen_export):
-    codec, folder = musicgen_export
-    music = _music(codec, 6.0)
-    codes = codec.encode(music, n_q=2)
-    assert np.array_equal(_run(folder, ENCODER, music.numpy()), codes.numpy())
-    audio = _run(folder, DECODER, codes.numpy())
-    assert audio.shape == (2, 1, codes.shape[-1] * codec.hop_length)
-    assert np.abs(audio - codec.decode(codes).numpy()).max() < 1e-4
-    meta = json.loads((folder / METADATA).read_text())
-    assert meta["n_q"] == 2 and meta["codec"] == "musicgen-32khz"
 
 
 def test_the_runtime_example_encodes_and_decodes_without_torch(default_export, tmp_path):
