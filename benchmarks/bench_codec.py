@@ -11,6 +11,9 @@ folded, pieces of the input batched, exact); transformers through ``encode`` /
 Checks that the codes are identical (or differ only at float32 ties, which the script
 verifies) and that the decoded audio agrees, then prints speed ratios (theirs / ours:
 above 1 means mmdtok is faster). Targets: not slower anywhere, >= 1.5x on encode.
+It also prints the batch-1 floor: the LSTM's time (the same ``nn.LSTM`` on both sides,
+bound by reading its recurrent weights at every frame) plus the convolutions' products at
+this machine's float32 product rate, and the speed-up over transformers that allows.
 
 ``--onnx`` adds onnxruntime (CPU) running mmdtok's export of the same codec
 (``mmdtok.export.export_onnx``, whole input in one pass) against mmdtok: codes compared
@@ -104,6 +107,66 @@ def stage_shares(ours: Codec, device: torch.device, repeats: int) -> str:
         f"{name} {value / total:.0%}" for name, value in seconds.items())
 
 
+def conv_flops(half: torch.nn.Module, x: torch.Tensor) -> float:
+    """Multiply-adds x 2 of every convolution of an encoder or decoder on input x (hooks
+    on a forward pass)."""
+    total = 0.0
+
+    def count(module, _inputs, output):
+        nonlocal total
+        weight = module.weight  # Conv1d [C_out, C_in, k]; ConvTranspose1d [C_in, C_out, k]
+        if isinstance(module, torch.nn.ConvTranspose1d):
+            total += 2.0 * weight.numel() * _inputs[0].shape[-1] * _inputs[0].shape[0]
+        else:
+            total += 2.0 * weight.numel() * output.shape[-1] * output.shape[0]
+
+    hooks = [m.register_forward_hook(count) for m in half.modules()
+             if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))]
+    try:
+        with torch.inference_mode():
+            half(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def batch1_floor(ours: Codec, theirs: torch.nn.Module, device: torch.device,
+                 repeats: int) -> str:
+    """The fastest a batch-1 encode and decode can be here: the LSTM as it runs (the same
+    nn.LSTM on both sides) plus every convolution's products at the rate of one large
+    float32 product on this machine; and the speed-up over transformers that this
+    allows."""
+    model = ours.folded_copy().for_inference()
+    audio = notes(SECONDS, ours.sample_rate, seed=0)[None].to(device)
+    a, b = torch.randn(40_000, 512, device=device), torch.randn(512, 128, device=device)
+    rate = 2.0 * a.shape[0] * a.shape[1] * b.shape[1] / median_seconds(lambda: a @ b, repeats)
+    with torch.inference_mode():
+        latent = model.encoder(audio)
+        codes = model.quantizer.encode_latent(latent, model.quantizer.resolve_n_q(None))
+        front = model.encoder.front(audio)
+        dec_front = model.decoder.front(model.quantizer.decode(codes))
+        lstm = {"encode": median_seconds(lambda: model.encoder.lstm_step(front, None),
+                                         repeats),
+                "decode": median_seconds(lambda: model.decoder.lstm_step(dec_front, None),
+                                         repeats)}
+        theirs_s = {"encode": median_seconds(
+                        lambda: theirs.encode(audio, bandwidth=2.2), repeats),
+                    "decode": median_seconds(
+                        lambda: theirs.decode(codes[None], [None]), repeats)}
+    layers = ours.folded_copy().for_inference(time_major=False)  # nn.Conv1d forwards
+    flops = {"encode": conv_flops(layers.encoder, audio), "decode": conv_flops(
+        layers.decoder, layers.quantizer.decode(codes))}
+    parts = []
+    for task in ("encode", "decode"):
+        floor = lstm[task] + flops[task] / rate
+        parts.append(f"{task}: LSTM {lstm[task]:.2f} s + {flops[task] / 1e9:.0f} GFLOP of "
+                     f"convolutions at {rate / 1e9:.0f} GFLOP/s = {floor:.2f} s, "
+                     f"transformers {theirs_s[task]:.2f} s: at most "
+                     f"{theirs_s[task] / floor:.2f}x")
+    return "batch 1 floor: " + "; ".join(parts)
+
+
 def measure_onnx(ours: Codec, folder: Path, batch: int, repeats: int) -> list[list[str]]:
     """onnxruntime on the exported graphs against mmdtok, on ``batch`` clips of 10 s."""
     import onnxruntime
@@ -159,6 +222,7 @@ def main() -> None:
         theirs = encodec_folder(ENCODEC_CONFIGS["encodec_32khz"], folder).to(device)
         ours = Codec.from_pretrained(folder).to(device)
     print(stage_shares(ours, device, args.repeats), flush=True)
+    print(batch1_floor(ours, theirs, device, args.repeats), flush=True)
     rows = []
     for batch in (1, 8):
         rows += measure(ours, theirs, batch, device, args.repeats)

@@ -141,6 +141,38 @@ def test_time_major_inference_equals_the_layers_forward(name, length):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("causal, pad_mode, activation", [
+    (False, "reflect", "elu"), (True, "reflect", "elu"), (False, "constant", "elu"),
+    (True, "replicate", "elu"), (False, "reflect", "snake")])
+def test_blocked_layers_equal_the_layers_forward_across_block_edges(monkeypatch, causal,
+                                                                     pad_mode, activation):
+    """Residual units and transposed convolutions computed in blocks of a few rows: the
+    padding at both ends, the halo rows between blocks and the overlap-add across blocks
+    give the layers' own result (two residual units per stage: dilations 1 and 2)."""
+    from mmdtok.models import cpu_inference
+
+    monkeypatch.setattr(cpu_inference, "BLOCK_BYTES", 256)
+    fused = []
+    original = cpu_inference.residual_unit
+    monkeypatch.setattr(cpu_inference, "residual_unit",
+                        lambda *args: fused.append(1) or original(*args))
+    cfg = preset("small-music")
+    cfg = replace(cfg, seanet=replace(cfg.seanet, causal=causal, pad_mode=pad_mode,
+                                      activation=activation, n_residual_layers=2))
+    codec = Codec.from_config(cfg).for_inference()
+    audio = notes(0.15, codec.sample_rate, seed=3)[None]
+    audio = torch.cat([audio, -0.5 * audio])
+    latent = torch.randn(2, cfg.seanet.dimension, 9)
+    with torch.no_grad():
+        fast = codec.encoder(audio), codec.decoder(latent)
+        assert len(fused) == 2 * 2 * len(cfg.seanet.ratios)  # every unit, both halves
+        codec.for_inference(time_major=False)
+        slow = codec.encoder(audio), codec.decoder(latent)
+    for a, b in zip(fast, slow):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_the_time_major_path_runs_only_when_prepared_and_follows_weight_changes(monkeypatch):
     from mmdtok.models import cpu_inference
 
