@@ -133,9 +133,9 @@ def conv_transpose(layer: ConvTranspose1d, x: Tensor, taps: Tensor) -> Tensor:
     blocks = kernel // stride
     total = frames + blocks - 1
     out = x.new_empty(batch, total, taps.shape[-1])
-    # blocks of at least 4 rows per input row of the weights: the weights, read once per
-    # block, stay a fraction of the rows' work
-    rows = min(total, max(BLOCK_BYTES // (4 * taps.shape[0]), 4 * taps.shape[0] // 8, 16))
+    # blocks of at least half as many rows as the weights have: the weights, read once
+    # per block, stay within a few times the block's own rows
+    rows = min(total, max(BLOCK_BYTES // (4 * taps.shape[0]), taps.shape[0] // 2, 16))
     gathered = x.new_empty(batch, rows, blocks, c_in)
     bias = layer.conv.bias.detach().repeat(stride)
     for r0 in range(0, total, rows):
@@ -208,7 +208,9 @@ def residual_unit(unit: ResidualUnit, x: Tensor, taps: Taps, after: nn.Module | 
     batch, length, channels = x.shape
     before, behind, mode = pad
     out = x.new_empty(batch, before + length + behind, channels)
-    rows = min(length, max(BLOCK_BYTES // (4 * channels), 4 * channels, 64))  # see conv_transpose
+    # blocks of at least 4 rows per channel: the unit's weights (about 2 C^2 values for a
+    # kernel of 3), read once per block, stay a fraction of the block's rows
+    rows = min(length, max(BLOCK_BYTES // (4 * channels), 4 * channels, 64))
     hidden_rows = x.new_empty(batch, rows + left + right, channels)
     scratch = x.new_empty(hidden_rows.numel())
     y_rows = x.new_empty(batch, rows, k_taps.shape[-1])
