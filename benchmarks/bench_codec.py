@@ -112,13 +112,11 @@ def conv_flops(half: torch.nn.Module, x: torch.Tensor) -> float:
     on a forward pass)."""
     total = 0.0
 
-    def count(module, _inputs, output):
+    def count(module, inputs, output):
         nonlocal total
-        weight = module.weight  # Conv1d [C_out, C_in, k]; ConvTranspose1d [C_in, C_out, k]
-        if isinstance(module, torch.nn.ConvTranspose1d):
-            total += 2.0 * weight.numel() * _inputs[0].shape[-1] * _inputs[0].shape[0]
-        else:
-            total += 2.0 * weight.numel() * output.shape[-1] * output.shape[0]
+        # every weight meets every input frame (transposed) or every output frame
+        frames = inputs[0] if isinstance(module, torch.nn.ConvTranspose1d) else output
+        total += 2.0 * module.weight.numel() * frames.shape[-1] * frames.shape[0]
 
     hooks = [m.register_forward_hook(count) for m in half.modules()
              if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))]

@@ -147,8 +147,9 @@ def test_time_major_inference_equals_the_layers_forward(name, length):
 def test_blocked_layers_equal_the_layers_forward_across_block_edges(monkeypatch, causal,
                                                                      pad_mode, activation):
     """Residual units and transposed convolutions computed in blocks of a few rows: the
-    padding at both ends, the halo rows between blocks and the overlap-add across blocks
-    give the layers' own result (two residual units per stage: dilations 1 and 2)."""
+    padding at both ends, the halo rows between blocks and the frames a transposed
+    convolution gathers across blocks give the layers' own result (two residual units
+    per stage: dilations 1 and 2)."""
     from mmdtok.models import cpu_inference
 
     monkeypatch.setattr(cpu_inference, "BLOCK_BYTES", 256)

@@ -13,8 +13,8 @@ activation after it when there is one: its activations, hidden channels and sum 
 the cache, and only its output goes to memory, with the padding of the convolution that
 follows already in place (no padded copy). The rows of a block near an end of the
 sequence are gathered with the same padding as the layers' own, so that the result does
-not depend on the block size. A transposed convolution overlap-adds a block of output
-rows at a time from its products, which never exist in memory whole. The blocks reuse
+not depend on the block size. A transposed convolution makes one product per block of
+output rows, of the frames that reach each row gathered side by side. The blocks reuse
 buffers allocated once per layer: on a virtual machine each fresh 4 KiB page of a new
 buffer costs a fault that takes longer than the arithmetic done on it.
 
@@ -82,14 +82,13 @@ def supports(layer: Conv1d) -> bool:
 
 
 def _pad(x: Tensor, left: int, right: int, mode: str) -> Tensor:
-    """Reflect (or zero) padding along the time axis of [B, L, C]."""
+    """``mode`` padding along the time axis of [B, L, C], its rows as :func:`_reflected`
+    gives them (reflect needs L > max(left, right))."""
     if left == right == 0:
         return x
-    if mode == "reflect" and x.shape[1] > max(left, right):
-        parts = [x[:, 1 : left + 1].flip(1), x, x[:, -right - 1 : -1].flip(1)]
-        return torch.cat([p for p in parts if p.shape[1]], dim=1)
-    channels_first = F.pad(x.transpose(1, 2), (left, right), mode=mode)
-    return channels_first.transpose(1, 2).contiguous()
+    length = x.shape[1]
+    return torch.cat([_reflected(x, -left, 0, mode), x,
+                      _reflected(x, length, length + right, mode)], dim=1)
 
 
 def conv(layer: Conv1d, x: Tensor, taps: Tensor, padded: bool = False) -> Tensor:
