@@ -258,3 +258,28 @@ def test_a_vae_codec_trains_with_its_kl_term_and_the_independence_loss(tiny_corp
     assert codec.continuous and codec.config.name == "small-vae"
     latent = codec.encode(torch.randn(1, 2, 8192))
     assert latent.shape == (1, 64, 4) and latent.is_floating_point()
+
+
+def test_a_decoder_only_run_keeps_every_code_and_trains_the_decoder(tiny_corpus, tmp_path):
+    from mmdtok.train.state import build_run
+
+    config = TrainConfig(init_from="mmdtok:small-music", trainable="decoder", steps=4,
+                         batch_size=2, segment_seconds=0.25, warmup_steps=0, lr=1e-3,
+                         checkpoint_every=4, discriminator_filters=4, valid_fraction=0.0)
+    start = build_run(config, torch.device("cpu")).codec.state_dict()
+    run = train(config, [tiny_corpus[0] / "manifest.jsonl"], tmp_path / "run")
+    assert run.codec.quantizer.training  # codebook dropout stays on for the decoder
+    assert not any(m.training for m in run.codec.encoder.modules())
+    for name, value in run.codec.state_dict().items():
+        same = torch.equal(value, start[name])
+        assert same == (not name.startswith("decoder.")), name
+    optimized = {id(p) for group in run.optimizer.param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in run.codec.decoder.parameters()}
+    # The exported codec (not recalibrated) encodes exactly as the one it started from.
+    audio = torch.randn(1, 1, 12000, generator=torch.Generator().manual_seed(0))
+    exported = Codec.from_pretrained(tmp_path / "run")
+    assert torch.equal(exported.encode(audio), Codec.bundled().encode(audio))
+    with pytest.raises(ValueError, match="independence"):
+        TrainConfig(trainable="decoder", independence=True)
+    with pytest.raises(ValueError, match="trainable"):
+        TrainConfig(trainable="encoder")

@@ -54,6 +54,8 @@ class TrainConfig:
     independence_preset: str = "default"  # an IndependenceLoss preset: "rff" is linear
     independence_pattern: str = ""  # "delay" or "parallel" over the preset's; "": the preset's
     init_from: str = ""  # start from this codec's weights (mmdtok:NAME, folder, Hub id)
+    trainable: str = "all"  # "all", or "decoder": the encoder, codebooks and latent norm
+    # stay as they are (the codes cannot change), the decoder learns (with codebook dropout)
     valid_fraction: float = 0.05  # of the files of a folder (manifests carry their split)
     valid_every: int = 500  # validation of the moving-average codec; 0: never
     valid_files: int = 16  # the first N validation files ...
@@ -99,6 +101,11 @@ class TrainConfig:
         if self.independence_pattern not in {"", "delay", "parallel"}:
             raise ValueError("independence_pattern must be '', 'delay' or 'parallel', got "
                              f"{self.independence_pattern!r}")
+        if self.trainable not in {"all", "decoder"}:
+            raise ValueError(f"trainable must be 'all' or 'decoder', got {self.trainable!r}")
+        if self.trainable == "decoder" and self.independence:
+            raise ValueError("the independence loss acts on the encoder, which "
+                             "trainable='decoder' keeps fixed: set independence=false")
         unknown = set(self.weights) - {"l1", "mel", "stft", "adversarial", "features"}
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}")

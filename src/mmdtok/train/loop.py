@@ -258,7 +258,8 @@ def train(config: TrainConfig, sources: Sequence[str | Path], out: str | Path, *
             if values and run.step % config.log_every == 0:
                 board.scalars("train", values | {"lr": lr}, run.step)
             progress(run.step, values or {})
-            if run.step == config.steps and config.calibration_batches:
+            if (run.step == config.steps and config.calibration_batches
+                    and config.trainable == "all"):  # a fixed encoder keeps its norm
                 _recalibrate(run, config, sampler)
             if config.valid_every and (run.step % config.valid_every == 0 or run.step == stop):
                 validate(run)

@@ -134,6 +134,17 @@ def start_from(codec: Codec, origin: str) -> None:
         codec.state_dict()))
 
 
+def fix_encoder(codec: Codec) -> None:
+    """No gradient to the encoder and quantizer, and no statistics updates in them (their
+    submodules in eval mode): every code stays as it is. The quantizer itself stays in
+    training mode, so that the decoder still learns under codebook dropout."""
+    codec.encoder.requires_grad_(False)
+    codec.quantizer.requires_grad_(False)
+    codec.encoder.eval()
+    for part in codec.quantizer.children():
+        part.eval()
+
+
 def build_run(config: TrainConfig, device: torch.device) -> Run:
     """A fresh run on ``device`` (this rank's; weights drawn from ``config.seed``, the
     same on every rank)."""
@@ -143,8 +154,11 @@ def build_run(config: TrainConfig, device: torch.device) -> Run:
         start_from(codec, config.init_from)
     codec = codec.to(device)
     codec.train()
+    if config.trainable == "decoder":
+        fix_encoder(codec)
     disc = MultiScaleSTFTDiscriminator(codec.channels, config.discriminator_filters).to(device)
-    optimizer = torch.optim.Adam(codec.parameters(), lr=config.lr, betas=config.betas)
+    optimizer = torch.optim.Adam([p for p in codec.parameters() if p.requires_grad],
+                                 lr=config.lr, betas=config.betas)
     disc_optimizer = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=config.betas)
     balancer = GradientBalancer(config.weights) if config.balancer else None
     return Run(codec, data_parallel(codec, device), disc, optimizer, disc_optimizer,
