@@ -283,3 +283,13 @@ def test_a_decoder_only_run_keeps_every_code_and_trains_the_decoder(tiny_corpus,
         TrainConfig(trainable="decoder", independence=True)
     with pytest.raises(ValueError, match="trainable"):
         TrainConfig(trainable="encoder")
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "examples" / "train").glob("*.json")),
+                         ids=lambda path: path.stem)
+def test_every_recipe_in_examples_is_a_valid_training_config(recipe):
+    written = json.loads(recipe.read_text())
+    config = load_config(recipe)
+    assert {k: getattr(config, k) for k in written} == {
+        k: tuple(v) if k == "betas" else v for k, v in written.items()}
+    assert config.codec_config().name == config.codec  # its preset exists
