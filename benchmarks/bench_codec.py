@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -80,28 +81,47 @@ def measure(ours: Codec, theirs: torch.nn.Module, batch: int, device: torch.devi
             [f"decode, batch {batch}", f"max diff {gap:.1e}", f"{dec[1] / dec[0]:.2f}x"]]
 
 
-def stage_shares(ours: Codec, device: torch.device, repeats: int) -> str:
+@dataclass(frozen=True)
+class Batch1:
+    """The inference model of ``encode_many`` (weight norm folded, time-major) and the
+    inputs of each of its stages for one clip of 10 s (whole input in one pass)."""
+
+    model: torch.nn.Module
+    audio: torch.Tensor  # [1, C, L]
+    latent: torch.Tensor
+    codes: torch.Tensor
+    front: torch.Tensor  # the encoder's front output: its LSTM's input
+    quantized: torch.Tensor
+    dec_front: torch.Tensor  # the decoder's front output: its LSTM's input
+
+    @classmethod
+    def of(cls, ours: Codec, device: torch.device) -> Batch1:
+        model = ours.folded_copy().for_inference()
+        audio = notes(SECONDS, ours.sample_rate, seed=0)[None].to(device)
+        with torch.inference_mode():
+            latent = model.encoder(audio)
+            codes = model.quantizer.encode_latent(latent, model.quantizer.resolve_n_q(None))
+            quantized = model.quantizer.decode(codes)
+            return cls(model, audio, latent, codes, model.encoder.front(audio), quantized,
+                       model.decoder.front(quantized))
+
+
+def stage_shares(one: Batch1, repeats: int) -> str:
     """Where the time of a batch-1 encode and decode of 10 s goes: each half's
     convolution stages before and after its LSTM, the LSTM, and the quantizer (medians
-    of ``repeats`` runs, whole input in one pass, the inference model of ``encode_many``)."""
-    model = ours.folded_copy().for_inference()
-    audio = notes(SECONDS, ours.sample_rate, seed=0)[None].to(device)
-    n_q = model.quantizer.resolve_n_q(None)
+    of ``repeats`` runs)."""
+    model, n_q = one.model, one.codes.shape[1]
+    stages = {
+        "encoder front": lambda: model.encoder.front(one.audio),
+        "encoder LSTM": lambda: model.encoder.lstm_step(one.front, None),
+        "encoder back": lambda: model.encoder.back(one.front),
+        "quantizer encode": lambda: model.quantizer.encode_latent(one.latent, n_q),
+        "quantizer decode": lambda: model.quantizer.decode(one.codes),
+        "decoder front": lambda: model.decoder.front(one.quantized),
+        "decoder LSTM": lambda: model.decoder.lstm_step(one.dec_front, None),
+        "decoder back": lambda: model.decoder.back(one.dec_front),
+    }
     with torch.inference_mode():
-        latent = model.encoder(audio)
-        codes = model.quantizer.encode_latent(latent, n_q)
-        front, quantized = model.encoder.front(audio), model.quantizer.decode(codes)
-        dec_front = model.decoder.front(quantized)
-        stages = {
-            "encoder front": lambda: model.encoder.front(audio),
-            "encoder LSTM": lambda: model.encoder.lstm_step(front, None),
-            "encoder back": lambda: model.encoder.back(front),
-            "quantizer encode": lambda: model.quantizer.encode_latent(latent, n_q),
-            "quantizer decode": lambda: model.quantizer.decode(codes),
-            "decoder front": lambda: model.decoder.front(quantized),
-            "decoder LSTM": lambda: model.decoder.lstm_step(dec_front, None),
-            "decoder back": lambda: model.decoder.back(dec_front),
-        }
         seconds = {name: median_seconds(fn, repeats) for name, fn in stages.items()}
     total = sum(seconds.values())
     return "batch 1, share of encode + decode: " + ", ".join(
@@ -145,34 +165,28 @@ def recurrent_products(lstm: torch.nn.LSTM, frames: int, repeats: int) -> float:
     return median_seconds(products, repeats)
 
 
-def batch1_floor(ours: Codec, theirs: torch.nn.Module, device: torch.device,
-                 repeats: int) -> str:
+def batch1_floor(one: Batch1, ours: Codec, theirs: torch.nn.Module, repeats: int) -> str:
     """The fastest a batch-1 encode and decode can be here: the LSTM as it runs (the same
     nn.LSTM on both sides; next to it, its recurrent products alone, which bound it) plus
     every convolution's products at the rate of one large float32 product on this
     machine; and the speed-up over transformers that this allows."""
-    model = ours.folded_copy().for_inference()
-    audio = notes(SECONDS, ours.sample_rate, seed=0)[None].to(device)
+    model, audio, codes, device = one.model, one.audio, one.codes, one.audio.device
     a, b = torch.randn(40_000, 512, device=device), torch.randn(512, 128, device=device)
     rate = 2.0 * a.shape[0] * a.shape[1] * b.shape[1] / median_seconds(lambda: a @ b, repeats)
     with torch.inference_mode():
-        latent = model.encoder(audio)
-        codes = model.quantizer.encode_latent(latent, model.quantizer.resolve_n_q(None))
-        front = model.encoder.front(audio)
-        dec_front = model.decoder.front(model.quantizer.decode(codes))
-        lstm = {"encode": median_seconds(lambda: model.encoder.lstm_step(front, None),
+        lstm = {"encode": median_seconds(lambda: model.encoder.lstm_step(one.front, None),
                                          repeats),
-                "decode": median_seconds(lambda: model.decoder.lstm_step(dec_front, None),
+                "decode": median_seconds(lambda: model.decoder.lstm_step(one.dec_front, None),
                                          repeats)}
         theirs_s = {"encode": median_seconds(
                         lambda: theirs.encode(audio, bandwidth=2.2), repeats),
                     "decode": median_seconds(
                         lambda: theirs.decode(codes[None], [None]), repeats)}
         lstm_layer = model.encoder.layers[model.encoder.lstm_index].lstm
-        recurrent = recurrent_products(lstm_layer, front.shape[-1], repeats)
+        recurrent = recurrent_products(lstm_layer, one.front.shape[-1], repeats)
     layers = ours.folded_copy().for_inference(time_major=False)  # nn.Conv1d forwards
-    flops = {"encode": conv_flops(layers.encoder, audio), "decode": conv_flops(
-        layers.decoder, layers.quantizer.decode(codes))}
+    flops = {"encode": conv_flops(layers.encoder, audio),
+             "decode": conv_flops(layers.decoder, one.quantized)}
     parts = []
     for task in ("encode", "decode"):
         floor = lstm[task] + flops[task] / rate
@@ -238,8 +252,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         theirs = encodec_folder(ENCODEC_CONFIGS["encodec_32khz"], folder).to(device)
         ours = Codec.from_pretrained(folder).to(device)
-    print(stage_shares(ours, device, args.repeats), flush=True)
-    print(batch1_floor(ours, theirs, device, args.repeats), flush=True)
+    one = Batch1.of(ours, device)
+    print(stage_shares(one, args.repeats), flush=True)
+    print(batch1_floor(one, ours, theirs, args.repeats), flush=True)
     rows = []
     for batch in (1, 8):
         rows += measure(ours, theirs, batch, device, args.repeats)
