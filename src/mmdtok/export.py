@@ -57,33 +57,69 @@ class _Decoder(nn.Module):
         return self.codec.decoder(self.codec.quantizer.decode_codes(codes))
 
 
-class _StackedLSTM(nn.Module):
-    """A multi-layer ``nn.LSTM`` as single-layer ones in a row, with the same weights (the
-    same function in eval mode): torch.onnx traces a single-layer LSTM over any number
-    of frames, a multi-layer one (torch 2.13) only over the example's."""
+@torch.library.custom_op("mmdtok::lstm_layer", mutates_args=())
+def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+               b_hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer from zeros, time-major: x [T, B, I] -> (y [T, B, H], h [1, B, H],
+    c [1, B, H]), torch's gate order (i, f, g, o). One opaque operator for torch.export,
+    which torch.onnx translates into ONNX's own ``LSTM`` (:func:`_onnx_lstm_layer`): the
+    graph holds no loop over the frames, so the number of frames stays one symbolic size
+    and the export costs seconds. (torch.onnx's own path for ``nn.LSTM`` with a dynamic
+    length traces a while loop over the frames, whose sizes its symbolic shape
+    simplification takes minutes over for a 1024-wide network.)"""
+    zeros = x.new_zeros(1, x.shape[1], w_hh.shape[1])
+    y, h, c = torch.lstm(x, (zeros, zeros), [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0,
+                             False, False, False)
+    return y, h, c
+
+
+@lstm_layer.register_fake
+def _(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+      b_hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    hidden = w_hh.shape[1]
+    return (x.new_empty(x.shape[0], x.shape[1], hidden), x.new_empty(1, x.shape[1], hidden),
+            x.new_empty(1, x.shape[1], hidden))
+
+
+def _onnx_lstm_layer(x, w_ih, w_hh, b_ih, b_hh):
+    """:func:`lstm_layer` as ONNX ops (an onnxscript translation for torch.onnx): the gates
+    reordered from torch's (i, f, g, o) to ONNX's (i, o, f, c), with a direction axis;
+    constant folding turns the reordering into reordered weights."""
+    from onnxscript import opset18 as op
+
+    hidden = w_hh.shape[1]
+
+    def gates(w):
+        i, f, g, o = (op.Slice(w, [k * hidden], [(k + 1) * hidden], [0]) for k in range(4))
+        return op.Concat(i, o, f, g, axis=0)
+
+    y, h, c = op.LSTM(x, op.Unsqueeze(gates(w_ih), [0]), op.Unsqueeze(gates(w_hh), [0]),
+                      op.Unsqueeze(op.Concat(gates(b_ih), gates(b_hh), axis=0), [0]),
+                      hidden_size=hidden)
+    return op.Squeeze(y, [1]), h, c  # y: [T, directions = 1, B, H]
+
+
+class _ExportedLSTM(nn.Module):
+    """An ``nn.LSTM`` (unidirectional, time-major, with biases) as :func:`lstm_layer` calls,
+    one a layer, on the same weights: the same function in eval mode."""
 
     def __init__(self, lstm: nn.LSTM) -> None:
         super().__init__()
-        if lstm.bidirectional or lstm.batch_first or lstm.proj_size:
-            raise ValueError("only unidirectional, time-major LSTMs are exported")
-        self.layers = nn.ModuleList()
-        for k in range(lstm.num_layers):
-            one = nn.LSTM(lstm.input_size if k == 0 else lstm.hidden_size, lstm.hidden_size,
-                          1, bias=lstm.bias)
-            names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if lstm.bias else ())
-            with torch.no_grad():
-                for name in names:
-                    getattr(one, f"{name}_l0").copy_(getattr(lstm, f"{name}_l{k}"))
-            self.layers.append(one.requires_grad_(False))
+        if lstm.bidirectional or lstm.batch_first or lstm.proj_size or not lstm.bias:
+            raise ValueError("only unidirectional, time-major LSTMs with biases are exported")
+        self.lstm = lstm
 
     def forward(self, x: Tensor, state: None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """The output sequence of the last layer (as ``nn.LSTM``'s) and that layer's
-        final state."""
+        """The output sequence of the last layer (as ``nn.LSTM``'s) and the final state of
+        every layer, [layers, B, H] each."""
         if state is not None:
             raise ValueError("the exported LSTM starts from zeros")
-        for layer in self.layers:
-            x, final = layer(x)
-        return x, final  # the last layer's state: the graphs do not use it
+        finals = []
+        for k in range(self.lstm.num_layers):
+            x, h, c = lstm_layer(x, *(getattr(self.lstm, f"{name}_l{k}") for name in
+                                      ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+            finals.append((h, c))
+        return x, (torch.cat([h for h, _ in finals]), torch.cat([c for _, c in finals]))
 
 
 @dataclass(frozen=True)
@@ -125,11 +161,11 @@ def export_onnx(codec: CodecModel, folder: str | os.PathLike[str], n_q: int | No
     model = codec.folded_copy().float().cpu().for_inference(time_major=False)
     model.requires_grad_(False)  # the graphs are for inference: no autograd records
     for layer in model.modules():
-        if isinstance(layer, SkipLSTM) and layer.lstm.num_layers > 1:
-            layer.lstm = _StackedLSTM(layer.lstm)
+        if isinstance(layer, SkipLSTM):
+            layer.lstm = _ExportedLSTM(layer.lstm)
     say = progress or (lambda _: None)
 
-    encode, decode = _Encoder(model, n_q), _Decoder(model)
+    encode, decode = _Encoder(model, n_q).eval(), _Decoder(model).eval()
     audio = _probe(codec, batch=2)
     codes = encode(audio)
     min_samples = _shortest(model.encoder, lambda n: encode(audio[..., :n]), audio.shape[-1])
@@ -218,25 +254,11 @@ def _write_graph(module: nn.Module, example: Tensor, path: Path, input_name: str
     they fail in the runtime)."""
     dynamic = torch.export.Dim.DYNAMIC
     shapes = {input_name: {0: dynamic, 2: dynamic}}
-    _forget_lstm_kernels()
-    try:
-        torch.onnx.export(module, (example,), path, input_names=[input_name],
-                          output_names=[output_name], dynamic_shapes=shapes,
-                          opset_version=opset, external_data=False, dynamo=True, optimize=optimize,
-                          verbose=False)
-    finally:
-        _forget_lstm_kernels()
-
-
-def _forget_lstm_kernels() -> None:
-    """Clear the dispatch cache of ``aten.lstm``: torch.onnx swaps in an LSTM kernel that
-    loops over any number of frames for the time of one export, but an operator's
-    cached kernel outlives the swap, so that a second export in the same process would
-    unroll the LSTM over the example's frames (and an eager LSTM after an export would
-    run the swapped kernel)."""
-    cache = getattr(torch.ops.aten.lstm.input, "_dispatch_cache", None)
-    if isinstance(cache, dict):
-        cache.clear()
+    torch.onnx.export(module, (example,), path, input_names=[input_name],
+                      output_names=[output_name], dynamic_shapes=shapes, opset_version=opset,
+                      external_data=False, dynamo=True, optimize=optimize, verbose=False,
+                      custom_translation_table={
+                          torch.ops.mmdtok.lstm_layer.default: _onnx_lstm_layer})
 
 
 def _check(codec: CodecModel, n_q: int, folder: Path) -> OnnxCheck:

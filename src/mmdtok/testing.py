@@ -70,8 +70,8 @@ def trained_codebooks(name: str | CodecConfig, seed: int = 0) -> Codec:
     sr = codec.sample_rate
     batch = torch.stack([notes(4.0, sr, seed=s, channels=codec.channels) for s in range(16)])
     codec.train()
-    with torch.no_grad():
-        codec(batch)
+    with torch.no_grad():  # the decoder holds no statistics: encoder and quantizer only
+        codec.quantizer(codec.encoder(batch))
     return codec.for_inference()
 
 

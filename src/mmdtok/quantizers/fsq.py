@@ -10,7 +10,6 @@ import math
 from collections.abc import Sequence
 
 from torch import Tensor, nn
-from vector_quantize_pytorch import FSQ as _VqpFSQ
 
 from mmdtok.limits import check_codebooks
 from mmdtok.quantizers.base import (
@@ -58,6 +57,10 @@ class FSQ(Quantizer):
         inner = num_codebooks * len(levels)
         self.project_in = nn.Linear(dim, inner) if inner != dim else nn.Identity()
         self.project_out = nn.Linear(inner, dim) if inner != dim else nn.Identity()
+        # imported here: vector-quantize-pytorch imports torch._dynamo (through einx),
+        # seconds that every ``import mmdtok`` and every CLI command would pay
+        from vector_quantize_pytorch import FSQ as _VqpFSQ
+
         self.fsq = _VqpFSQ(levels=levels, dim=inner, num_codebooks=num_codebooks,
                            keep_num_codebooks_dim=True)
         self.set_codebook_dropout(codebook_dropout)
