@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mmdtok.atomic import atomic_path
+from tests.cli_processes import run_python
 
 
 def test_a_failed_write_leaves_neither_a_partial_file_nor_the_temporary(tmp_path):
@@ -51,11 +52,10 @@ with atomic_path(sys.argv[1]) as temp:
 
 
 def _killed_write(target):
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target)], timeout=60)
-    assert done.returncode == 9
+    """A process of its own (forked with mmdtok imported: :mod:`tests.cli_processes`)
+    that dies between writing the temporary file and renaming it."""
+    done = run_python(KILLED_WRITER, target, timeout=60)
+    assert done.returncode == 9, done.stderr
 
 
 def test_a_killed_write_leaves_a_temporary_that_is_never_read_and_is_removed_on_rerun(

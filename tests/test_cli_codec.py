@@ -126,6 +126,8 @@ def test_ctrl_c_leaves_only_complete_token_files(model, tmp_path):
     assert not [p for p in out.iterdir() if ".part" in p.name]
 
 
+# slow tier: torchrun
+@pytest.mark.slow
 def test_torchrun_shares_the_files_across_ranks(model, tmp_path):
     _music(tmp_path / "in", [(f"{i}.wav", 24_000, 0.5 + i / 4, 1) for i in range(5)])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",

@@ -1,11 +1,10 @@
-"""User mistakes and damaged files, each through a real ``mmdtok`` process: one line on
-stderr naming the file or setting, exit code 2, no traceback, nothing half-written."""
+"""User mistakes and damaged files, each through a real ``mmdtok`` process (forked from one
+that has imported it: :mod:`tests.cli_processes`): one line on stderr naming the file or
+setting, exit code 2, no traceback, nothing half-written."""
 
 import json
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,13 @@ from safetensors.torch import save_file
 
 from mmdtok.testing import notes, trained_codebooks
 from mmdtok.tokens import TokenFile, load_tokens, save_tokens
+from tests.cli_processes import run_mmdtok
 
 ROOT = Path(__file__).parents[1]
 
 
 def _mmdtok(*args, cwd=None, env=None):
-    result = subprocess.run([sys.executable, "-m", "mmdtok", *map(str, args)], cwd=cwd,
-                            env={**os.environ, "OMP_NUM_THREADS": "1",
-                                 "PYTHONPATH": str(ROOT), **(env or {})},
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = run_mmdtok(*args, cwd=cwd, env=env)
     assert "Traceback" not in result.stderr, result.stderr
     return result
 

@@ -2,9 +2,6 @@
 baselines through each engine this machine has, the command as a real process."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +10,7 @@ import torch
 
 from mmdtok import evaluation as ev
 from mmdtok.testing import notes, trained_codebooks
+from tests.cli_processes import run_mmdtok
 
 ROOT = Path(__file__).parents[1]
 
@@ -129,12 +127,9 @@ def test_the_command_prints_the_table_and_writes_json(tmp_path):
     model = tmp_path / "model"
     trained_codebooks("small-music").save_pretrained(model)
     soundfile.write(tmp_path / "a.wav", notes(1.5, 24_000).T.numpy(), 24_000)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "mmdtok", "evaluate", str(tmp_path / "a.wav"), "--model",
-               str(model), "--n-q", "2", "--n-q", "4", "--baseline", "opus:12", "--json",
-               str(tmp_path / "out" / "scores.json")]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
-                            check=False)
+    command = ["evaluate", tmp_path / "a.wav", "--model", model, "--n-q", "2", "--n-q", "4",
+               "--baseline", "opus:12", "--json", tmp_path / "out" / "scores.json"]
+    result = run_mmdtok(*command, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "1 file(s); mean ± standard deviation over files"
@@ -143,8 +138,7 @@ def test_the_command_prints_the_table_and_writes_json(tmp_path):
     data = json.loads((tmp_path / "out" / "scores.json").read_text())
     assert [row["kbps"] for row in data["rows"]] == [1.5, 3.0, 12.0]
     assert data["rows"][2]["summary"]["visqol"]["mean"] > 1.0
-    bad = subprocess.run([*command[:6], "--baseline", "aac:64"], env=env,
-                         capture_output=True, text=True, timeout=300, check=False)
+    bad = run_mmdtok(*command[:4], "--baseline", "aac:64")
     assert bad.returncode == 2 and "aac:64" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -1,13 +1,16 @@
-"""ONNX export of the MusicGen network (its own file: an export takes minutes, and
-pytest-xdist runs the files in parallel)."""
+"""ONNX export of the MusicGen network (its own file: the slow tier, about a minute and a
+half with its codebooks; pytest-xdist runs the files in parallel)."""
 
 import json
 
 import numpy as np
+import pytest
 
 from mmdtok.export import DECODER, ENCODER, METADATA, export_onnx
 from mmdtok.testing import trained_codebooks
 from tests.test_export import _music, _run
+
+pytestmark = pytest.mark.slow  # the published layout: a 1024-wide 2-layer LSTM
 
 
 def test_the_musicgen_network_exports_with_a_prefix_of_its_codebooks(tmp_path):

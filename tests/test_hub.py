@@ -63,6 +63,8 @@ def test_the_cache_layout_is_read_offline_by_branch_and_by_commit(saved, tmp_pat
         Codec.from_pretrained("owner/codec", revision="v2", cache_dir=cache)
 
 
+# slow tier: huggingface_hub retries a refused connection five times with backoff (23 s) before it gives up
+@pytest.mark.slow
 def test_an_unreachable_hub_without_a_cached_copy_says_so(tmp_path):
     with pytest.raises(ModelNotFoundError, match="could not be reached and it is not in the "
                                                  "cache"):

@@ -110,6 +110,8 @@ def test_zero_padding_needs_no_startup_beyond_one_frame():
     assert StreamingDecoder(codec).startup == 1
 
 
+# slow tier: the published 32-stage layout itself, with codebooks fitted to its latents (a minute); the tiny causal codec checks the same law in the fast tier
+@pytest.mark.slow
 def test_the_encodec_24khz_layout_streams_20_ms_pieces_exactly():
     codec = trained_codebooks("encodec-24khz")
     audio = notes(1.0, codec.sample_rate, seed=3)[None]

@@ -207,6 +207,8 @@ def test_independence_loss_takes_the_factorized_streams(narrow):
     ).sum() > 0
 
 
+# slow tier: a full ONNX export (torch.export traces for about 20 s at any size)
+@pytest.mark.slow
 def test_a_dac_codec_exports_to_onnx_with_identical_codes(tmp_path):
     pytest.importorskip("onnxruntime")
     from mmdtok.export import export_onnx

@@ -28,6 +28,8 @@ def test_the_comparison_is_paired_and_deterministic(example):
             assert 0.0 <= code <= 0.5 and streams >= 0.0 and 0.0 < error < 1.9
 
 
+# slow tier: two trainings of the example, with and without the loss
+@pytest.mark.slow
 def test_the_loss_lowers_the_dependence_of_held_out_code_vectors(example):
     # Straight-through gradients (the default), 150 steps: the README's direction.
     results = example.compare(steps=150, seeds=[0, 1, 2], weight=10.0, verbose=False)

@@ -33,6 +33,8 @@ def manifest(tiny_corpus, tmp_path):
 @pytest.mark.parametrize("start_from, jobs, arms", [
     ("scratch", "1", ["none", "delay", "parallel"]),
     ("mmdtok:small-music", "2", ["delay", "none"])])  # a subset, given out of order
+# slow tier: the paper experiment end to end
+@pytest.mark.slow
 def test_arms_from_one_codec_get_every_figure_and_a_rerun_recomputes_nothing(
         manifest, tmp_path, capsys, start_from, jobs, arms):
     out = tmp_path / "experiment"

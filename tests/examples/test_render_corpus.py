@@ -43,6 +43,8 @@ def test_files_are_peak_normalized_music_not_tones(tiny_corpus):
         assert np.sqrt(np.mean(audio**2)) > 0.02
 
 
+# slow tier: renders the corpus a second time
+@pytest.mark.slow
 def test_rendering_again_gives_identical_files(tiny_corpus, tmp_path):
     folder, _ = tiny_corpus
     script = load_script()

@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from mmdtok import Codec
 
 ROOT = Path(__file__).parents[2]
 WORKER = ROOT / "tests" / "workers" / "train_codec.py"
+
+pytestmark = pytest.mark.slow  # slow tier: torchrun runs, each a training of its own
 
 
 def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -36,6 +36,8 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
+# slow tier: kill and resume of a real training process (two runs of 8 steps)
+@pytest.mark.slow
 def test_a_killed_run_resumes_exactly_like_an_uninterrupted_one(tiny_corpus, tmp_path):
     manifest = tiny_corpus[0] / "manifest.jsonl"
     subprocess.run(_command(manifest, tmp_path / "whole"), env=_env(), check=True,
@@ -63,6 +65,8 @@ def test_a_killed_run_resumes_exactly_like_an_uninterrupted_one(tiny_corpus, tmp
             == Codec.from_pretrained(tmp_path / "killed").fingerprint())
 
 
+# slow tier: a training run of 30 steps: a loss that falls needs steps
+@pytest.mark.slow
 def test_training_lowers_the_reconstruction_loss_and_writes_a_model_folder(tiny_corpus,
                                                                            tmp_path):
     config = TrainConfig(steps=30, batch_size=4, segment_seconds=0.5, warmup_steps=5,
@@ -233,6 +237,8 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tin
     assert train(config, manifest, tmp_path, resume=True).step == 4
 
 
+# slow tier: two training runs of 16 steps
+@pytest.mark.slow
 def test_a_vae_codec_trains_with_its_kl_term_and_the_independence_loss(tiny_corpus, tmp_path):
     settings = dict(codec="small-vae", steps=16, batch_size=2, segment_seconds=0.5,
                     warmup_steps=2, checkpoint_every=16, adversarial_from=1000,
