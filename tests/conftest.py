@@ -15,12 +15,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(_threads)
 
 
-# The files that take longest (minutes each on a 2-core machine), run first: pytest-xdist
-# hands whole files to the workers in collection order (--no-loadscope-reorder), and a
-# long file handed out last would run alone at the end.
-LONGEST_FIRST = ("test_export_musicgen.py", "test_export.py", "test_streaming.py",
-                 "test_cli_errors.py", "test_loop.py", "test_dac.py", "test_evaluation.py",
-                 "test_paper_experiment.py", "test_cli_codec.py")
+# The files that take longest (in either tier), run first: pytest-xdist hands whole files
+# to the workers in collection order (--no-loadscope-reorder), and a long file handed out
+# last would run alone at the end.
+LONGEST_FIRST = ("test_export_musicgen.py", "test_cli_errors.py", "test_streaming.py",
+                 "test_loop.py", "test_paper_experiment.py", "test_evaluation.py",
+                 "test_gap.py", "test_dac.py", "test_distributed.py", "test_cli_codec.py",
+                 "test_export.py", "test_chunked.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -12,6 +12,8 @@ import torch
 WORKERS = Path(__file__).parent / "workers"
 WORKER = WORKERS / "train_codebooks.py"
 
+pytestmark = pytest.mark.slow  # slow tier: torchrun, three interpreters a run
+
 
 def _run(args: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}

@@ -8,6 +8,8 @@ Not for judging quality: the signals are synthetic and the weights random.
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
 from typing import Any
@@ -63,16 +65,29 @@ def tiny_vae(channels: int = 2, dimension: int = 16, ratios: tuple[int, ...] = (
 def trained_codebooks(name: str | CodecConfig, seed: int = 0) -> Codec:
     """A preset codec (or one of ``name`` a config; random SEANet weights) whose
     codebooks were initialized by k-means on its own latents, so that codes are spread as
-    in a real codec; eval mode, weight norm folded."""
-    torch.manual_seed(seed)
-    codec = Codec.from_config(name) if isinstance(name, CodecConfig) else (
-        Codec.from_preset(name))
-    sr = codec.sample_rate
-    batch = torch.stack([notes(4.0, sr, seed=s, channels=codec.channels) for s in range(16)])
-    codec.train()
-    with torch.no_grad():  # the decoder holds no statistics: encoder and quantizer only
-        codec.quantizer(codec.encoder(batch))
-    return codec.for_inference()
+    in a real codec; eval mode, weight norm folded.
+
+    Computed once per process for the same arguments (seconds for a small codec, a
+    minute for a published layout); each call returns a copy of its own, and leaves
+    torch's random state as the computation would."""
+    config = name if isinstance(name, CodecConfig) else Codec.from_preset(name).config
+    key = (json.dumps(config.to_dict(), sort_keys=True), seed)
+    if key not in _TRAINED:
+        torch.manual_seed(seed)
+        codec = Codec.from_config(config)
+        sr = codec.sample_rate
+        batch = torch.stack([notes(4.0, sr, seed=s, channels=codec.channels)
+                             for s in range(16)])
+        codec.train()
+        with torch.no_grad():  # the decoder holds no statistics: encoder and quantizer only
+            codec.quantizer(codec.encoder(batch))
+        _TRAINED[key] = (codec.for_inference(), torch.get_rng_state())
+    codec, state = _TRAINED[key]
+    torch.set_rng_state(state)
+    return copy.deepcopy(codec)
+
+
+_TRAINED: dict[tuple[str, int], tuple[Codec, Tensor]] = {}
 
 
 def encodec_folder(overrides: dict[str, Any], folder: str | os.PathLike[str], seed: int = 0

@@ -99,6 +99,8 @@ def test_the_bootstrap_interval_covers_the_mean_of_the_distribution():
     assert 88 <= hits <= 100
 
 
+# slow tier: two LM trainings of 250 steps on 8192 clips, the README's figure at its own size
+@pytest.mark.slow
 def test_the_gap_matches_the_conditional_total_correlation_of_copied_codes():
     size, p = 8, 0.7
     expected = copy_information(size, p)  # 0.96 nats
