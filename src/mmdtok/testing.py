@@ -117,10 +117,14 @@ def assert_same_codes_up_to_ties(codec: Codec, latent: Tensor, codes: Tensor, ot
     """``codes`` [K, T] == ``other`` except at frames where, at the first stage that
     differs, both codes are equally near the residual up to float32 rounding (a tie
     between two float computations of the same latent ``latent`` [D, T]); for residual
-    VQ codecs. AssertionError otherwise."""
+    VQ codecs. AssertionError otherwise. ``latent`` is the encoder's output: a quantizer
+    with a latent norm normalizes it here as it does before its codebooks."""
     assert codes.shape == other.shape
     frames = (codes != other).any(dim=0).nonzero().flatten().tolist()
     assert len(frames) <= max(1, max_tie_fraction * codes.shape[1]), f"{len(frames)} frames"
+    norm = getattr(codec.quantizer, "latent_norm", None)
+    if norm is not None:
+        latent = norm.fixed(latent.T).T
     for t in frames:
         residual = latent[:, t].double()
         for k, codebook in enumerate(codec.quantizer.codebooks):
