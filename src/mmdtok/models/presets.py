@@ -9,6 +9,10 @@
   normalized latent (``latent_norm``), EnCodec's dead-code threshold (an EMA count of 2:
   at batch 8 x 1 s most codes are re-seeded from the batch at every step, which keeps
   them in use).
+- ``small-music-causal``: ``small-music`` with causal, zero-padded convolutions (the same
+  weights' shapes): every layer only looks back, and zero padding makes no layer wait for
+  samples to reflect, so a stream's first codes come out after one frame; the codec that
+  streams (:mod:`mmdtok.streaming`).
 - ``small-vae``: the continuous family, the shape of Stable Audio 2's autoencoder scaled to
   a CPU: 44.1 kHz stereo, encoder strides [2, 4, 4, 8, 8] (2,048x downsampling, 21.5
   latent frames/s), 64 latent channels behind a VAE bottleneck seen as 4 groups of 16,
@@ -64,6 +68,12 @@ PRESETS: dict[str, CodecConfig] = {
     "small-music": CodecConfig(
         name="small-music", sample_rate=24_000,
         seanet=SEANetConfig(dimension=64, n_filters=16, ratios=(8, 5, 4, 2), lstm_layers=1),
+        quantizer=_rvq(4, 1024, {"kmeans_iters": 20}, codebook_dropout="uniform",
+                       latent_norm=True)),
+    "small-music-causal": CodecConfig(
+        name="small-music-causal", sample_rate=24_000,
+        seanet=SEANetConfig(dimension=64, n_filters=16, ratios=(8, 5, 4, 2), lstm_layers=1,
+                            causal=True, pad_mode="constant"),
         quantizer=_rvq(4, 1024, {"kmeans_iters": 20}, codebook_dropout="uniform",
                        latent_norm=True)),
     "small-vae": CodecConfig(

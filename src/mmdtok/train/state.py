@@ -111,11 +111,18 @@ def build_independence(config: TrainConfig, codec: CodecModel
     return MacroBatchIndependence(codec.encode_streams, loss, every=config.independence_every)
 
 
+# Fields that change how a network pads, not its weights: a causal codec may start from
+# a centred one's weights (and learn to do without the look-ahead).
+PADDING_ONLY = ("causal", "pad_mode", "trim_right_ratio")
+
+
 def _architecture(config: CodecConfig) -> dict:
     """What two codecs must share for one's weights to start the other: the config
-    without its name and without the training-only codebook dropout."""
+    without its name, the training-only codebook dropout and the padding."""
     data = config.to_dict()
     data.pop("name")
+    for field in PADDING_ONLY:
+        data.get("seanet", {}).pop(field, None)
     data["quantizer"] = {k: v for k, v in data["quantizer"].items() if k != "codebook_dropout"}
     return data
 
