@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mmdtok.models import ChunkSettings, decode_many, encode_many
-from mmdtok.models.chunked import split_pieces
+from mmdtok.models.runtime.chunked import split_pieces
 from mmdtok.testing import assert_same_codes_up_to_ties, notes, trained_codebooks
 
 

@@ -150,12 +150,13 @@ def test_blocked_layers_equal_the_layers_forward_across_block_edges(monkeypatch,
     padding at both ends, the halo rows between blocks and the frames a transposed
     convolution gathers across blocks give the layers' own result (two residual units
     per stage: dilations 1 and 2)."""
-    from mmdtok.models import cpu_inference
+    from mmdtok.models.layers import ResidualUnit
+    from mmdtok.models.runtime import kernels
 
-    monkeypatch.setattr(cpu_inference, "BLOCK_BYTES", 256)
+    monkeypatch.setattr(kernels, "BLOCK_BYTES", 256)
     fused = []
-    original = cpu_inference.residual_unit
-    monkeypatch.setattr(cpu_inference, "residual_unit",
+    original = ResidualUnit._fused
+    monkeypatch.setattr(ResidualUnit, "_fused",
                         lambda *args: fused.append(1) or original(*args))
     cfg = preset("small-music")
     cfg = replace(cfg, seanet=replace(cfg.seanet, causal=causal, pad_mode=pad_mode,
@@ -175,12 +176,12 @@ def test_blocked_layers_equal_the_layers_forward_across_block_edges(monkeypatch,
 
 
 def test_the_time_major_path_runs_only_when_prepared_and_follows_weight_changes(monkeypatch):
-    from mmdtok.models import cpu_inference
+    from mmdtok.models.runtime import stack
 
     calls = []
-    original = cpu_inference.TimeMajorPlan.__call__
-    monkeypatch.setattr(cpu_inference.TimeMajorPlan, "__call__",
-                        lambda plan, x: calls.append(1) or original(plan, x))
+    original = stack.run_time_major
+    monkeypatch.setattr(stack, "run_time_major",
+                        lambda layers, x, plan: calls.append(1) or original(layers, x, plan))
     codec = Codec.from_preset("small-music")
     audio = notes(0.5, codec.sample_rate, seed=2)[None]
     with torch.no_grad():

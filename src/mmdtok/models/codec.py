@@ -40,7 +40,7 @@ class CodecModel(nn.Module):
 
     ``encode(audio [B, C, L]) -> codes [B, K, ceil(L / hop)]`` and
     ``decode(codes) -> audio [B, C, T * hop]`` run the whole input in one pass; long
-    files and lists of files go through :mod:`mmdtok.models.chunked` instead, which
+    files and lists of files go through :mod:`mmdtok.models.runtime.chunked` instead, which
     gives the same codes in bounded memory.
     """
 
@@ -154,7 +154,7 @@ class CodecModel(nn.Module):
     def for_inference(self, time_major: bool = True) -> CodecModel:
         """Eval mode with weight norm folded into plain weights (same output, faster).
         ``time_major``: also prepare the faster CPU path of the convolution stages
-        (:mod:`mmdtok.models.cpu_inference`, used without gradients on a CPU; the same
+        (:mod:`mmdtok.models.runtime.kernels`, used without gradients on a CPU; the same
         output up to float rounding); switching to training mode drops it. In place;
         returns ``self``."""
         self.eval()

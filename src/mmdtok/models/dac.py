@@ -17,16 +17,16 @@ sample less than ``T * s``; the decoder pads its output with zeros on the right 
 ``T * hop`` samples (a few samples, 8 for the 16 kHz model), which keeps mmdtok's length
 contract and leaves every sample DAC computes unchanged.
 
-Both halves speak the interface of the chunked path (:mod:`mmdtok.models.chunked`):
-``front`` -> ``lstm_step`` (nothing recurrent here: the input comes back) -> ``back``.
-The encoder's work is all in its front (audio in, frames out), the decoder's in its back
-(frames in, audio out), each with the reach of its convolutions as context.
+Both halves are :class:`~mmdtok.models.runtime.stack.LayerStack` of layers that tell
+the runtimes their reach (chunked encoding cuts with it as context); with no recurrent
+layer, each half is all front. None of them is causal: DAC does not stream.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -34,7 +34,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmdtok.configuration import config_from_dict, config_to_dict
-from mmdtok.models.layers import Snake, checked_shape
+from mmdtok.models.layers import Snake, Tanh, checked_shape
+from mmdtok.models.runtime.layer import Layer, WeightCache
+from mmdtok.models.runtime.stack import LayerStack
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,52 @@ class DACConfig:
         return config_from_dict(cls, data, "DAC config")
 
 
-def _conv(c_in: int, c_out: int, kernel: int, **options: Any) -> nn.Conv1d:
-    return nn.utils.parametrizations.weight_norm(nn.Conv1d(c_in, c_out, kernel, **options))
+class DACConv1d(Layer, nn.Conv1d):
+    """A plain convolution with DAC's fixed zero padding (centred: it looks ahead)."""
+
+    def reach(self, scale: float) -> tuple[float, float]:
+        return self.dilation[0] * (self.kernel_size[0] - 1) / scale, scale / self.stride[0]
+
+    @property
+    def causal(self) -> bool:
+        return False
 
 
-class DACResidualUnit(nn.Module):
+class DACConvTranspose1d(Layer, nn.ConvTranspose1d):
+    """A plain transposed convolution with DAC's fixed padding (centred)."""
+
+    def reach(self, scale: float) -> tuple[float, float]:
+        return math.ceil(self.kernel_size[0] / self.stride[0]) / scale, scale * self.stride[0]
+
+    @property
+    def causal(self) -> bool:
+        return False
+
+
+class PadToMultiple(Layer):
+    """Zeros on the right up to a multiple of ``multiple`` steps (DAC pads its input to
+    a multiple of the hop, and its output back to ``T * hop``)."""
+
+    def __init__(self, multiple: int) -> None:
+        super().__init__()
+        self.multiple = multiple
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pad(x, (0, -x.shape[-1] % self.multiple))
+
+    def reach(self, scale: float) -> tuple[float, float]:
+        return 0.0, scale
+
+    @property
+    def causal(self) -> bool:
+        return False
+
+
+def _conv(c_in: int, c_out: int, kernel: int, **options: Any) -> DACConv1d:
+    return nn.utils.parametrizations.weight_norm(DACConv1d(c_in, c_out, kernel, **options))
+
+
+class DACResidualUnit(Layer):
     """``x + conv1x1(snake(conv7_dilated(snake(x))))``, zero padding keeping the length."""
 
     def __init__(self, dim: int, dilation: int) -> None:
@@ -110,12 +153,16 @@ class DACResidualUnit(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv2(self.snake2(self.conv1(self.snake1(x))))
 
+    def time_major(self, x: Tensor, plan: WeightCache | None, following: Sequence[Layer],
+                   owned: bool = False) -> tuple[Tensor, int]:
+        return self(x.transpose(1, 2)).transpose(1, 2).contiguous(), 0
+
 
 def _residual_units(dim: int) -> tuple[DACResidualUnit, ...]:
     return tuple(DACResidualUnit(dim, dilation) for dilation in (1, 3, 9))
 
 
-class DACEncoderBlock(nn.Module):
+class DACEncoderBlock(Layer):
     def __init__(self, dim: int, stride: int) -> None:
         super().__init__()
         self.res_unit1, self.res_unit2, self.res_unit3 = _residual_units(dim)
@@ -128,11 +175,11 @@ class DACEncoderBlock(nn.Module):
         return self.conv1(self.snake1(x))
 
 
-class DACDecoderBlock(nn.Module):
+class DACDecoderBlock(Layer):
     def __init__(self, dim: int, stride: int) -> None:
         super().__init__()
         self.snake1 = Snake(dim)
-        self.conv_t1 = nn.utils.parametrizations.weight_norm(nn.ConvTranspose1d(
+        self.conv_t1 = nn.utils.parametrizations.weight_norm(DACConvTranspose1d(
             dim, dim // 2, 2 * stride, stride=stride, padding=math.ceil(stride / 2)))
         self.res_unit1, self.res_unit2, self.res_unit3 = _residual_units(dim // 2)
 
@@ -141,95 +188,46 @@ class DACDecoderBlock(nn.Module):
         return self.res_unit3(self.res_unit2(self.res_unit1(x)))
 
 
-def dac_context_frames(module: nn.Module, samples_per_frame: float) -> int:
-    """Frames of context on each side beyond which ``module``'s output for a frame does
-    not depend on its input (a conservative bound), as
-    :func:`~mmdtok.models.layers.context_frames` for the plain convolutions here."""
-    reach, scale = 0.0, float(samples_per_frame)
-    for layer in module.modules():
-        if isinstance(layer, nn.ConvTranspose1d):
-            reach += math.ceil(layer.kernel_size[0] / layer.stride[0]) / scale
-            scale *= layer.stride[0]
-        elif isinstance(layer, nn.Conv1d):
-            reach += layer.dilation[0] * (layer.kernel_size[0] - 1) / scale
-            scale /= layer.stride[0]
-    return math.ceil(reach) + 1
-
-
-class _OneStage(nn.Module):
-    """The chunked path's interface (front -> recurrence -> back) for a network without
-    recurrence: ``lstm_step`` returns its input and its (empty) state."""
-
-    front_context: int
-    back_context: int
-
-    def initial_state(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        empty = x.new_zeros(x.shape[0], 1, 1)
-        return empty, empty
-
-    def lstm_step(self, x: Tensor, state: tuple[Tensor, Tensor] | None
-                  ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        return x, state if state is not None else self.initial_state(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.back(self.front(x))
+class _PlainStack(LayerStack):
+    """DAC's convolutions are plain oneDNN ones: the time-major CPU plan does not pay."""
 
     def prepare_cpu_inference(self) -> None:
-        """Nothing to prepare: the time-major CPU path is SEANet's."""
-
-    def drop_cpu_inference(self) -> None:
-        """Nothing to drop (see :meth:`prepare_cpu_inference`)."""
+        self.drop_cpu_inference()
 
 
-class DACEncoder(_OneStage):
+class DACEncoder(_PlainStack):
     """Audio [B, C, L] -> latent [B, D, ceil(L / hop)] (``out_dim`` channels instead of D
     when given)."""
 
     def __init__(self, cfg: DACConfig, out_dim: int | None = None) -> None:
         super().__init__()
-        self.hop_length = cfg.hop_length
+        self.samples_per_frame = float(cfg.hop_length)
+        self.pad = PadToMultiple(cfg.hop_length)
         self.conv1 = _conv(cfg.channels, cfg.encoder_dim, 7, padding=3)
         self.block = nn.ModuleList(DACEncoderBlock(cfg.encoder_dim * 2 ** i, stride)
                                    for i, stride in enumerate(cfg.ratios))
         self.snake1 = Snake(cfg.dimension)
         self.conv2 = _conv(cfg.dimension, out_dim or cfg.dimension, 3, padding=1)
-        self.front_context, self.back_context = dac_context_frames(self, cfg.hop_length), 1
 
-    def front(self, x: Tensor) -> Tensor:
-        x = F.pad(x, (0, -x.shape[-1] % self.hop_length))
-        x = self.conv1(x)
-        for block in self.block:
-            x = block(x)
-        return self.conv2(self.snake1(x))
-
-    def back(self, x: Tensor) -> Tensor:
-        return x
+    def sequence(self) -> list[Layer]:
+        return [self.pad, self.conv1, *self.block, self.snake1, self.conv2]
 
 
-class DACDecoder(_OneStage):
+class DACDecoder(_PlainStack):
     """Latent [B, D, T] -> audio [B, C, T * hop] in [-1, 1] (tanh)."""
 
     def __init__(self, cfg: DACConfig) -> None:
         super().__init__()
-        self.hop_length = cfg.hop_length
         self.conv1 = _conv(cfg.dimension, cfg.decoder_dim, 7, padding=3)
         self.block = nn.ModuleList(DACDecoderBlock(cfg.decoder_dim // 2 ** i, stride)
                                    for i, stride in enumerate(reversed(cfg.ratios)))
         out_dim = cfg.decoder_dim // 2 ** len(cfg.ratios)
         self.snake1 = Snake(out_dim)
         self.conv2 = _conv(out_dim, cfg.channels, 7, padding=3)
-        self.front_context, self.back_context = 1, dac_context_frames(self, 1.0)
+        self.tanh, self.pad = Tanh(), PadToMultiple(cfg.hop_length)
 
-    def front(self, x: Tensor) -> Tensor:
-        return x
-
-    def back(self, x: Tensor) -> Tensor:
-        frames = x.shape[-1]
-        y = self.conv1(x)
-        for block in self.block:
-            y = block(y)
-        y = torch.tanh(self.conv2(self.snake1(y)))
-        return F.pad(y, (0, frames * self.hop_length - y.shape[-1]))
+    def sequence(self) -> list[Layer]:
+        return [self.conv1, *self.block, self.snake1, self.conv2, self.tanh, self.pad]
 
 
-__all__ = ["DACConfig", "DACDecoder", "DACEncoder", "dac_context_frames"]
+__all__ = ["DACConfig", "DACDecoder", "DACEncoder"]

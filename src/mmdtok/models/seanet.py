@@ -5,10 +5,9 @@ Decoder: the mirror image with transposed convolutions. ``activation="snake"`` p
 Snake (a learned frequency per channel) where ELU is. The layer list keeps EnCodec's
 order, so that a state dict converts by renaming a few keys.
 
-Both split into three stages around the LSTM, ``front`` -> ``lstm`` -> ``back``: the
-convolution stages have a finite reach (``front_context``, ``back_context`` frames) and
-the LSTM only looks back, which is what lets :mod:`mmdtok.models.chunked` cut a long
-input into pieces and get the same output as one pass.
+Both are :class:`~mmdtok.models.runtime.stack.LayerStack` of the layers in
+:mod:`mmdtok.models.layers`: every runtime (the time-major CPU plan, chunked encoding,
+streaming when causal, ONNX export) runs them through the layers' own methods.
 """
 
 from __future__ import annotations
@@ -21,21 +20,19 @@ import torch
 from torch import Tensor, nn
 
 from mmdtok.configuration import config_from_dict, config_to_dict
-from mmdtok.models.cpu_inference import TimeMajorPlan
 from mmdtok.models.layers import (
     ACTIVATIONS,
     Activation,
     Conv1d,
     ConvTranspose1d,
-    LSTMState,
     Norm,
     PadMode,
     ResidualUnit,
     SkipLSTM,
     activation,
     checked_shape,
-    context_frames,
 )
+from mmdtok.models.runtime.stack import LayerStack
 
 _BOUNDS = {"dimension": 8192, "n_filters": 4096, "n_residual_layers": 16, "kernel_size": 63,
            "last_kernel_size": 63, "residual_kernel_size": 63, "dilation_base": 16,
@@ -114,73 +111,7 @@ def _residual_units(cfg: SEANetConfig, dim: int) -> list[nn.Module]:
             for j in range(cfg.n_residual_layers)]
 
 
-class _ThreeStages(nn.Module):
-    """``layers`` split at the LSTM into front, lstm and back.
-
-    Inference without gradients on a CPU runs the convolution stages through
-    :class:`~mmdtok.models.cpu_inference.TimeMajorPlan` once
-    :meth:`prepare_cpu_inference` has built them (``CodecModel.for_inference`` does);
-    training mode drops them.
-    """
-
-    layers: nn.ModuleList
-    lstm_index: int
-
-    def prepare_cpu_inference(self) -> None:
-        self._plans = (TimeMajorPlan(self.layers[: self.lstm_index]),
-                       TimeMajorPlan(self.layers[self.lstm_index + 1 :]))
-
-    def drop_cpu_inference(self) -> None:
-        self._plans = None
-
-    def _apply(self, fn, *args, **kwargs):  # .double(), .to(...): plans of the new weights
-        had_plans = getattr(self, "_plans", None) is not None
-        result = super()._apply(fn, *args, **kwargs)
-        if had_plans:
-            self.prepare_cpu_inference()
-        return result
-
-    def train(self, mode: bool = True) -> _ThreeStages:
-        if mode:
-            self.drop_cpu_inference()
-        return super().train(mode)
-
-    def _run(self, stage: int, layers: list[nn.Module], x: Tensor) -> Tensor:
-        plans = getattr(self, "_plans", None)
-        if plans is not None and not torch.is_grad_enabled() and x.device.type == "cpu":
-            return plans[stage](x)
-        for layer in layers:
-            x = layer(x)
-        return x
-
-    def front(self, x: Tensor) -> Tensor:
-        return self._run(0, list(self.layers[: self.lstm_index]), x)
-
-    def initial_state(self, x: Tensor) -> LSTMState:
-        """The LSTM's zero state for a piece ``x`` [1, D, T] (batch-first, as ``step``)."""
-        lstm = self.layers[self.lstm_index].lstm
-        zeros = x.new_zeros(x.shape[0], lstm.num_layers, lstm.hidden_size)
-        return zeros, zeros
-
-    def lstm_step(self, x: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
-        return self.layers[self.lstm_index].step(x, state)
-
-    def back(self, x: Tensor) -> Tensor:
-        return self._run(1, list(self.layers[self.lstm_index + 1 :]), x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.back(self.lstm_step(self.front(x), None)[0])
-
-    def stage_contexts(self, samples_per_frame: float) -> tuple[int, int]:
-        """Context frames of the front (whose input spans ``samples_per_frame`` per
-        frame) and of the back, whose input is at the frame rate: the LSTM between them
-        runs on frames in both halves."""
-        front = nn.Sequential(*self.layers[: self.lstm_index])
-        back = nn.Sequential(*self.layers[self.lstm_index + 1 :])
-        return context_frames(front, samples_per_frame), context_frames(back, 1.0)
-
-
-class SEANetEncoder(_ThreeStages):
+class SEANetEncoder(LayerStack):
     """Audio [B, C, L] -> latent [B, D, ceil(L / hop)] (``out_dim`` channels instead of
     D when given: a VAE bottleneck takes a mean and a scale per latent channel)."""
 
@@ -198,10 +129,10 @@ class SEANetEncoder(_ThreeStages):
         layers += [SkipLSTM(dim, cfg.lstm_layers), activation(cfg.activation, dim),
                    Conv1d(dim, out_dim or cfg.dimension, cfg.last_kernel_size, **args)]
         self.layers = nn.ModuleList(layers)
-        self.front_context, self.back_context = self.stage_contexts(cfg.hop_length)
+        self.samples_per_frame = float(cfg.hop_length)
 
 
-class SEANetDecoder(_ThreeStages):
+class SEANetDecoder(LayerStack):
     """Latent [B, D, T] -> audio [B, C, T * hop]."""
 
     def __init__(self, cfg: SEANetConfig) -> None:
@@ -221,4 +152,3 @@ class SEANetDecoder(_ThreeStages):
         layers += [activation(cfg.activation, dim),
                    Conv1d(dim, cfg.channels, cfg.last_kernel_size, **args)]
         self.layers = nn.ModuleList(layers)
-        self.front_context, self.back_context = self.stage_contexts(1.0)

@@ -2,11 +2,13 @@
 bounded memory, with exactly the output of one pass over each whole input. (Offline:
 the whole input is there; real-time streaming is :mod:`mmdtok.streaming`.)
 
-Why it is exact. Each SEANet half is ``front -> LSTM -> back``. The convolution stages
-see a bounded number of frames on each side (``front_context``, ``back_context``), so
+Why it is exact. Each half is a :class:`~mmdtok.models.runtime.stack.LayerStack`, seen
+as ``front -> recurrent layer -> back`` (no recurrent layer: all front). The layers of
+the front and the back tell their reach, so the stages see a bounded number of frames on
+each side (``front_context``, ``back_context``), so
 a piece of frames computed with that much real context on both sides equals the same
 frames of the whole pass; pieces that touch an end of the input are cut exactly at that
-end, so they pad it as the whole pass does. The LSTM only looks back: it runs over
+end, so they pad it as the whole pass does. The recurrent layer only looks back: it runs over
 consecutive windows with its state carried from one window to the next. A stage after
 the LSTM waits ``context`` frames (a lag) before emitting the frames whose right
 context it now has. There is no overlap-add and no cross-fade, so there are no seams.
@@ -33,6 +35,7 @@ import torch
 from torch import Tensor
 
 from mmdtok.models.codec import CodecModel
+from mmdtok.models.runtime.stack import LayerStack
 
 # A request is a list of (stage name, batch-first tensors with batch 1); the scheduler
 # answers with one tuple of batch-first outputs per item.
@@ -112,28 +115,34 @@ def _lagged_stage(stage: str, buffer: Tensor, buffer_start: int, first: int, las
                       for out, p in zip(results, pieces)], dim=-1)
 
 
-def _recurrent(codec_half: torch.nn.Module, x: Tensor, state: tuple[Tensor, Tensor] | None,
+def _recurrent(half: LayerStack, x: Tensor, state: tuple[Tensor, ...] | None,
                stage: str) -> Generator[list[Item], list[tuple[Tensor, ...]],
-                                        tuple[Tensor, tuple[Tensor, Tensor]]]:
+                                        tuple[Tensor, tuple[Tensor, ...]]]:
     if state is None:
-        state = codec_half.initial_state(x)
-    (y, h, c), = yield [(stage, (x, *state))]
-    return y, (h, c)
+        state = tuple(half.initial_state(x))
+    (y, *state), = yield [(stage, (x, *state))]
+    return y, tuple(state)
 
 
-def _stream(front_input: Callable[[Piece], Tensor], total: int, half: torch.nn.Module,
+def _stream(front_input: Callable[[Piece], Tensor], total: int, half: LayerStack,
             names: tuple[str, str, str], out_scale: int, settings: ChunkSettings,
             finish: Callable[[Tensor], Tensor]) -> Job:
-    """front (pieces, all input available) -> LSTM (windows, state carried) -> back
-    (lagged pieces); ``finish`` maps each emitted segment of the back's output."""
+    """front (pieces, all input available) -> recurrent layer (windows, state carried)
+    -> back (lagged pieces); ``finish`` maps each emitted segment of the output. A half
+    without a recurrent layer is all front: its pieces are the output."""
     front_name, lstm_name, back_name = names
+    recurrent = half.split()[1] is not None
+    scale = half.front_scale
     state, tail, tail_start, emitted, segments = None, None, 0, 0, []
     for w0 in range(0, total, settings.window):
         w1 = min(w0 + settings.window, total)
         pieces = split_pieces(w0, w1, (0, total), settings.piece, half.front_context)
         results = yield [(front_name, (front_input(p),)) for p in pieces]
-        x = torch.cat([out[0][..., p.keep_start : p.keep_end]
+        x = torch.cat([out[0][..., p.keep_start * scale : p.keep_end * scale]
                        for out, p in zip(results, pieces)], dim=-1)
+        if not recurrent:
+            segments.append(finish(x))
+            continue
         y, state = yield from _recurrent(half, x, state, lstm_name)
         buffer = y if tail is None else torch.cat([tail, y], dim=-1)
         ready = total if w1 == total else max(emitted, w1 - half.back_context)
@@ -171,17 +180,17 @@ def _decode_job(codec: CodecModel, codes: Tensor, settings: ChunkSettings) -> Jo
                    codec.hop_length, settings, lambda audio: audio)
 
 
-def _lstm_stage(half: torch.nn.Module) -> Callable[..., tuple[Tensor, ...]]:
-    def run(x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, ...]:
-        y, (h, c) = half.lstm_step(x, (h, c))
-        return y, h, c
+def _recurrent_stage(half: LayerStack) -> Callable[..., tuple[Tensor, ...]]:
+    def run(x: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        y, state = half.recurrent_step(x, state)
+        return (y, *state)
     return run
 
 
 def _stages(codec: CodecModel) -> dict[str, Callable[..., tuple[Tensor, ...] | Tensor]]:
     enc, dec = codec.encoder, codec.decoder
-    return {"enc_front": enc.front, "enc_lstm": _lstm_stage(enc), "enc_back": enc.back,
-            "dec_front": dec.front, "dec_lstm": _lstm_stage(dec), "dec_back": dec.back}
+    return {"enc_front": enc.front, "enc_lstm": _recurrent_stage(enc), "enc_back": enc.back,
+            "dec_front": dec.front, "dec_lstm": _recurrent_stage(dec), "dec_back": dec.back}
 
 
 def _run_group(fn: Callable[..., tuple[Tensor, ...] | Tensor], args: list[tuple[Tensor, ...]],
@@ -199,13 +208,16 @@ def _run_group(fn: Callable[..., tuple[Tensor, ...] | Tensor], args: list[tuple[
 
 
 def _activation_bytes(codec: CodecModel, stage: str, first: Tensor) -> int:
-    """Bytes of the largest activation one item of ``stage`` makes (audio-rate layers)."""
+    """Bytes of the largest activation one item of ``stage`` makes: its frames at the
+    stage's highest rate, times the channels of the audio-rate layers."""
+    half, part = (codec.encoder if stage.startswith("enc") else codec.decoder,
+                  stage.split("_")[1])
+    if part == "lstm":
+        return first[0].numel() * first.element_size()
+    entry = half.samples_per_frame if part == "front" else half.front_scale
+    frames = first.shape[-1] / entry
     filters = codec.config.network.wave_filters * first.element_size()
-    if stage == "enc_front":
-        return first.shape[-1] * filters
-    if stage == "dec_back":
-        return first.shape[-1] * codec.hop_length * filters
-    return first[0].numel() * first.element_size()
+    return int(frames * half.peak_scale(part) * filters)
 
 
 def run_jobs(jobs: Sequence[Job], codec: CodecModel, settings: ChunkSettings) -> list[Tensor]:
