@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--piece-ms", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--n-q", type=int, default=8, help="codebooks (8: 6 kbps)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: what one core of a device gives a stream)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     codec = trained_codebooks("encodec-24khz")
     sr, hop = codec.sample_rate, codec.hop_length

@@ -169,9 +169,15 @@ class CodecModel(nn.Module):
         ``copy.deepcopy``: a deep copy of a weight-norm layer shares its parametrized
         class, and folding the copy would take the weights off the original.)"""
         reference = next(self.parameters())
-        twin = type(self).from_config(self.config)
-        twin.to(device=reference.device, dtype=reference.dtype)
-        twin.load_weights(_folded_state(self.state_dict()))
+        with torch.device("meta"):  # no random initialization of weights replaced below
+            twin = type(self).from_config(self.config)
+        twin.to_empty(device=reference.device).to(dtype=reference.dtype)
+        state = _folded_state(self.state_dict())
+        twin.load_weights(state)
+        own = dict(self.named_buffers())
+        for name, buffer in twin.named_buffers():  # the non-persistent ones (not saved)
+            if name not in state and name in own:
+                buffer.copy_(own[name])
         twin.origin = self.origin
         return twin.eval()
 

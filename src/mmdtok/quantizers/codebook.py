@@ -217,7 +217,25 @@ class EuclideanCodebook(nn.Module):
     def nearest(self, rows: Tensor) -> Tensor:
         """Code index for each row [N, D] -> [N] int64."""
         embed = self.embed.detach()
-        return nearest(rows.detach().to(embed.dtype), embed)
+        return nearest(rows.detach().to(embed.dtype), embed, self._sqnorm())
+
+    def _sqnorm(self) -> Tensor | None:
+        """|c|^2 of every code, kept in eval mode while the codebook does not change (a
+        stream asks for a few rows at a time); None in training mode (updates go through
+        ``.data``, which a version count does not see; ``train()`` drops the cache) and
+        inside a graph being traced."""
+        if self.training or torch.compiler.is_compiling():
+            return None
+        embed = self.embed
+        key = (embed.data_ptr(), embed._version, embed.dtype, embed.device)
+        if getattr(self, "_sqnorm_key", None) != key:
+            self._sqnorm_cache = embed.detach().pow(2).sum(dim=1)
+            self._sqnorm_key = key
+        return self._sqnorm_cache
+
+    def train(self, mode: bool = True) -> EuclideanCodebook:
+        self._sqnorm_key = None
+        return super().train(mode)
 
     def lookup(self, index: Tensor) -> Tensor:
         """Code vectors for indices of any shape -> [..., D]."""
