@@ -16,8 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from mmdtok.configuration import config_from_dict, config_to_dict
 from mmdtok.models.layers import (

@@ -29,6 +29,7 @@ it is, time-major through its own forward).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -194,7 +195,7 @@ def context_frames(layers: Sequence[Layer], samples_per_frame: float) -> tuple[i
     for layer in layers:
         reach, scale = layer.reach(scale)
         total += reach
-    return int(-(-total // 1)) + 1, scale
+    return math.ceil(total) + 1, scale
 
 
 __all__ = ["Layer", "NotStreamable", "SequenceStreamer", "Streamer", "WeightCache",
