@@ -30,11 +30,12 @@ the accumulated inputs instead.
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 
 import torch
 from torch import nn
-from vector_quantize_pytorch import ResidualVQ
+from vector_quantize_pytorch import ResidualVQ, VectorQuantize
 
 from mmdtok import IndependenceLoss
 from mmdtok.losses import straight_through_streams
@@ -48,8 +49,15 @@ FACTOR_B = torch.randn(8, CHANNELS, generator=torch.Generator().manual_seed(1))
 # The reconstruction gradient reaches the encoder by plain straight-through estimation,
 # as in EnCodec and as the independence loss's streams assume, or, with --rotation-trick,
 # by the rotation trick (the library's default since 1.20).
+# A code is replaced once its running count falls under one row per batch: the setting
+# is an absolute count before vector-quantize-pytorch 1.34 and a fraction of the mean
+# count (BATCH * FRAMES / CODES rows) from then on.
 QUANTIZER = {"kmeans_init": True, "kmeans_iters": 10, "decay": 0.9,
-             "threshold_ema_dead_code": 1, "commitment_weight": 1.0, "use_cosine_sim": False}
+             "commitment_weight": 1.0, "use_cosine_sim": False}
+if "dead_code_threshold_ratio" in inspect.signature(VectorQuantize.__init__).parameters:
+    QUANTIZER["dead_code_threshold_ratio"] = CODES / (BATCH * FRAMES)
+else:
+    QUANTIZER["threshold_ema_dead_code"] = 1
 
 
 def toy_audio(generator: torch.Generator, batch: int = BATCH) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """The import graph of the package: layers import downward only, nothing imports in a
-circle, and the models and quantizers know nothing of persistence or the Hub. Every
-import counts, at the top of a module or inside a function."""
+circle, the models and quantizers know nothing of persistence or the Hub, the runners in
+models/runtime know no network or layer kind, and no module imports another's private
+name. Every import counts, at the top of a module or inside a function. docs/design.md
+describes these tables."""
 
 import ast
 from pathlib import Path
@@ -23,6 +25,21 @@ LAYERS = {
     6: ["cli", "__main__", ""],  # "" is the package itself (mmdtok/__init__.py)
 }
 RANK = {name: rank for rank, names in LAYERS.items() for name in names}
+
+# Inside mmdtok.models (docs/design.md): the layer protocol; the layer kinds (one file
+# each) and the stack that runs them; the networks built of them; the codec; the runners
+# over a codec. The same rule: a module imports its own rank or lower ones.
+MODEL_LAYERS = {
+    0: ["runtime.layer", "runtime.kernels"],
+    1: ["layers", "runtime.stack"],
+    2: ["seanet", "dac", "discriminator"],
+    3: ["config", "presets", "codec"],
+    4: ["runtime.chunked", "runtime.streaming", "runtime.export"],
+    5: [""],  # mmdtok/models/__init__.py
+}
+MODEL_RANK = {name: rank for rank, names in MODEL_LAYERS.items() for name in names}
+# what a runner may not import: a runner is generic over the protocol of runtime.layer
+NETWORKS = ("mmdtok.models.layers", "mmdtok.models.seanet", "mmdtok.models.dac")
 
 
 def _module_name(path: Path) -> str:
@@ -106,3 +123,60 @@ def test_no_module_imports_in_a_circle():
 
     for module in sorted(GRAPH):
         visit(module, [])
+
+
+def _model_rank(module: str) -> int:
+    inner = module.removeprefix("mmdtok.models").removeprefix(".")
+    for name in sorted(MODEL_RANK, key=len, reverse=True):  # the longest prefix names it
+        if inner == name or inner.startswith(f"{name}.") or (name == "" and inner == ""):
+            return MODEL_RANK[name]
+    pytest.fail(f"{module} belongs to no layer of mmdtok.models: add it to MODEL_LAYERS")
+
+
+def test_inside_models_every_import_goes_to_the_same_or_a_lower_rank():
+    models = {n: {t for t in targets if t.startswith("mmdtok.models")}
+              for n, targets in GRAPH.items() if n.startswith("mmdtok.models")}
+    upward = [f"{a} (rank {_model_rank(a)}) imports {b} (rank {_model_rank(b)})"
+              for a, targets in models.items() for b in targets
+              if _model_rank(b) > _model_rank(a)]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_runners_import_no_network_and_no_layer_kind():
+    for name, targets in GRAPH.items():
+        if name.startswith("mmdtok.models.runtime"):
+            known = sorted(t for t in targets if t.startswith(NETWORKS))
+            assert not known, f"{name} imports {known}: runners know only runtime.layer"
+
+
+def _private_imports(name: str, path: Path) -> list[str]:
+    """``from mmdtok.x import _y`` in ``name`` where mmdtok.x is another module (a
+    dunder such as __version__ is public)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            base = f"{anchor}.{base}" if base else anchor
+        if base != "mmdtok" and not base.startswith("mmdtok."):
+            continue
+        found += [f"{name} imports {alias.name} from {base}" for alias in node.names
+                  if alias.name.startswith("_") and not alias.name.endswith("__")
+                  and base != name]
+    return found
+
+
+def test_the_private_import_check_sees_one(tmp_path):
+    module = tmp_path / "probe.py"
+    module.write_text("def f():\n    from mmdtok.models.seanet import _hidden\n"
+                      "from mmdtok.version import __version__\n")
+    assert _private_imports("mmdtok.probe", module) == [
+        "mmdtok.probe imports _hidden from mmdtok.models.seanet"]
+
+
+def test_no_module_imports_a_private_name_from_another():
+    found = [line for name, path in MODULES.items() for line in _private_imports(name, path)]
+    assert not found, "\n".join(found)

@@ -104,6 +104,22 @@ def test_after_the_startup_each_frame_comes_out_as_soon_as_its_hop_is_in(codec):
     assert sum(out) == (encoder.startup + hop) // hop
 
 
+def test_a_codec_converted_after_streaming_streams_with_its_converted_weights(codec):
+    # the weights a stream lays out are kept per layer: .double() gives the parameters new
+    # storage under the same objects, which must not reuse the float32 layout
+    converted = copy.deepcopy(codec)
+    audio = notes(0.1, SR, seed=5)[None]
+    codes = converted.encode(audio)
+    _streamed(StreamingEncoder(converted), audio, [160])
+    _streamed(StreamingDecoder(converted), codes, [2])
+    converted.double()
+    assert torch.equal(_streamed(StreamingEncoder(converted), audio.double(), [160]),
+                       converted.encode(audio.double()))
+    decoded = _streamed(StreamingDecoder(converted), codes, [2])
+    assert decoded.dtype == torch.float64
+    torch.testing.assert_close(decoded, converted.decode(codes), atol=1e-9, rtol=0)
+
+
 def test_zero_padding_needs_no_startup_beyond_one_frame():
     codec = trained_codebooks(_causal(pad_mode="constant"))
     assert StreamingEncoder(codec).startup == codec.hop_length

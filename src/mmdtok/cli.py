@@ -243,7 +243,7 @@ def encode(
         raise fail(str(error)) from error
     _output_folder(out)
     codec = _load_codec(model, revision, device)
-    _check_n_q(codec, n_q)
+    n_q = _n_q(codec, n_q)
     suffix = encoded_suffix(codec)
     tasks = [Task(t.source, t.target.with_suffix(suffix)) for t in tasks]
     with _interruptible(), _distributed():
@@ -254,13 +254,17 @@ def encode(
     _finish(report, "encoded")
 
 
-def _check_n_q(codec, n_q: int | None) -> None:
-    """--n-q as a user error when the codec has no such prefix of codebooks."""
-    if codec.continuous and n_q is not None:
-        raise fail(f"--n-q applies to codebooks; {codec.config.name} has a continuous latent "
-                   "(no codebooks to keep a prefix of)")
-    if n_q is not None and not 1 <= n_q <= codec.num_codebooks:
-        raise fail(f"--n-q must be in 1..{codec.num_codebooks}, got {n_q}")
+def _n_q(codec, n_q: int | None) -> int:
+    """--n-q by the codec's own rule (``Quantizer.resolve_n_q``); a refusal becomes a user
+    error in the option's words."""
+    try:
+        return codec.quantizer.resolve_n_q(n_q)
+    except ValueError:
+        if codec.continuous:
+            raise fail(f"--n-q applies to codebooks; {codec.config.name} has a continuous "
+                       "latent (no codebooks to keep a prefix of): leave --n-q out") from None
+        valid = codec.quantizer.prefixes()
+        raise fail(f"--n-q must be in {valid[0]}..{valid[-1]}, got {n_q}") from None
 
 
 def _run(work, *args, **options):
@@ -503,6 +507,7 @@ def evaluate(
     except ValueError as error:
         raise fail(str(error)) from error
     codec = _load_codec(model, revision, device)
+    n_q = [_n_q(codec, k) for k in n_q] if n_q else None
     with _interruptible("nothing is written until every file is scored"), _progress(
             len(files), "evaluating") as progress:
         try:
@@ -582,7 +587,7 @@ def export_onnx(
     from mmdtok.export import export_onnx as export
 
     codec = _load_codec(model, revision, "cpu")
-    _check_n_q(codec, n_q)
+    n_q = _n_q(codec, n_q)
     _output_folder(out)
     try:
         result = export(codec, out, n_q, opset=opset, check=check,

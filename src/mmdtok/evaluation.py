@@ -310,14 +310,8 @@ def evaluate(codec: CodecModel, paths: Sequence[str | os.PathLike[str]], *,
     if not files:
         raise ValueError(f"no audio files in {', '.join(map(str, paths))}"
                          + (f" (split {split!r})" if split is not None else ""))
-    if codec.continuous and n_q:
-        raise ValueError(f"--n-q applies to codebooks; {codec.config.name} has a continuous "
-                         "latent")
-    prefixes = sorted(set(n_q or range(1, codec.num_codebooks + 1)))
-    if codec.continuous:
-        prefixes = [codec.num_codebooks]
-    if not all(1 <= k <= codec.num_codebooks for k in prefixes):
-        raise ValueError(f"--n-q must be in 1..{codec.num_codebooks}, got {prefixes}")
+    prefixes = sorted({codec.quantizer.resolve_n_q(k)
+                       for k in (n_q or codec.quantizer.prefixes())})
     label = name or codec.config.name
     rows = {k: SystemScores(f"{label}, {k} codebook{'s' * (k > 1)}" if not codec.continuous
                             else f"{label}, float16 latent", codec_kbps(codec, k))

@@ -198,15 +198,15 @@ def encode_files(codec: CodecModel, tasks: Sequence[Task], *, n_q: int | None = 
     """Encode each task's audio file to a token file (a latent file stored as ``dtype``
     for a continuous codec); files already encoded are skipped unless ``overwrite``. A
     file that fails is reported and the others go on."""
+    n_q = codec.quantizer.resolve_n_q(n_q)  # refused before any work
     report, fingerprint = Report(), codec.fingerprint()
     device = next(codec.parameters()).device
     if codec.continuous:
-        codec.quantizer.resolve_n_q(n_q)  # a latent has no prefix: refused before any work
         verdict = _token_verdict({"codec_fingerprint": fingerprint, "format": LATENT_FORMAT,
                                   "dtype": dtype}, _describe_latents)
     else:
         verdict = _token_verdict({"codec_fingerprint": fingerprint,
-                                  "num_codebooks": str(n_q or codec.num_codebooks)},
+                                  "num_codebooks": str(n_q)},
                                  _describe_codes)
     todo = _skip_existing(tasks, overwrite, report, progress, verdict)
     for batch in _batches(todo, batch_size):

@@ -31,8 +31,9 @@ def test_the_comparison_is_paired_and_deterministic(example):
 # slow tier: two trainings of the example, with and without the loss
 @pytest.mark.slow
 def test_the_loss_lowers_the_dependence_of_held_out_code_vectors(example):
-    # Straight-through gradients (the default), 150 steps: the README's direction.
-    results = example.compare(steps=150, seeds=[0, 1, 2], weight=10.0, verbose=False)
+    # Straight-through gradients (the default), the README's 600 steps, 3 of its 5 seeds
+    # (at 150 steps the direction held with vector-quantize-pytorch 1.32, not with 1.34).
+    results = example.compare(steps=600, seeds=[0, 1, 2], weight=10.0, verbose=False)
     without = sum(r[1] for r in results[0.0]) / 3
     with_loss = sum(r[1] for r in results[10.0]) / 3
     assert with_loss < 0.8 * without
@@ -44,6 +45,9 @@ def test_every_quantizer_setting_the_toy_depends_on_is_passed_explicitly(example
     from vector_quantize_pytorch import VectorQuantize
 
     defaults = inspect.signature(VectorQuantize.__init__).parameters
-    for name in ("kmeans_init", "decay", "threshold_ema_dead_code", "commitment_weight"):
+    # the dead-code threshold is named by the installed version's own setting
+    dead_code = ("dead_code_threshold_ratio" if "dead_code_threshold_ratio" in defaults
+                 else "threshold_ema_dead_code")
+    for name in ("kmeans_init", "decay", dead_code, "commitment_weight", "use_cosine_sim"):
         assert name in example.QUANTIZER and name in defaults
     assert inspect.signature(example.train).parameters["rotation_trick"].default is False

@@ -13,6 +13,7 @@ from mmdtok.quantizers import (
     Quantizer,
     QuantizerOutput,
     ResidualVQ,
+    VAEBottleneck,
 )
 
 DIM, BATCH, FRAMES = 16, 3, 20
@@ -180,3 +181,24 @@ def test_identity_quantizer_passes_the_latent_through_as_k_streams():
 def test_bad_constructor_arguments_raise_value_errors(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+@pytest.mark.parametrize("build, valid", [
+    (lambda: ResidualVQ(DIM, 4, 32), [1, 2, 3, 4]),
+    (lambda: IdentityQuantizer(DIM, 2), [1, 2]),
+    (lambda: VAEBottleneck(DIM, groups=4), [4]),  # a latent is one whole
+])
+def test_n_q_has_one_rule_for_discrete_and_continuous_quantizers(build, valid):
+    quantizer = build()
+    assert list(quantizer.prefixes()) == valid
+    assert quantizer.resolve_n_q(None) == quantizer.num_codebooks
+    for n_q in range(-1, quantizer.num_codebooks + 2):
+        if n_q in valid:
+            assert quantizer.resolve_n_q(n_q) == n_q
+        else:
+            with pytest.raises(ValueError, match="n_q must be") as refused:
+                quantizer.resolve_n_q(n_q)
+            assert "--" not in str(refused.value)  # the library never names a CLI flag
+    for wrong in (2.0, True, "2"):
+        with pytest.raises(TypeError, match="n_q must be an integer"):
+            quantizer.resolve_n_q(wrong)

@@ -7,6 +7,7 @@ Shapes: latent ``z`` [B, D, T]; codes [B, K, T] int64; per-codebook streams
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -143,12 +144,25 @@ class Quantizer(nn.Module, ABC):
         frames = stacked.shape[1] // batch
         return stacked * rows_keep_mask(num_kept, self.num_codebooks, frames), num_kept
 
+    def prefixes(self) -> range:
+        """Every number of codebooks this quantizer encodes with: each prefix 1..K of its
+        codebooks, or only K for a continuous bottleneck (its latent is one whole)."""
+        return range(self.num_codebooks if self.continuous else 1, self.num_codebooks + 1)
+
     def resolve_n_q(self, n_q: int | None) -> int:
+        """The one rule for ``n_q`` everywhere (encoding, streaming, export, evaluation):
+        ``None`` means all K codebooks; any other value must be one of :meth:`prefixes`.
+        ValueError (TypeError for a non-integer) says what is valid."""
         if n_q is None:
             return self.num_codebooks
-        if not 1 <= n_q <= self.num_codebooks:
-            raise ValueError(f"n_q must be in [1, {self.num_codebooks}], got {n_q}")
-        return n_q
+        if isinstance(n_q, bool) or not isinstance(n_q, numbers.Integral):
+            raise TypeError(f"n_q must be an integer or None, got {type(n_q).__name__}")
+        if n_q in self.prefixes():
+            return int(n_q)
+        if self.continuous:
+            raise ValueError(f"n_q must be None or {self.num_codebooks}, got {n_q}: a "
+                             "continuous latent has no codebooks to keep a prefix of")
+        raise ValueError(f"n_q must be in 1..{self.num_codebooks}, got {n_q}")
 
 
 def to_rows(z: Tensor) -> Tensor:

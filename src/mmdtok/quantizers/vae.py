@@ -72,12 +72,6 @@ class VAEBottleneck(Quantizer):
                                 device=z.device),
         )
 
-    def resolve_n_q(self, n_q: int | None) -> int:
-        if n_q is not None and n_q != self.num_codebooks:
-            raise ValueError("a continuous (VAE) bottleneck has no codebooks to keep a prefix "
-                             f"of: n_q must be left unset, got {n_q}")
-        return self.num_codebooks
-
     def encode_latent(self, z: Tensor, n_q: int) -> Tensor:
         return self.moments(z)[0]
 

@@ -61,7 +61,7 @@ def evaluate_codec(codec: CodecModel, clips: Sequence[Tensor], n_q: int | None =
     """Encode and decode each clip [C, L] alone (no padding shared between clips) with the
     first ``n_q`` codebooks (default all); returns the quality and the first clip's
     reconstruction [C, L] (for listening)."""
-    n_q = codec.num_codebooks if n_q is None else n_q
+    n_q = codec.quantizer.resolve_n_q(n_q)
     qualities, first = evaluate_bitrates(codec, clips, [n_q])
     return qualities[n_q], first
 
@@ -74,12 +74,9 @@ def evaluate_bitrates(codec: CodecModel, clips: Sequence[Tensor], prefixes: Sequ
     clip's reconstruction at the first of ``prefixes``."""
     if not clips:
         raise ValueError("no clips to evaluate on")
-    if not prefixes or not all(1 <= k <= codec.num_codebooks for k in prefixes):
-        raise ValueError(f"bitrates must be 1..{codec.num_codebooks} codebooks, got "
-                         f"{list(prefixes)}")
-    if codec.continuous and set(prefixes) != {codec.num_codebooks}:
-        raise ValueError(f"a continuous codec has one rate (its whole latent): prefixes "
-                         f"must be [{codec.num_codebooks}], got {list(prefixes)}")
+    if not prefixes:
+        raise ValueError("no bitrates to evaluate at (prefixes is empty)")
+    prefixes = sorted({codec.quantizer.resolve_n_q(k) for k in prefixes})
     was_training = codec.training
     codec.eval()
     try:

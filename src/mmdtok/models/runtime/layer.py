@@ -104,17 +104,18 @@ class SequenceStreamer(Streamer):
 
 class WeightCache:
     """Weights rearranged for a runner, kept per layer and rebuilt when the tensor they
-    come from changed (another tensor, or an in-place update such as
-    ``load_state_dict``)."""
+    come from changed: another tensor, new storage under the same parameter (``.double()``,
+    ``.to(device)``), or an in-place update such as ``load_state_dict``."""
 
     def __init__(self) -> None:
-        self._cached: dict[tuple[int, str], tuple[Tensor, int, Any]] = {}
+        self._cached: dict[tuple[int, str], tuple[Tensor, tuple, Any]] = {}
 
     def get(self, layer: nn.Module, source: Tensor, build: Callable[[], Any],
             key: str = "") -> Any:
         cached = self._cached.get((id(layer), key))
-        if cached is None or cached[0] is not source or cached[1] != source._version:
-            cached = (source, source._version, build())
+        stamp = (source.data_ptr(), source.dtype, source.device, source._version)
+        if cached is None or cached[0] is not source or cached[1] != stamp:
+            cached = (source, stamp, build())
             self._cached[(id(layer), key)] = cached
         return cached[2]
 
