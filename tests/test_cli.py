@@ -30,7 +30,7 @@ def test_unknown_command_fails_with_a_usage_error():
 
 
 def test_train_codec_refuses_to_overwrite_a_run_or_resume_nothing_naming_the_flag(tmp_path):
-    from mmdtok.persistence import RunFolder
+    from mmdtok.train.folder import RunFolder
 
     (tmp_path / "audio").mkdir()
     started = RunFolder(tmp_path / "run")

@@ -187,8 +187,7 @@ def test_inspect_reports_dependence_of_token_files_and_plots_it(tmp_path):
 
 def test_a_corrupt_token_file_sorted_first_fails_alone(tmp_path):
     from mmdtok import Codec
-    from mmdtok.persistence import token_file
-    from mmdtok.tokens import save_tokens
+    from mmdtok.tokens import save_tokens, token_file
 
     codec = Codec.bundled()
     audio = torch.randn(1, 1, 4_800, generator=torch.Generator().manual_seed(0)) * 0.1

@@ -129,8 +129,7 @@ def test_decode_names_the_recorded_hub_codec_and_offline_contacts_nothing(saved,
     import sys
     from pathlib import Path
 
-    from mmdtok.persistence import token_file
-    from mmdtok.tokens import save_tokens
+    from mmdtok.tokens import save_tokens, token_file
 
     codec, folder = saved
     cache = _cache(tmp_path, folder)

@@ -109,9 +109,9 @@ def test_origin_strings_parse_back_to_what_loads_the_codec_again(tmp_path):
 
 
 def test_token_files_record_the_codec_so_that_decoding_finds_and_checks_it(codec, tmp_path):
-    from mmdtok.persistence import load_codec, parse_origin, token_file
+    from mmdtok.persistence import load_codec, parse_origin
     from mmdtok.testing import notes
-    from mmdtok.tokens import check_same_codec, load_tokens, save_tokens
+    from mmdtok.tokens import check_same_codec, load_tokens, save_tokens, token_file
 
     audio = notes(0.5, codec.sample_rate, seed=1)[None]
     save_tokens(tmp_path / "a.mmdtok", token_file(codec, codec.encode(audio)[0],

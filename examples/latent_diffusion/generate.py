@@ -62,8 +62,8 @@ def generate(model: DiT, vocab: Vocabulary, prompt: str, frames: int, frame_rate
 
 def main(argv: list[str] | None = None) -> None:
     from mmdtok.audio import write_audio
-    from mmdtok.persistence import load_codec, parse_origin, token_file
-    from mmdtok.tokens import LATENT_SUFFIX, save_latents
+    from mmdtok.persistence import load_codec, parse_origin
+    from mmdtok.tokens import LATENT_SUFFIX, save_latents, token_file
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -20,8 +20,8 @@ from examples.musicgen_lm.sampling import generate
 from examples.musicgen_lm.train import load_lm
 from mmdtok import Codec
 from mmdtok.audio import write_audio
-from mmdtok.persistence import load_codec, token_file
-from mmdtok.tokens import save_tokens
+from mmdtok.persistence import load_codec
+from mmdtok.tokens import save_tokens, token_file
 
 
 def write_samples(codec: Codec, codes: torch.Tensor, out: Path) -> list[Path]:

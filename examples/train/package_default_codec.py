@@ -34,10 +34,11 @@ from mmdtok import Codec
 from mmdtok.evaluation import evaluate, parse_baselines
 from mmdtok.metrics import normalized_pairwise_dependence
 from mmdtok.paths import read_manifest
-from mmdtok.persistence import RunFolder, load_pretrained, save_pretrained
+from mmdtok.persistence import load_pretrained, save_pretrained
 from mmdtok.train.checkpoint import load_checkpoint
 from mmdtok.train.config import load_config
 from mmdtok.train.data import ClipSampler, find_audio
+from mmdtok.train.folder import RunFolder
 from mmdtok.train.validation import (
     evaluate_bitrates,
     evaluate_codec,

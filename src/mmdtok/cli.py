@@ -349,8 +349,8 @@ def train_codec(
     """Train a codec (EnCodec losses, optional independence loss) on your audio. Under
     torchrun every rank trains on its own batches with DDP (batch_size is per rank)."""
     from mmdtok.distributed import rank
-    from mmdtok.persistence import RunFolder
     from mmdtok.train.config import load_config
+    from mmdtok.train.folder import RunFolder
     from mmdtok.train.loop import train
     from mmdtok.train.parallel import process_group_backend, training_device
 

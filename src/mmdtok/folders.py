@@ -14,7 +14,6 @@ from mmdtok.audio import is_audio_file, load_audio, read_tags, write_audio
 from mmdtok.distributed import rank, world_size
 from mmdtok.models import ChunkSettings, CodecModel, decode_many, encode_many
 from mmdtok.paths import find_files, find_inputs
-from mmdtok.persistence import token_file
 from mmdtok.tokens import (
     LATENT_FORMAT,
     LATENT_SUFFIX,
@@ -26,6 +25,7 @@ from mmdtok.tokens import (
     load_encoded,
     read_metadata,
     save_encoded,
+    token_file,
 )
 
 

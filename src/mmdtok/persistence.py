@@ -8,9 +8,11 @@ models.
   saved, loaded (with the migration of older format versions) and pushed to the Hub.
 - :class:`Codec`: the architecture (:class:`~mmdtok.models.CodecModel`) with the Hugging
   Face convention on top, ``from_pretrained`` / ``save_pretrained`` / ``push_to_hub``.
-- The origin string: where a codec came from, written into each token file and parsed
-  back so that ``decode`` finds the codec again.
-- The layout of a training run folder (:class:`RunFolder`).
+- The origin string: where a codec came from, written into each token file (by
+  :func:`mmdtok.tokens.token_file`) and parsed back so that ``decode`` finds the codec
+  again.
+
+The layout of a training run folder is the trainer's (``mmdtok.train.folder``).
 
 Nothing under ``mmdtok.models`` or ``mmdtok.quantizers`` imports this module.
 """
@@ -18,7 +20,6 @@ Nothing under ``mmdtok.models`` or ``mmdtok.quantizers`` imports this module.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,6 @@ from mmdtok.convert import (
 )
 from mmdtok.hub import WEIGHTS_NAME, read_config, resolve_model, upload_folder, write_folder
 from mmdtok.models import CodecConfig, CodecModel
-from mmdtok.tokens import LatentFile, TokenFile
 from mmdtok.version import __version__
 
 FORMAT = "mmdtok-codec"
@@ -250,49 +250,3 @@ def parse_origin(origin: str) -> tuple[str | None, str | None]:
         return origin, None
     name, _, revision = origin.partition("@")
     return name, revision or None
-
-
-def token_file(codec: CodecModel, codes: Tensor, length: int, *, source: str = "",
-               source_sample_rate: int = 0, fingerprint: str | None = None,
-               dtype: str = "float16") -> TokenFile | LatentFile:
-    """The token file of ``codes`` [K, T] that ``codec`` made from ``length`` samples:
-    the codec's name, origin, weights and rates recorded so that decoding finds the codec
-    again and refuses another. ``fingerprint``: the codec's, when already computed. For a
-    continuous codec ``codes`` is the latent [D, T] and the result a latent file stored
-    as ``dtype``."""
-    common = dict(codec=codec.config.name, codec_fingerprint=fingerprint or codec.fingerprint(),
-                  codec_origin=codec.origin, sample_rate=codec.sample_rate,
-                  channels=codec.channels, frame_rate=codec.frame_rate, length=length,
-                  source=source, source_sample_rate=source_sample_rate)
-    if codec.continuous:
-        return LatentFile(latents=codes.cpu(), dtype=dtype, groups=codec.num_codebooks,
-                          **common)
-    return TokenFile(codes=codes.cpu(), codebook_size=codec.codebook_size, **common)
-
-
-@dataclass(frozen=True)
-class RunFolder:
-    """The layout of a training run: the exported codec is a model folder at the root
-    (``config.json`` + ``model.safetensors``, so the run folder itself is a ``--model``),
-    next to the run's settings, its checkpoint, validation results and logs."""
-
-    root: Path
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / "checkpoints" / "last.pt"
-
-    @property
-    def settings(self) -> Path:
-        return self.root / "train_config.json"
-
-    @property
-    def validation(self) -> Path:
-        return self.root / "validation.jsonl"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    def has_checkpoint(self) -> bool:
-        return self.checkpoint.exists()

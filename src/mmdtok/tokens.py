@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -150,6 +151,40 @@ class LatentFile(EncodedFile):
         return {"format": LATENT_FORMAT, "format_version": str(LATENT_FORMAT_VERSION),
                 **super().metadata(), "latent_dim": str(self.latent_dim), "dtype": self.dtype,
                 "groups": str(self.groups)}
+
+
+class EncodingCodec(Protocol):
+    """What :func:`token_file` reads of a codec (``mmdtok.models.CodecModel`` has it)."""
+
+    config: Any  # .name
+    origin: str
+    sample_rate: int
+    channels: int
+    frame_rate: float
+    continuous: bool
+    num_codebooks: int
+    codebook_size: int
+
+    def fingerprint(self) -> str: ...
+
+
+def token_file(codec: EncodingCodec, codes: Tensor, length: int, *, source: str = "",
+               source_sample_rate: int = 0, fingerprint: str | None = None,
+               dtype: str = "float16") -> TokenFile | LatentFile:
+    """The token file of ``codes`` [K, T] that ``codec`` made from ``length`` samples:
+    the codec's name, origin, weights and rates recorded so that decoding finds the codec
+    again and refuses another. ``fingerprint``: the codec's, when already computed. For a
+    continuous codec ``codes`` is the latent [D, T] and the result a latent file stored
+    as ``dtype``."""
+    common = {"codec": codec.config.name,
+              "codec_fingerprint": fingerprint or codec.fingerprint(),
+              "codec_origin": codec.origin, "sample_rate": codec.sample_rate,
+              "channels": codec.channels, "frame_rate": codec.frame_rate, "length": length,
+              "source": source, "source_sample_rate": source_sample_rate}
+    if codec.continuous:
+        return LatentFile(latents=codes.cpu(), dtype=dtype, groups=codec.num_codebooks,
+                          **common)
+    return TokenFile(codes=codes.cpu(), codebook_size=codec.codebook_size, **common)
 
 
 def _storage_dtype(codebook_size: int) -> torch.dtype:

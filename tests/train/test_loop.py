@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from mmdtok import Codec
-from mmdtok.persistence import RunFolder
 from mmdtok.train.checkpoint import load_checkpoint
 from mmdtok.train.config import TrainConfig, load_config
+from mmdtok.train.folder import RunFolder
 from mmdtok.train.loop import learning_rate_factor, train
 
 ROOT = Path(__file__).parents[2]

@@ -318,7 +318,7 @@ class EuclideanCodebook(nn.Module):
             reset = max(threshold, 1.0)  # a fresh code gets a chance before it expires again
             self.embed.data[dead] = fresh.to(self.embed.dtype)
             self.cluster_size[dead] = reset
-            self.embed_sum[dead] = fresh * reset
+            self.embed_sum[dead] = (fresh * reset).to(self.embed_sum.dtype)
         self.num_updates += 1
         return torch.tensor(num_dead / self.codebook_size)
 

@@ -37,10 +37,10 @@ from mmdtok.losses.adversarial import (
     hinge_generator_loss,
 )
 from mmdtok.losses.spectral import MultiResolutionSTFTLoss
-from mmdtok.persistence import RunFolder
 from mmdtok.train.checkpoint import load_checkpoint, save_checkpoint
 from mmdtok.train.config import TrainConfig
 from mmdtok.train.data import AudioFile, ClipSampler, find_audio
+from mmdtok.train.folder import RunFolder
 from mmdtok.train.parallel import average_gradients, barrier, step_seed, training_device
 from mmdtok.train.state import Run, build_run
 from mmdtok.train.tensorboard import TrainLog

@@ -68,7 +68,7 @@ class ResidualUnit(Layer):
     def fusable(self, x: Tensor) -> bool:
         """Whether the fused kernel computes the unit on x [B, L, C]: an identity skip,
         stride-1 convolutions (the second 1x1) with a padding shorter than x."""
-        act, inner, act2, outer = self.block
+        _, inner, _, outer = self.block
         if not isinstance(self.shortcut, Identity) or outer.kernel != 1:
             return False
         return inner.stride == outer.stride == 1 and x.shape[1] > inner.kernel
