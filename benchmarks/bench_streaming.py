@@ -8,10 +8,14 @@ what the weights learned. Printed:
 - the algorithmic latency: samples of look-ahead (0: a frame's codes come out with the
   last sample of the frame, one frame of latency) and the start-up wait of each half
   (the reflected paddings of the first layers hold the first outputs back);
-- the real-time factor of streaming (compute seconds per audio second, pushing 20 ms
-  pieces, encoder and decoder), of the whole-input pass, and their ratio.
+- the real-time factor of streaming (compute seconds per audio second: the encoder
+  pushed 20 ms pieces of audio, the decoder the codes each piece gave), of the
+  whole-input pass, and their ratio, for each half and both together;
+- the weights each push reads: a stream of small pieces is bound by memory bandwidth
+  (the whole pass reads each weight once for many frames, a stream once a push).
 
-    python benchmarks/bench_streaming.py [--seconds 10] [--repeats 5] [--n-q 8]
+    python benchmarks/bench_streaming.py [--model encodec-24khz] [--seconds 10]
+        [--repeats 5] [--n-q 8] [--threads 1]
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from mmdtok.testing import notes, trained_codebooks
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="encodec-24khz",
+                        help="a causal preset's layout (random weights, fitted codebooks) "
+                             "or a shipped codec, e.g. mmdtok:small-music-causal")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--piece-ms", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=5)
@@ -40,36 +47,51 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    codec = trained_codebooks("encodec-24khz")
+    if args.model.startswith("mmdtok:"):
+        from mmdtok.persistence import load_codec
+
+        codec = load_codec(args.model)
+    else:
+        codec = trained_codebooks(args.model)
+    n_q = codec.quantizer.resolve_n_q(min(args.n_q, codec.num_codebooks))
     sr, hop = codec.sample_rate, codec.hop_length
-    audio = notes(args.seconds, sr, seed=0)[None]
+    audio = notes(args.seconds, sr, seed=0)[None, : codec.channels]
     piece = round(args.piece_ms * sr / 1000)
-    codes = codec.encode(audio, n_q=args.n_q)
-    frames_per_piece = max(1, piece // hop)
+    codes = codec.encode(audio, n_q=n_q)
+    # the decoder gets the codes as the streaming encoder emits them from the audio's
+    # pieces (20 ms of audio: 1 or 2 frames of 13.3 ms), which is how a pipeline feeds it
+    encoder = StreamingEncoder(codec, n_q=n_q)
+    code_pieces = [encoder.push(audio[..., i : i + piece])
+                   for i in range(0, audio.shape[-1], piece)] + [encoder.flush()]
+    code_pieces = [c for c in code_pieces if c.shape[-1]]
 
     def stream_encode() -> torch.Tensor:
-        encoder = StreamingEncoder(codec, n_q=args.n_q)
+        encoder = StreamingEncoder(codec, n_q=n_q)
         out = [encoder.push(audio[..., i : i + piece]) for i in range(0, audio.shape[-1], piece)]
         return torch.cat(out + [encoder.flush()], -1)
 
     def stream_decode() -> torch.Tensor:
         decoder = StreamingDecoder(codec)
-        out = [decoder.push(codes[..., i : i + frames_per_piece])
-               for i in range(0, codes.shape[-1], frames_per_piece)]
-        return torch.cat(out + [decoder.flush()], -1)
+        return torch.cat([decoder.push(c) for c in code_pieces] + [decoder.flush()], -1)
 
     streamed = stream_encode()
     agree = (streamed == codes).float().mean().item()
-    enc_s, enc_w = compare(stream_encode, lambda: codec.encode(audio, n_q=args.n_q),
+    enc_s, enc_w = compare(stream_encode, lambda: codec.encode(audio, n_q=n_q),
                            repeats=args.repeats, warmup=1)
     dec_s, dec_w = compare(stream_decode, lambda: codec.decode(codes),
                            repeats=args.repeats, warmup=1)
     encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
     ms = 1000 / sr
-    print(f"codec: encodec-24khz layout, {args.n_q} codebooks, hop {hop} "
-          f"({hop * ms:.1f} ms); {args.seconds:g} s of audio in {args.piece_ms:g} ms pieces "
-          f"({piece} samples; decoder: {frames_per_piece} frame(s) per push); torch "
-          f"{torch.__version__}, {torch.get_num_threads()} thread(s)")
+    pushes = len(range(0, audio.shape[-1], piece)) / args.seconds
+    mb = {half: sum(p.numel() * p.element_size() for p in getattr(codec, half).parameters())
+          / 1e6 for half in ("encoder", "decoder")}
+    print(f"codec: {args.model}, {n_q} codebooks, hop {hop} ({hop * ms:.1f} ms); "
+          f"{args.seconds:g} s of audio in {args.piece_ms:g} ms pieces ({piece} samples; "
+          f"the decoder gets each piece's codes, {len(code_pieces) / args.seconds:.0f} "
+          f"pushes a second); torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"weights: encoder {mb['encoder']:.1f} MB, decoder {mb['decoder']:.1f} MB; a "
+          f"stream reads them once a push ({pushes:.0f} a second): "
+          f"{(mb['encoder'] + mb['decoder']) * pushes / 1000:.1f} GB per second of audio")
     print(f"look-ahead: 0 samples (a frame's codes come out with its last sample: "
           f"{hop} samples, {hop * ms:.1f} ms, of algorithmic latency)")
     print(f"start-up: the encoder's first codes after {encoder.startup} samples "
@@ -77,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
           f"first audio after {decoder.startup} frames ({decoder.startup * hop * ms:.1f} ms)")
     print(f"streamed codes equal to the whole pass: {agree:.4%} (the rest: float32 ties)")
     rows = [[name, f"{s / args.seconds:.3f}", f"{w / args.seconds:.3f}", f"{s / w:.2f}x"]
-            for name, s, w in (("encode", enc_s, enc_w), ("decode", dec_s, dec_w))]
+            for name, s, w in (("encode", enc_s, enc_w), ("decode", dec_s, dec_w),
+                               ("both", enc_s + dec_s, enc_w + dec_w))]
     print(markdown_table(["half", "RTF streaming", "RTF whole input",
                           "streaming / whole"], rows))
 

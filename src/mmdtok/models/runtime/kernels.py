@@ -20,6 +20,10 @@ from torch import Tensor
 # product on a window view (im2col), not one product per tap.
 SMALL_IM2COL = 32
 
+# A convolution with at most this many output rows in all (a streamed step) also runs as
+# one product of its windows side by side: one pass over the weights, one call.
+FEW_ROWS = 8
+
 # Blocked kernels run blocks of about this many bytes of rows (L2-sized) at a time; the
 # blocks reuse buffers allocated once per call: on a virtual machine each fresh 4 KiB
 # page of a new buffer costs a fault that takes longer than the arithmetic done on it.
@@ -86,11 +90,20 @@ def conv_rows(x: Tensor, taps: Tensor, bias: Tensor | None, kernel: int, stride:
     c_out = taps.shape[-1]
     if out_len <= 0:
         return x.new_empty(batch, 0, c_out)
-    if stride == 1 and channels * taps.shape[0] <= SMALL_IM2COL:  # e.g. the first conv
-        windows = x.unfold(1, kernel, 1)[..., ::dilation]  # [B, L_out, C, k]
-        flat = windows.transpose(2, 3).reshape(batch, out_len, -1)
-        out = torch.matmul(flat, taps.reshape(-1, c_out))
-        return out.add_(bias) if bias is not None else out
+    if batch * out_len <= FEW_ROWS or (stride == 1 and channels * taps.shape[0] <= SMALL_IM2COL):
+        # the first conv, or a streamed step: the windows side by side, one product
+        if stride == 1:
+            windows = x.unfold(1, kernel, 1)[..., ::dilation]  # [B, L_out, C, k]
+        else:
+            usable = (out_len - 1) * stride + kernel
+            blocks = x[:, :usable].reshape(batch, usable // stride, stride * channels)
+            windows = blocks.unfold(1, taps.shape[0], 1)  # [B, L_out, s * C, m]
+        flat = windows.transpose(2, 3).reshape(batch * out_len, -1)
+        if bias is not None:
+            out = torch.addmm(bias, flat, taps.reshape(-1, c_out))
+        else:
+            out = torch.mm(flat, taps.reshape(-1, c_out))
+        return out.view(batch, out_len, c_out)
     if stride == 1:
         views = [x[:, j * dilation : j * dilation + out_len] for j in range(taps.shape[0])]
     else:
@@ -136,5 +149,5 @@ def conv_transpose_rows(x: Tensor, taps: Tensor, bias: Tensor | None, kernel: in
     return out.view(batch, -1, taps.shape[-1] // stride)
 
 
-__all__ = ["BLOCK_BYTES", "SMALL_IM2COL", "conv_rows", "conv_taps", "conv_transpose_rows",
+__all__ = ["BLOCK_BYTES", "FEW_ROWS", "SMALL_IM2COL", "conv_rows", "conv_taps", "conv_transpose_rows",
            "pad_rows", "reflected", "transposed_taps"]
