@@ -153,6 +153,17 @@ def test_encode_and_decode_use_the_bundled_codec_without_model(tmp_path):
     assert result.exit_code == 0, result.output
     decoded, rate = soundfile.read(tmp_path / "dec" / "bach_bwv154.3_woodwinds.wav")
     assert rate == 24_000 and len(decoded) == tokens.length
+    # the shipped causal codec the same way; its token files name it, and decode finds it
+    result = _invoke("encode", excerpt, "-o", tmp_path / "causal", "--model",
+                     "mmdtok:small-music-causal")
+    assert result.exit_code == 0, result.output
+    causal = load_tokens(tmp_path / "causal" / "bach_bwv154.3_woodwinds.mmdtok")
+    assert causal.codec_origin == "mmdtok:small-music-causal"
+    assert not torch.equal(causal.codes, tokens.codes)
+    result = _invoke("decode", tmp_path / "causal", "-o", tmp_path / "causal-dec")
+    assert result.exit_code == 0, result.output
+    assert len(soundfile.read(tmp_path / "causal-dec" / "bach_bwv154.3_woodwinds.wav")[0]
+               ) == causal.length
     assert _invoke("encode", excerpt, "-o", tmp_path / "x", "--model", "mmdtok:nope"
                    ).exit_code == 2
     refused = _invoke("encode", excerpt, "-o", tmp_path / "x", "--revision", "v1")

@@ -12,7 +12,9 @@ from mmdtok.persistence import BUNDLED_DIR, bundled_model_card, bundled_names
 from mmdtok.train.validation import evaluate_codec, load_clips
 
 EXCERPTS = sorted((Path(__file__).parents[1] / "examples" / "audio").glob("*.flac"))
-QUALITY = json.loads((BUNDLED_DIR / "small-music" / "quality.json").read_text())
+SHIPPED = ["small-music", "small-music-causal"]
+QUALITY = {name: json.loads((BUNDLED_DIR / name / "quality.json").read_text())
+           for name in SHIPPED}
 
 
 @pytest.fixture(scope="module")
@@ -20,31 +22,43 @@ def codec():
     return Codec.bundled()
 
 
-def test_the_default_codec_ships_and_loads_without_a_download(codec):
-    assert bundled_names() == ["small-music"]
-    assert codec.origin == "mmdtok:small-music"
-    assert not codec.training
-    assert codec.fingerprint() == QUALITY["fingerprint"]
+@pytest.fixture(scope="module", params=SHIPPED)
+def shipped(request):
+    return request.param, Codec.bundled(request.param)
+
+
+def test_the_shipped_codecs_load_without_a_download(shipped):
+    name, codec = shipped
+    assert bundled_names() == SHIPPED
+    assert codec.origin == f"mmdtok:{name}" and not codec.training
+    assert codec.fingerprint() == QUALITY[name]["fingerprint"]
     assert (codec.sample_rate, codec.channels, codec.num_codebooks) == (24_000, 1, 4)
-    size = (BUNDLED_DIR / "small-music" / "model.safetensors").stat().st_size
+    size = (BUNDLED_DIR / name / "model.safetensors").stat().st_size
     assert size < 8 * 2**20, "a few MB"
-    card = bundled_model_card()
-    assert f"`{QUALITY['fingerprint']}`" in card and "## Quality on held-out music" in card
+    card = bundled_model_card(name)
+    assert f"`{QUALITY[name]['fingerprint']}`" in card and "## Quality on held-out music" in card
 
 
-def test_the_model_card_figures_on_the_example_music_are_reproduced(codec):
+def test_the_package_stays_small():
+    total = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
+    assert total < 16 * 2**20, "the wheel must stay under 20 MB"
+
+
+def test_the_model_card_figures_on_the_example_music_are_reproduced(shipped):
+    name, codec = shipped
     for path, clip in zip(EXCERPTS, load_clips(EXCERPTS, codec.sample_rate, 1)):
         quality, _ = evaluate_codec(codec, [clip])
-        card = QUALITY["excerpts"][path.name]
+        card = QUALITY[name]["excerpts"][path.name]
         assert quality.si_sdr == pytest.approx(card["si_sdr"], abs=0.05)
         assert quality.mel_distance == pytest.approx(card["mel_distance"], rel=1e-3)
 
 
-def test_it_is_trained_better_than_untrained_weights_and_uses_its_codebooks(codec):
+def test_they_are_trained_better_than_untrained_weights_and_use_their_codebooks(shipped):
+    name, codec = shipped
     clips = load_clips(EXCERPTS, codec.sample_rate, 1)
     trained, _ = evaluate_codec(codec, clips)
     torch.manual_seed(0)
-    untrained = Codec.from_preset("small-music").eval()
+    untrained = Codec.from_preset(name).eval()
     with torch.inference_mode():  # codebooks from the untrained latents, as at step 0
         untrained.train()
         untrained(torch.stack([c[:, :24_000] for c in clips]))
@@ -54,8 +68,28 @@ def test_it_is_trained_better_than_untrained_weights_and_uses_its_codebooks(code
     assert min(trained.perplexities) > 16, trained.perplexities
 
 
+def test_the_causal_codec_streams_real_music_exactly_from_one_frame():
+    from mmdtok.streaming import StreamingDecoder, StreamingEncoder
+
+    codec = Codec.bundled("small-music-causal")
+    assert codec.encoder.causal and codec.decoder.causal
+    encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
+    assert encoder.startup == codec.hop_length and decoder.startup == 1  # one frame
+    clip = load_clips(EXCERPTS[:1], codec.sample_rate, 1)[0][:, : 3 * codec.sample_rate]
+    audio, piece = clip[None], codec.sample_rate // 50  # 20 ms pieces
+    codes = [encoder.push(audio[..., i : i + piece]) for i in range(0, audio.shape[-1], piece)]
+    codes.append(encoder.flush())
+    out = torch.cat([decoder.push(c) for c in codes if c.shape[-1]] + [decoder.flush()], -1)
+    streamed, whole = torch.cat(codes, -1), codec.encode(audio)
+    assert (streamed == whole).float().mean() > 0.999  # the rest: float32 ties
+    torch.testing.assert_close(out, codec.decode(streamed), atol=1e-4, rtol=0)
+    stated = QUALITY["small-music-causal"]["streaming"]
+    assert (stated["encoder_startup_samples"], stated["decoder_startup_frames"]) == (
+        encoder.startup, decoder.startup)
+
+
 def test_unknown_bundled_names_are_refused():
-    with pytest.raises(ValueError, match="bundled: \\['small-music'\\]"):
+    with pytest.raises(ValueError, match="bundled: \\['small-music', 'small-music-causal'\\]"):
         Codec.bundled("large-music")
 
 

@@ -86,7 +86,8 @@ def architecture(codec: Codec) -> dict:
             "n_filters": seanet.n_filters, "ratios": list(seanet.ratios),
             "lstm_layers": seanet.lstm_layers, "dimension": seanet.dimension,
             "num_codebooks": codec.num_codebooks, "codebook_size": codec.codebook_size,
-            "frame_rate": codec.frame_rate, "quantizer": codec.config.quantizer["kind"]}
+            "frame_rate": codec.frame_rate, "quantizer": codec.config.quantizer["kind"],
+            "causal": seanet.causal, "pad_mode": seanet.pad_mode}
 
 
 def corpus_facts(manifest: Path) -> dict:
@@ -175,10 +176,37 @@ def _relative_name(name: str) -> str:
     return _relative(path) if path.exists() else name
 
 
+@torch.inference_mode()
+def streaming_facts(codec: Codec, clips: list[torch.Tensor], piece_ms: float = 20.0) -> dict:
+    """For a causal codec: its start-up waits, and how each excerpt streamed through the
+    encoder and the decoder in ``piece_ms`` pieces compares with the whole pass."""
+    from mmdtok.streaming import StreamingDecoder, StreamingEncoder
+
+    piece = round(piece_ms * codec.sample_rate / 1000)
+    equal, total, diff = 0, 0, 0.0
+    for clip in clips:
+        audio = clip[None]
+        encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
+        codes = [encoder.push(audio[..., i : i + piece])
+                 for i in range(0, audio.shape[-1], piece)] + [encoder.flush()]
+        out = torch.cat([decoder.push(c) for c in codes if c.shape[-1]]
+                        + [decoder.flush()], -1)
+        whole = codec.encode(audio)
+        streamed = torch.cat(codes, -1)
+        equal, total = equal + int((streamed == whole).sum()), total + whole.numel()
+        diff = max(diff, float((out - codec.decode(whole)).abs().max()))
+    encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
+    return {"piece_ms": piece_ms, "encoder_startup_samples": encoder.startup,
+            "decoder_startup_frames": decoder.startup, "codes_equal": equal / total,
+            "audio_max_abs_diff": diff}
+
+
 def measure(codec: Codec, manifests: list[Path]) -> dict:
     excerpts = load_clips(EXCERPTS, codec.sample_rate, codec.channels)
     files = find_audio(manifests)
-    return {"test": {_relative(m): test_split(codec, m) for m in manifests},
+    streaming = ({"streaming": streaming_facts(codec, excerpts)}
+                 if codec.config.seanet.causal else {})
+    return streaming | {"test": {_relative(m): test_split(codec, m) for m in manifests},
             "excerpts": {path.name: evaluate_codec(codec, [clip])[0].as_dict()
                          for path, clip in zip(EXCERPTS, excerpts)},
             "train_files": sum(f.split == "train" for f in files),
@@ -285,6 +313,30 @@ ViSQOL v3 audio mode (MOS-LQO, 1 to 5, higher is better). Opus runs through `opu
 """
 
 
+def _streaming_section(f: dict, a: dict) -> str:
+    st = f.get("streaming")
+    if not st:
+        return ""
+    frame_ms = 1000 / a["frame_rate"]
+    startup_ms = (1000 * st["encoder_startup_samples"] / a["sample_rate"] - frame_ms
+                  + frame_ms * (st["decoder_startup_frames"] - 1))
+    padding = ("zero-padded, so nothing waits at the start" if a.get("pad_mode") == "constant"
+               else f"padded by {a.get('pad_mode')}")
+    return f"""## Streaming
+Causal convolutions ({padding}): a frame's codes come out with its last sample, and its
+audio as soon as its codes are in. Latency: one frame ({frame_ms:.1f} ms) plus a start-up
+of {startup_ms:.1f} ms (the encoder's first codes after {st['encoder_startup_samples']}
+samples, the decoder's first audio after {_count(st['decoder_startup_frames'], 'frame')}).
+The excerpts below streamed through `StreamingEncoder` and `StreamingDecoder` in
+{st['piece_ms']:g} ms pieces: {st['codes_equal']:.2%} of the codes equal to the whole
+pass's (the rest: float ties), the audio within {st['audio_max_abs_diff']:.1e} of the whole
+decoding. `python examples/stream_file.py song.wav` streams a file and reports latency
+and real-time factor; `benchmarks/bench_streaming.py --model mmdtok:{f['codec']}` the
+speed against the whole pass.
+
+"""
+
+
 def _loss_weights(weights: dict) -> str:
     names = {"l1": "L1 on the waveform", "mel": "the multi-scale mel loss",
              "stft": "the multi-resolution STFT loss", "adversarial": "adversarial",
@@ -334,15 +386,22 @@ together, {dep['parallel']:.4f} within a frame.""")
         "" if gap is None else f" (on the excerpts below, float32 weights give SI-SDR within "
         f"{gap:.2f} dB)"))
     channels = {1: "mono", 2: "stereo"}.get(a["channels"], f"{a['channels']}-channel")
+    if a.get("causal"):
+        role = "the streaming codec of mmdtok"
+        purpose = (f"`mmdtok encode --model mmdtok:{f['codec']}` and the streaming API "
+                   "(`mmdtok.streaming`)")
+    else:
+        role = "the default codec of mmdtok"
+        purpose = "`mmdtok encode song.wav`"
     data = "\n".join(f"  - {_corpus_line(c)}" for c in f["corpora"])
     licenses = sorted({lic for c in f["corpora"] for lic in c.get("licenses", [])})
     recorded = (f" Recorded training audio: under the licences its packages state "
                 f"({', '.join(licenses)}; per file in the manifest)." if licenses else "")
-    return f"""# {f['codec']}: the default codec of mmdtok
+    return f"""# {f['codec']}: {role}
 
 A small {channels} {a['sample_rate'] / 1000:g} kHz music codec \
 ({f['parameters'] / 1e6:.2f} M parameters), shipped inside the package so that
-`mmdtok encode song.wav` works offline. SEANet encoder and decoder (EnCodec's architecture
+{purpose} works offline. SEANet encoder and decoder (EnCodec's architecture
 at {a['n_filters']} filters, strides {_ratios(a['ratios'])}, \
 {_count(a['lstm_layers'], 'LSTM layer')}, {a['dimension']}-dim latent),
 {QUANTIZER_NAMES.get(a['quantizer'], a['quantizer'])} with {k} codebooks of {size:,} entries
@@ -369,7 +428,7 @@ replacement for EnCodec or DAC in production.
 - Time: {t['hours']:.2f} h of wall-clock time.
 - Export: the weight moving average{recal}, weight norm folded{half}.
 
-## Quality on held-out music
+{_streaming_section(f, a)}## Quality on held-out music
 Each file encoded and decoded whole.
 
 {chr(10).join(tables)}
