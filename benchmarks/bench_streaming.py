@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import compare, markdown_table
+from common import compare, markdown_table, median_seconds
 
 from mmdtok.streaming import StreamingDecoder, StreamingEncoder
 from mmdtok.testing import notes, trained_codebooks
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
                            repeats=args.repeats, warmup=1)
     dec_s, dec_w = compare(stream_decode, lambda: codec.decode(codes),
                            repeats=args.repeats, warmup=1)
+    floor = {half: weight_pass_seconds(getattr(codec, half), args.repeats)
+             for half in ("encoder", "decoder")}
     encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
     ms = 1000 / sr
     pushes = len(range(0, audio.shape[-1], piece)) / args.seconds
@@ -98,11 +100,35 @@ def main(argv: list[str] | None = None) -> None:
           f"({encoder.startup * ms:.1f} ms, {encoder.startup // hop} frames), the decoder's "
           f"first audio after {decoder.startup} frames ({decoder.startup * hop * ms:.1f} ms)")
     print(f"streamed codes equal to the whole pass: {agree:.4%} (the rest: float32 ties)")
-    rows = [[name, f"{s / args.seconds:.3f}", f"{w / args.seconds:.3f}", f"{s / w:.2f}x"]
+    # the floor of a stream: the whole pass's arithmetic plus one read of every weight a
+    # push (what a push cannot avoid; the whole pass reads a weight once for many frames)
+    low = {"encode": enc_w / args.seconds + pushes * floor["encoder"],
+           "decode": dec_w / args.seconds + pushes * floor["decoder"]}
+    low["both"] = low["encode"] + low["decode"]
+    rows = [[name, f"{s / args.seconds:.3f}", f"{w / args.seconds:.3f}", f"{s / w:.2f}x",
+             f"{low[name]:.3f} ({low[name] * args.seconds / w:.2f}x)"]
             for name, s, w in (("encode", enc_s, enc_w), ("decode", dec_s, dec_w),
                                ("both", enc_s + dec_s, enc_w + dec_w))]
-    print(markdown_table(["half", "RTF streaming", "RTF whole input",
-                          "streaming / whole"], rows))
+    print(markdown_table(["half", "RTF streaming", "RTF whole input", "streaming / whole",
+                          "floor: whole + weights read per push"], rows))
+    print(f"one read of every weight (a row through each weight matrix): encoder "
+          f"{floor['encoder'] * 1e3:.2f} ms, decoder {floor['decoder'] * 1e3:.2f} ms, "
+          f"{(mb['encoder'] + mb['decoder']) / 1e3 / (floor['encoder'] + floor['decoder']):.1f}"
+          f" GB/s")
+
+
+def weight_pass_seconds(half: torch.nn.Module, repeats: int) -> float:
+    """Seconds to read every weight of ``half`` once the way a push does (one row through
+    each weight matrix, all of them in turn, so that none stays in the cache): the
+    memory traffic a stream pays at every push."""
+    mats = [p.detach().reshape(p.shape[0], -1) for p in half.parameters() if p.dim() >= 2]
+    rows = [torch.randn(1, m.shape[0]) for m in mats]
+
+    def one_pass() -> None:
+        for m, x in zip(mats, rows):
+            x @ m
+
+    return median_seconds(lambda: [one_pass() for _ in range(50)], repeats, warmup=1) / 50
 
 
 if __name__ == "__main__":

@@ -244,3 +244,14 @@ def test_building_a_stream_leaves_a_codec_with_weight_norm_as_it_was():
     with torch.no_grad():
         assert torch.equal(codec.decoder(codec.encoder(audio)), before)
     assert any(".parametrizations." in name for name in codec.state_dict())
+
+
+def test_a_stream_built_in_inference_mode_runs(codec):
+    # its frozen copy then holds inference tensors, which keep no update count
+    audio = notes(0.1, SR, seed=6)[None]
+    with torch.inference_mode():
+        encoder = StreamingEncoder(codec)
+        streamed = torch.cat([encoder.push(audio[..., :700]), encoder.push(audio[..., 700:]),
+                              encoder.flush()], -1)
+        codes = codec.encode(audio)
+    assert torch.equal(streamed, codes)

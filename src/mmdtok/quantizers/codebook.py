@@ -227,7 +227,9 @@ class EuclideanCodebook(nn.Module):
         if self.training or torch.compiler.is_compiling():
             return None
         embed = self.embed
-        key = (embed.data_ptr(), embed._version, embed.dtype, embed.device)
+        # a tensor made in inference mode keeps no update count (nor is it updated)
+        updates = -1 if embed.is_inference() else embed._version
+        key = (embed.data_ptr(), updates, embed.dtype, embed.device)
         if getattr(self, "_sqnorm_key", None) != key:
             self._sqnorm_cache = embed.detach().pow(2).sum(dim=1)
             self._sqnorm_key = key

@@ -102,6 +102,12 @@ class SequenceStreamer(Streamer):
         return x
 
 
+def version(tensor: Tensor) -> int:
+    """The in-place update count of ``tensor``; -1 for a tensor made in inference mode,
+    which keeps none (its weights are not updated in place)."""
+    return -1 if tensor.is_inference() else tensor._version
+
+
 class WeightCache:
     """Weights rearranged for a runner, kept per layer and rebuilt when the tensor they
     come from changed: another tensor, new storage under the same parameter (``.double()``,
@@ -113,7 +119,7 @@ class WeightCache:
     def get(self, layer: nn.Module, source: Tensor, build: Callable[[], Any],
             key: str = "") -> Any:
         cached = self._cached.get((id(layer), key))
-        stamp = (source.data_ptr(), source.dtype, source.device, source._version)
+        stamp = (source.data_ptr(), source.dtype, source.device, version(source))
         if cached is None or cached[0] is not source or cached[1] != stamp:
             cached = (source, stamp, build())
             self._cached[(id(layer), key)] = cached
@@ -200,4 +206,4 @@ def context_frames(layers: Sequence[Layer], samples_per_frame: float) -> tuple[i
 
 
 __all__ = ["Layer", "NotStreamable", "SequenceStreamer", "Streamer", "WeightCache",
-           "cat_rows", "context_frames", "nothing", "run_time_major"]
+           "cat_rows", "context_frames", "nothing", "run_time_major", "version"]
