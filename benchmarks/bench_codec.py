@@ -113,12 +113,12 @@ def stage_shares(one: Batch1, repeats: int) -> str:
     model, n_q = one.model, one.codes.shape[1]
     stages = {
         "encoder front": lambda: model.encoder.front(one.audio),
-        "encoder LSTM": lambda: model.encoder.lstm_step(one.front, None),
+        "encoder LSTM": lambda: model.encoder.recurrent_step(one.front, None),
         "encoder back": lambda: model.encoder.back(one.front),
         "quantizer encode": lambda: model.quantizer.encode_latent(one.latent, n_q),
         "quantizer decode": lambda: model.quantizer.decode(one.codes),
         "decoder front": lambda: model.decoder.front(one.quantized),
-        "decoder LSTM": lambda: model.decoder.lstm_step(one.dec_front, None),
+        "decoder LSTM": lambda: model.decoder.recurrent_step(one.dec_front, None),
         "decoder back": lambda: model.decoder.back(one.dec_front),
     }
     with torch.inference_mode():
@@ -174,9 +174,9 @@ def batch1_floor(one: Batch1, ours: Codec, theirs: torch.nn.Module, repeats: int
     a, b = torch.randn(40_000, 512, device=device), torch.randn(512, 128, device=device)
     rate = 2.0 * a.shape[0] * a.shape[1] * b.shape[1] / median_seconds(lambda: a @ b, repeats)
     with torch.inference_mode():
-        lstm = {"encode": median_seconds(lambda: model.encoder.lstm_step(one.front, None),
+        lstm = {"encode": median_seconds(lambda: model.encoder.recurrent_step(one.front, None),
                                          repeats),
-                "decode": median_seconds(lambda: model.decoder.lstm_step(one.dec_front, None),
+                "decode": median_seconds(lambda: model.decoder.recurrent_step(one.dec_front, None),
                                          repeats)}
         theirs_s = {"encode": median_seconds(
                         lambda: theirs.encode(audio, bandwidth=2.2), repeats),

@@ -42,6 +42,14 @@ def test_a_saved_folder_loads_back_with_the_same_codes_and_weights(saved):
     assert not loaded.training and loaded.origin == str(folder.resolve())
 
 
+def test_the_saved_files_get_the_permissions_of_plainly_created_ones(saved, tmp_path):
+    _, folder = saved
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    for name in ("config.json", "model.safetensors"):
+        assert (folder / name).stat().st_mode & 0o777 == plain.stat().st_mode & 0o777, name
+
+
 def test_weight_norm_survives_a_round_trip_for_training(tmp_path):
     codec = Codec.from_preset("small-music")
     codec.save_pretrained(tmp_path)

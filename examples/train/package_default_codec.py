@@ -389,10 +389,10 @@ together, {dep['parallel']:.4f} within a frame.""")
     if a.get("causal"):
         role = "the streaming codec of mmdtok"
         purpose = (f"`mmdtok encode --model mmdtok:{f['codec']}` and the streaming API "
-                   "(`mmdtok.streaming`)")
+                   "(`mmdtok.streaming`) work")
     else:
         role = "the default codec of mmdtok"
-        purpose = "`mmdtok encode song.wav`"
+        purpose = "`mmdtok encode song.wav` works"
     data = "\n".join(f"  - {_corpus_line(c)}" for c in f["corpora"])
     licenses = sorted({lic for c in f["corpora"] for lic in c.get("licenses", [])})
     recorded = (f" Recorded training audio: under the licences its packages state "
@@ -401,7 +401,7 @@ together, {dep['parallel']:.4f} within a frame.""")
 
 A small {channels} {a['sample_rate'] / 1000:g} kHz music codec \
 ({f['parameters'] / 1e6:.2f} M parameters), shipped inside the package so that
-{purpose} works offline. SEANet encoder and decoder (EnCodec's architecture
+{purpose} offline. SEANet encoder and decoder (EnCodec's architecture
 at {a['n_filters']} filters, strides {_ratios(a['ratios'])}, \
 {_count(a['lstm_layers'], 'LSTM layer')}, {a['dimension']}-dim latent),
 {QUANTIZER_NAMES.get(a['quantizer'], a['quantizer'])} with {k} codebooks of {size:,} entries

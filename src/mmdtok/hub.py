@@ -127,8 +127,10 @@ def write_folder(folder: str | os.PathLike[str], config: dict[str, Any],
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / WEIGHTS_NAME) as temp:
+        mode = temp.stat().st_mode  # what a plainly created file gets (the umask)
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp),
                   metadata=metadata or {})
+        temp.chmod(mode)  # safetensors writes its file anew, readable by its owner only
     with atomic_path(out / CONFIG_NAME) as temp:
         temp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out
