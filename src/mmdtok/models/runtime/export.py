@@ -5,9 +5,10 @@ needs to use them (rates, codebooks, the weights' fingerprint).
 The graphs are the codec's own forward pass (weight norm folded), each layer first put
 in the form it exports in (:meth:`Layer.prepare_export
 <mmdtok.models.runtime.layer.Layer.prepare_export>`, with the ONNX translations of the
-custom operators it brings), traced by ``torch.export`` and translated by ``torch.onnx`` (the ``onnx`` and ``onnxscript``
-packages: ``pip install "mmdtok[onnx]"``). With ``onnxruntime`` installed the export
-runs both graphs on a probe signal and records how closely they match the codec.
+custom operators it brings), traced by ``torch.export`` and translated by ``torch.onnx``
+(the ``onnx`` and ``onnxscript`` packages: ``pip install "mmdtok[onnx]"``). With
+``onnxruntime`` installed the export runs both graphs on a probe signal and records how
+closely they match the codec.
 
 A graph takes the whole input in one pass: memory grows with the length (split long
 files into pieces, or use mmdtok's chunked encoding). The exported encoder takes

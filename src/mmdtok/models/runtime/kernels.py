@@ -149,5 +149,5 @@ def conv_transpose_rows(x: Tensor, taps: Tensor, bias: Tensor | None, kernel: in
     return out.view(batch, -1, taps.shape[-1] // stride)
 
 
-__all__ = ["BLOCK_BYTES", "FEW_ROWS", "SMALL_IM2COL", "conv_rows", "conv_taps", "conv_transpose_rows",
-           "pad_rows", "reflected", "transposed_taps"]
+__all__ = ["BLOCK_BYTES", "FEW_ROWS", "SMALL_IM2COL", "conv_rows", "conv_taps",
+           "conv_transpose_rows", "pad_rows", "reflected", "transposed_taps"]

@@ -18,14 +18,15 @@ sequence, up to float rounding.
 The runner knows no layer: each layer of a half gives its own streaming state and step
 (:meth:`Layer.streamer <mmdtok.models.runtime.layer.Layer.streamer>`), on time-major
 rows: a convolution keeps the last ``kernel - stride`` samples of its input, a
-transposed convolution the overlapping tail of its output, the LSTM its state. A causal convolution pads only on the left, so output frame ``t`` needs
-input up to frame ``t``: a code comes out as soon as the hop of audio it covers is in,
-and a code's audio as soon as the code is. The exception is the start: a convolution
-that pads by reflection (EnCodec's layers do) reflects its first samples, so its first
-output waits until ``kernel - stride + 1`` samples are in (zero padding, as in
-``mmdtok:small-music-causal``, starts at once: one frame). :attr:`StreamingEncoder.startup`
-and :attr:`StreamingDecoder.startup` measure that wait. At the end, :meth:`flush` pads
-the tail as the whole pass does (the right padding of a strided convolution).
+transposed convolution the overlapping tail of its output, the LSTM its state. A causal
+convolution pads only on the left, so output frame ``t`` needs input up to frame ``t``:
+a code comes out as soon as the hop of audio it covers is in, and a code's audio as soon
+as the code is. The exception is the start: a convolution that pads by reflection
+(EnCodec's layers do) reflects its first samples, so its first output waits until
+``kernel - stride + 1`` samples are in (zero padding, as in
+``mmdtok:small-music-causal``, starts at once: one frame). :attr:`StreamingEncoder.startup` and
+:attr:`StreamingDecoder.startup` measure that wait. At the end, :meth:`flush` pads the
+tail as the whole pass does (the right padding of a strided convolution).
 
 Only causal codecs stream: a centred convolution looks ahead by half its kernel at
 every layer, so its output for a frame depends on audio that has not arrived yet. Such
