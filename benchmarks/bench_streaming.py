@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                            repeats=args.repeats, warmup=1)
     floor = {half: weight_pass_seconds(getattr(codec, half), args.repeats)
              for half in ("encoder", "decoder")}
-    encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
+    decoder = StreamingDecoder(codec)  # for its start-up (the encoder's: the one above)
     ms = 1000 / sr
     pushes = len(range(0, audio.shape[-1], piece)) / args.seconds
     mb = {half: sum(p.numel() * p.element_size() for p in getattr(codec, half).parameters())

@@ -50,11 +50,10 @@ class StreamReport:
         return self.frame_ms + self.startup_ms
 
 
-def stream(codec, audio: torch.Tensor, piece: int) -> tuple[torch.Tensor, torch.Tensor,
-                                                             list[float]]:
-    """Audio [1, C, L] through the streaming encoder and decoder in pieces of ``piece``
-    samples: (codes [1, K, T], audio out [1, C, T * hop], compute seconds per piece)."""
-    encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
+def stream(encoder: StreamingEncoder, decoder: StreamingDecoder, audio: torch.Tensor,
+           piece: int) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Audio [1, C, L] through ``encoder`` and ``decoder`` in pieces of ``piece`` samples:
+    (codes [1, K, T], audio out [1, C, T * hop], compute seconds per piece)."""
     codes, out, times = [], [], []
     for start in range(0, audio.shape[-1], piece):
         begin = time.perf_counter()
@@ -78,11 +77,11 @@ def run(codec, audio: torch.Tensor, piece_ms: float = 20.0) -> tuple[StreamRepor
     sr, hop = codec.sample_rate, codec.hop_length
     piece = max(1, round(piece_ms * sr / 1000))
     audio = audio[None]
-    codes, out, times = stream(codec, audio, piece)
+    encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
+    codes, out, times = stream(encoder, decoder, audio, piece)
     whole_codes = codec.encode(audio)
     whole = codec.decode(whole_codes)
     frame_ms = 1000 * hop / sr
-    encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
     startup_ms = 1000 * (encoder.startup - hop) / sr + frame_ms * (decoder.startup - 1)
     report = StreamReport(
         piece_ms=1000 * piece / sr, frame_ms=frame_ms, startup_ms=startup_ms,

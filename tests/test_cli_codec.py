@@ -92,6 +92,9 @@ def test_info_describes_token_files_and_models(model, tmp_path):
 def test_user_mistakes_exit_2_with_a_message(model, tmp_path):
     missing = _invoke("encode", tmp_path / "nothing.wav", "-o", tmp_path / "o", "--model", model)
     assert missing.exit_code == 2 and "no such file or folder" in missing.output
+    empty = _invoke("encode", tmp_path, "-o", tmp_path / "o", "--model", model)
+    assert empty.exit_code == 2 and "holds no audio file" in empty.output
+    soundfile.write(tmp_path / "a.wav", notes(0.2, 24_000).T.numpy(), 24_000)
     no_model = _invoke("encode", tmp_path, "-o", tmp_path / "o", "--model", tmp_path / "none")
     assert no_model.exit_code == 2 and "no model folder" in no_model.output
     bad_nq = _invoke("encode", tmp_path, "-o", tmp_path / "o", "--model", model, "--n-q", "9")

@@ -69,6 +69,7 @@ def test_an_unusable_output_folder_is_refused_before_any_work(model, audio, tmp_
     # /proc/self exists as a folder and takes no new files, even for root
     _refused(_mmdtok("encode", audio, "-o", "/proc/self", "--model", model),
              "cannot write into the output folder /proc/self")
+    _toy_tokens(tmp_path / "t.mmdtok")
     _refused(_mmdtok("decode", tmp_path, "-o", tmp_path / "a_file" / "sub"), "a_file")
 
 
@@ -161,16 +162,21 @@ def test_sizes_a_file_declares_are_bounded_before_allocation(model, tmp_path):
     _refused(_mmdtok("inspect", crafted("none", codebooks=0, num_codebooks="0")),
              "none.mmdtok", "num_codebooks")
     _refused(_mmdtok("info", crafted("rate0", sample_rate="0")), "rate0.mmdtok",
-             "sample_rate must be >= 1")
+             "sample_rate must be an integer in 1..1,000,000, got 0")
     _refused(_mmdtok("info", crafted("word", sample_rate="abc")), "word.mmdtok",
              "'sample_rate' must be an integer, got 'abc'")
 
 
-def test_inspect_plots_into_new_folders_and_names_the_file_it_wrote(tmp_path):
-    codes = torch.randint(0, 8, (2, 400), generator=torch.Generator().manual_seed(0))
-    save_tokens(tmp_path / "a.mmdtok", TokenFile(
+def _toy_tokens(path, frames=400):
+    codes = torch.randint(0, 8, (2, frames), generator=torch.Generator().manual_seed(0))
+    save_tokens(path, TokenFile(
         codes=codes, codec="toy", codec_fingerprint="0", sample_rate=24_000, channels=1,
-        frame_rate=75.0, codebook_size=8, length=400 * 320))
+        frame_rate=75.0, codebook_size=8, length=frames * 320))
+    return path
+
+
+def test_inspect_plots_into_new_folders_and_names_the_file_it_wrote(tmp_path):
+    _toy_tokens(tmp_path / "a.mmdtok")
     nested = _mmdtok("inspect", tmp_path / "a.mmdtok", "--plot", tmp_path / "new" / "mi.png")
     assert nested.returncode == 0, nested.stderr
     assert (tmp_path / "new" / "mi.png").read_bytes()[:4] == b"\x89PNG"
@@ -189,13 +195,15 @@ def test_input_paths_that_are_not_files_are_named_and_skips_are_warned(model, au
     (tmp_path / "linked").mkdir()
     soundfile.write(tmp_path / "linked" / "x.wav", notes(0.3, 24_000).T.numpy(), 24_000)
     (audio / "link").symlink_to(tmp_path / "linked", target_is_directory=True)
-    (tmp_path / "empty").mkdir()
-    result = _mmdtok("encode", audio, tmp_path / "empty", "-o", tmp_path / "o", "--model",
-                     model)
+    result = _mmdtok("encode", audio, "-o", tmp_path / "o", "--model", model)
     assert result.returncode == 0 and "3 encoded" in result.stderr
     assert "inner.wav: not a regular file (a FIFO)" in result.stderr
     assert "link: a symbolic link to a folder is not followed" in result.stderr
-    assert "empty holds no file to take" in result.stderr
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("")
+    _refused(_mmdtok("encode", audio, tmp_path / "empty", "-o", tmp_path / "o2", "--model",
+                     model), "empty holds no audio file")
+    assert not (tmp_path / "o2").exists()
 
 
 def test_training_mistakes_name_the_setting(tmp_path):
@@ -224,6 +232,7 @@ class Foreign:
 
 def test_checkpoints_with_the_wrong_content_are_refused_in_one_line(tmp_path):
     (tmp_path / "bad").mkdir()
+    soundfile.write(tmp_path / "bad" / "a.wav", notes(0.3, 24_000).T.numpy(), 24_000)
     plain = tmp_path / "plain"
     (plain / "checkpoints").mkdir(parents=True)
     torch.save({"step": 3}, plain / "checkpoints" / "last.pt")

@@ -70,7 +70,7 @@ def test_a_full_disk_fails_one_file_leaves_nothing_partial_and_the_others_go_on(
     report = encode_files(trained_codebooks("small-music"), tasks, batch_size=3)
     assert [p.name for p in report.written] == ["0.mmdtok", "2.mmdtok"]
     assert report.failed == [(tmp_path / "1.wav",
-                              f"cannot write {tmp_path / 'tok' / '1.mmdtok'}: No space left "
-                              "on device")]
+                              f"cannot write {tmp_path / 'tok' / '1.mmdtok'}: the disk is "
+                              "full (no space left on the device)")]
     assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["0.mmdtok", "2.mmdtok"]
     assert load_tokens(tmp_path / "tok" / "2.mmdtok").num_frames == 23

@@ -41,10 +41,10 @@ def test_an_unreadable_subfolder_is_warned_about_and_the_rest_is_found(tmp_path,
     assert [f.relative.as_posix() for f in found] == ["1.wav"]
 
 
-def test_nothing_to_take_in_a_folder_is_a_warning(tmp_path):
+def test_a_folder_with_nothing_to_take_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("")
-    with pytest.warns(UserWarning, match="holds no file to take"):
-        assert find_files([tmp_path], accept=lambda p: p.suffix == ".wav") == []
+    with pytest.raises(ValueError, match="holds no audio file"):
+        find_files([tmp_path], accept=lambda p: p.suffix == ".wav", kind="audio file")
 
 
 def test_manifest_files_keep_the_folders_that_tell_equal_names_apart(tmp_path):
@@ -63,4 +63,6 @@ def test_manifest_files_keep_the_folders_that_tell_equal_names_apart(tmp_path):
                                                       "b/music/track1.ogg"]
     assert [f.path for f in manifest_files(tmp_path / "m.jsonl", "test")] == [
         tmp_path / "games/b/music/track1.ogg"]
-    assert manifest_files(tmp_path / "m.jsonl", "valid") == []
+    with pytest.raises(ValueError, match=r"no entries of the split 'valid' \(its splits: "
+                                         r"test, train\)"):
+        manifest_files(tmp_path / "m.jsonl", "valid")

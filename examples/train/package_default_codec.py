@@ -195,7 +195,6 @@ def streaming_facts(codec: Codec, clips: list[torch.Tensor], piece_ms: float = 2
         streamed = torch.cat(codes, -1)
         equal, total = equal + int((streamed == whole).sum()), total + whole.numel()
         diff = max(diff, float((out - codec.decode(whole)).abs().max()))
-    encoder, decoder = StreamingEncoder(codec), StreamingDecoder(codec)
     return {"piece_ms": piece_ms, "encoder_startup_samples": encoder.startup,
             "decoder_startup_frames": decoder.startup, "codes_equal": equal / total,
             "audio_max_abs_diff": diff}

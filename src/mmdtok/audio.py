@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -71,11 +72,16 @@ def write_audio(path: str | os.PathLike[str], audio: Tensor, sample_rate: int,
     import soundfile
 
     data = audio.detach().cpu().float().clamp(-1, 1).T.contiguous().numpy()
+    # Encoded in memory, then written by Python: a failed write is an OSError with its
+    # cause (libsndfile reports every one as "System error.").
+    encoded = io.BytesIO()
+    with soundfile.SoundFile(encoded, "w", sample_rate, data.shape[1],
+                             format=Path(path).suffix[1:].upper()) as file:
+        for name, value in (tags or {}).items():
+            setattr(file, name, value)
+        file.write(data)
     with atomic_path(path) as temp:
-        with soundfile.SoundFile(os.fspath(temp), "w", sample_rate, data.shape[1]) as file:
-            for name, value in (tags or {}).items():
-                setattr(file, name, value)
-            file.write(data)
+        temp.write_bytes(encoded.getbuffer())
     return Path(path)
 
 

@@ -125,6 +125,36 @@ def _distributed(backend: str = "gloo") -> Iterator[None]:
             dist.destroy_process_group()
 
 
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """One run at a time writes into ``out`` (``mmdtok.locks``). Under torchrun, rank 0
+    takes the lock for the whole job and keeps it until every rank is done; a refusal is a
+    user error on every rank."""
+    import contextlib
+
+    import torch.distributed as dist
+
+    from mmdtok.locks import FolderInUse, folder_lock
+
+    shared = dist.is_initialized() and dist.get_world_size() > 1
+    with contextlib.ExitStack() as held:
+        refusal = None
+        if not shared or dist.get_rank() == 0:
+            try:
+                held.enter_context(folder_lock(out))
+            except FolderInUse as error:
+                refusal = str(error)
+        if shared:
+            box = [refusal]
+            dist.broadcast_object_list(box, src=0)
+            refusal = box[0]
+        if refusal is not None:
+            raise fail(refusal)
+        yield
+        if shared:
+            dist.barrier()
+
+
 _RESUME_FILES = ("finished files are kept and no partial file is left; run the same "
                  "command again to resume")
 
@@ -238,7 +268,7 @@ def encode(
         raise fail(f"--latent-dtype must be float16 or float32, got {latent_dtype!r}")
     try:
         tasks = plan(paths, out, accept=is_audio_file, suffix=SUFFIX, split=split,
-                     manifests=True)
+                     manifests=True, kind="audio file (wav, flac, ogg, mp3)")
     except ValueError as error:
         raise fail(str(error)) from error
     _output_folder(out)
@@ -246,7 +276,7 @@ def encode(
     n_q = _n_q(codec, n_q)
     suffix = encoded_suffix(codec)
     tasks = [Task(t.source, t.target.with_suffix(suffix)) for t in tasks]
-    with _interruptible(), _distributed():
+    with _interruptible(), _distributed(), _locked(out):
         tasks = shard(tasks)
         with _progress(len(tasks), "encoding") as progress:
             report = _run(encode_files, codec, tasks, n_q=n_q, batch_size=batch_size,
@@ -301,7 +331,8 @@ def decode(
         raise fail(f"--format must be wav, flac or ogg, got {audio_format!r}")
     recorded = model is None
     try:
-        tasks = plan(tokens, out, accept=is_encoded_file, suffix=f".{audio_format}")
+        tasks = plan(tokens, out, accept=is_encoded_file, suffix=f".{audio_format}",
+                     kind="token file (.mmdtok) or latent file (.mmdlat)")
         if recorded and tasks:
             model, revision = parse_origin(_first_origin(tasks))
     except ValueError as error:
@@ -310,7 +341,7 @@ def decode(
     typer.echo(f"codec: {_codec_source(model, revision)}"
                + (", as recorded in the token files" if recorded and tasks else ""), err=True)
     codec = _load_codec(model, revision, device)
-    with _interruptible(), _progress(len(tasks), "decoding") as progress:
+    with _interruptible(), _locked(out), _progress(len(tasks), "decoding") as progress:
         report = _run(decode_files, codec, tasks, overwrite=overwrite, progress=progress)
     _finish(report, "decoded")
 
@@ -362,9 +393,10 @@ def train_codec(
     try:
         cfg = load_config(config).with_overrides(settings)
         device = training_device(cfg.device)
+        _output_folder(out)
         hint = (f"the last checkpoint in {out} is kept; add --resume to the same command "
                 "to go on from it")
-        with _interruptible(hint), _distributed(process_group_backend(device)):
+        with _interruptible(hint), _distributed(process_group_backend(device)), _locked(out):
             main_rank = rank() == 0
             with _progress(min(cfg.steps, max_steps or cfg.steps), "training",
                            enabled=main_rank) as progress:
@@ -407,14 +439,32 @@ def inspect(
     corrected), normalized total correlation and the paper's pairwise dependence. For
     latent files: the independence loss between channel groups next to its value for
     shuffled (independent) groups, and the largest correlation between groups."""
-    from mmdtok.inspection import inspect_token_files, plot_mutual_information
+    from mmdtok.inspection import (
+        check_plot_path,
+        inspect_token_files,
+        plot_mutual_information,
+    )
     from mmdtok.paths import find_files
     from mmdtok.tokens import is_latent_file, is_token_file
 
     try:
-        found = find_files(paths, lambda p: is_token_file(p) or is_latent_file(p))
-        if found and not any(is_token_file(f.path) for f in found):
+        found = find_files(paths, lambda p: is_token_file(p) or is_latent_file(p),
+                           "token file (.mmdtok) or latent file (.mmdlat)")
+        latent = [f.path for f in found if is_latent_file(f.path)]
+        tokens = [f.path for f in found if not is_latent_file(f.path)]
+        if latent and tokens:
+            raise fail(f"{tokens[0]} holds codes and {latent[0]} latents: inspect token "
+                       "files and latent files in separate runs")
+        if latent:
+            if plot is not None:
+                raise fail("--plot draws the mutual information between codebooks, which "
+                           "latent files do not have: leave --plot out")
             return _inspect_latents(paths, pattern, groups)
+        if groups is not None:
+            raise fail("--groups applies to latent files (.mmdlat); token files compare "
+                       "their codebooks: leave --groups out")
+        if plot is not None:
+            check_plot_path(plot)
         result = inspect_token_files(paths, pattern)
         if plot is not None:
             plot = plot_mutual_information(result, plot)
@@ -497,13 +547,16 @@ def evaluate(
     (audio mode, with mmdtok[evaluate]); the mean and standard deviation over files."""
     import json
 
-    from mmdtok.atomic import atomic_path
+    from mmdtok.atomic import atomic_path, check_output_file
     from mmdtok.evaluation import evaluate as run_evaluation
     from mmdtok.evaluation import parse_baselines, reference_files
 
     try:
         baselines = parse_baselines(baseline)
         files = reference_files(paths, split)
+        if json_out is not None:
+            _not_an_input(json_out, files, "--json")
+            check_output_file(json_out)
     except ValueError as error:
         raise fail(str(error)) from error
     codec = _load_codec(model, revision, device)
@@ -526,6 +579,15 @@ def evaluate(
         typer.echo(f"  failed: {path}: {reason}", err=True)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _not_an_input(out: Path, inputs: list[Path], option: str) -> None:
+    """ValueError when the output ``out`` is one of the ``inputs`` (it would replace it)."""
+    target = out.resolve()
+    clash = next((p for p in inputs if Path(p).resolve() == target), None)
+    if clash is not None:
+        raise ValueError(f"{option} {out} is one of the inputs: it would be replaced; "
+                         "give another file name")
 
 
 def _print_evaluation(report) -> None:
@@ -590,8 +652,9 @@ def export_onnx(
     n_q = _n_q(codec, n_q)
     _output_folder(out)
     try:
-        result = export(codec, out, n_q, opset=opset, check=check,
-                        progress=lambda line: typer.echo(line, err=True))
+        with _locked(out):
+            result = export(codec, out, n_q, opset=opset, check=check,
+                            progress=lambda line: typer.echo(line, err=True))
     except ImportError as error:
         raise fail(str(error)) from error
     except RuntimeError as error:
@@ -656,7 +719,14 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 def main() -> None:
     warnings.formatwarning = _format_warning  # one line per warning on the command line
-    app()
+    try:
+        app()
+    except OSError as error:  # what the system refused (a full disk, ...): one line
+        from mmdtok.atomic import failure_cause
+
+        where = f"{error.filename}: " if error.filename else ""
+        typer.echo(f"error: {where}{failure_cause(error)}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -276,7 +276,8 @@ def reference_files(paths: Sequence[str | os.PathLike[str]], split: str | None =
     (.jsonl, as the recipes of ``examples/datasets`` write), whose entries are kept only
     when their ``split`` is ``split`` (all of them when None). ValueError for a missing
     path or a malformed manifest."""
-    return [f.path for f in find_inputs(paths, is_audio_file, split)]
+    found = find_inputs(paths, is_audio_file, split, "audio file (wav, flac, ogg, mp3)")
+    return [f.path for f in found]
 
 
 def codec_kbps(codec: CodecModel, n_q: int) -> float:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmdtok.atomic import check_writable
+from mmdtok.atomic import check_writable, write_error
 from mmdtok.audio import is_audio_file, load_audio, read_tags, write_audio
 from mmdtok.distributed import rank, world_size
 from mmdtok.models import ChunkSettings, CodecModel, decode_many, encode_many
@@ -54,14 +54,15 @@ Progress = Callable[[Task, str], None]
 
 def plan(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
          accept: Callable[[Path], bool], suffix: str, split: str | None = None,
-         manifests: bool = False) -> list[Task]:
+         manifests: bool = False, kind: str = "file to take") -> list[Task]:
     """Tasks for files and folders (searched recursively, their tree mirrored under
     ``out``); a file given directly lands in ``out`` under its own name. With
     ``manifests``, a manifest (.jsonl) stands for its entries (of ``split`` when given),
     mirrored from the folder that holds them all. ValueError for a missing path, or when
-    two inputs would write the same target."""
-    found = (find_inputs(paths, accept, split) if manifests
-             else find_files(list(paths), accept))
+    two inputs would write the same target, or an input with nothing to take (``kind``
+    names what is taken)."""
+    found = (find_inputs(paths, accept, split, kind) if manifests
+             else find_files(list(paths), accept, kind))
     tasks = [Task(f.path, Path(out) / f.relative.with_suffix(suffix)) for f in found]
     seen: dict[Path, Path] = {}
     for task in tasks:
@@ -233,8 +234,7 @@ def encode_files(codec: CodecModel, tasks: Sequence[Task], *, n_q: int | None = 
             try:
                 save_encoded(task.target, tokens)  # never a partial file, even on a full disk
             except OSError as error:
-                report.failed.append((task.source, f"cannot write {task.target}: "
-                                                   f"{error.strerror or error}"))
+                report.failed.append((task.source, write_error(error, task.target)))
                 progress(task, "failed")
                 continue
             report.written.append(task.target)
@@ -271,11 +271,16 @@ def decode_files(codec: CodecModel, tasks: Sequence[Task], *, overwrite: bool = 
             check_same_codec(tokens, codec.config.name, fingerprint, where=str(task.source))
             audio = decode_many(codec, [tokens.tensor.to(device)], [tokens.length],
                                 settings)[0]
-            write_audio(task.target, audio.cpu(), codec.sample_rate, tags)
         except (ValueError, OSError, RuntimeError) as error:
             if isinstance(error, CodecMismatchError):
                 report.other_codecs.add(error.origin)
             report.failed.append((task.source, str(error)))
+            progress(task, "failed")
+            continue
+        try:
+            write_audio(task.target, audio.cpu(), codec.sample_rate, tags)
+        except OSError as error:  # never a partial file, even on a full disk
+            report.failed.append((task.source, write_error(error, task.target)))
             progress(task, "failed")
             continue
         report.written.append(task.target)

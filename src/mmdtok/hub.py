@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mmdtok.atomic import atomic_path
+from mmdtok.atomic import atomic_path, save_safetensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -122,15 +122,11 @@ def read_config(folder: Path) -> dict[str, Any]:
 def write_folder(folder: str | os.PathLike[str], config: dict[str, Any],
                  tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> Path:
     """Write config.json and model.safetensors, each atomically."""
-    from safetensors.torch import save_file
-
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / WEIGHTS_NAME) as temp:
-        mode = temp.stat().st_mode  # what a plainly created file gets (the umask)
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp),
-                  metadata=metadata or {})
-        temp.chmod(mode)  # safetensors writes its file anew, readable by its owner only
+    save_safetensors(out / WEIGHTS_NAME,
+                     {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                     metadata or {})
     with atomic_path(out / CONFIG_NAME) as temp:
         temp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out

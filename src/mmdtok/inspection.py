@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from mmdtok import patterns
-from mmdtok.atomic import atomic_path
+from mmdtok.atomic import atomic_path, check_output_file
 from mmdtok.metrics import DependenceReport, dependence_report
 from mmdtok.tokens import find_token_files, is_latent_file, load_latents, load_tokens
 
@@ -59,11 +59,22 @@ def inspect_token_files(paths: Sequence[str | os.PathLike[str]], pattern: str = 
     return TokenInspection(report, len(files), frames, first[0], first[2])
 
 
-def plot_mutual_information(inspection: TokenInspection, path: str | os.PathLike[str]
-                            ) -> Path:
-    """A heatmap of the normalized pairwise mutual information (needs matplotlib), in
-    the format of ``path``'s suffix (PNG when it has none: ``.png`` is added); returns
-    the path written."""
+def check_plot_path(path: str | os.PathLike[str]) -> Path:
+    """The file :func:`plot_mutual_information` writes for ``path``, checked before any
+    work: matplotlib is installed, it writes the suffix's format, and the file can be
+    written (:func:`mmdtok.atomic.check_output_file`); ValueError otherwise."""
+    pyplot = _pyplot()
+    out = Path(path)
+    out = out if out.suffix else out.with_name(out.name + ".png")  # as matplotlib would
+    formats = pyplot.figure().canvas.get_supported_filetypes()
+    pyplot.close("all")
+    if out.suffix[1:].lower() not in formats:
+        raise ValueError(f"{out}: matplotlib writes no {out.suffix} images; give one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}")
+    return check_output_file(out)
+
+
+def _pyplot():
     try:
         import matplotlib
 
@@ -72,6 +83,15 @@ def plot_mutual_information(inspection: TokenInspection, path: str | os.PathLike
     except ImportError as error:
         raise ValueError("plotting needs matplotlib: pip install matplotlib (or "
                          "mmdtok[plot])") from error
+    return pyplot
+
+
+def plot_mutual_information(inspection: TokenInspection, path: str | os.PathLike[str]
+                            ) -> Path:
+    """A heatmap of the normalized pairwise mutual information (needs matplotlib), in
+    the format of ``path``'s suffix (PNG when it has none: ``.png`` is added); returns
+    the path written."""
+    pyplot = _pyplot()
     table = inspection.report.normalized_mutual_information.numpy()
     figure, axes = pyplot.subplots(figsize=(4 + 0.3 * len(table), 3.5 + 0.3 * len(table)))
     image = axes.imshow(table, vmin=0, vmax=1, cmap="viridis")
@@ -136,19 +156,21 @@ def inspect_latent_files(paths: Sequence[str | os.PathLike[str]], pattern: str =
 
     if pattern not in ("delay", "parallel"):
         raise ValueError(f"pattern must be 'delay' or 'parallel', got {pattern!r}")
-    files = [f.path for f in find_files(paths, is_latent_file)]
+    files = [f.path for f in find_files(paths, is_latent_file, "latent file (.mmdlat)")]
     if not files:
         raise ValueError(f"no latent files (.mmdlat) in {', '.join(map(str, paths))}")
     latents = [load_latents(path) for path in files]
     first = latents[0]
-    groups = groups or first.groups
+    given_groups = groups is not None
+    groups = groups if given_groups else first.groups
     for path, other in zip(files, latents):
         if other.codec_fingerprint != first.codec_fingerprint:
             raise ValueError(f"{path} was made by another codec than {files[0]}: inspect one "
                              "codec at a time")
     if groups < 2 or first.latent_dim % groups:
+        given = "" if given_groups else f" (the codec's own, as {files[0]} records it)"
         raise ValueError(f"groups must be at least 2 and divide the {first.latent_dim} "
-                         f"latent channels, got {groups} (pass --groups)")
+                         f"latent channels, got {groups}{given}")
     cuts = [f.latents[:, i : i + window] for f in latents
             for i in range(0, f.num_frames - window + 1, window)]
     if len(cuts) < 2:

@@ -24,22 +24,23 @@ class FoundFile:
     relative: Path
 
 
-def find_files(paths: Sequence[str | os.PathLike[str]], accept: Callable[[Path], bool]
-               ) -> list[FoundFile]:
+def find_files(paths: Sequence[str | os.PathLike[str]], accept: Callable[[Path], bool],
+               kind: str = "file to take") -> list[FoundFile]:
     """The files among ``paths`` and, for each folder, the files under it (recursively,
     sorted) that ``accept`` takes; in the order given. The temporary files of
     interrupted atomic writes (:func:`mmdtok.atomic.is_temporary`) are never taken from
     a folder. A file named directly is kept whatever its name. ValueError naming a path
-    that does not exist or is not a regular file or folder. What a folder holds and is
-    not taken is reported with a warning: unreadable subfolders, symbolic links to
-    folders (not followed: name them directly), FIFOs and other special files, and a
-    folder with nothing to take."""
+    that does not exist or is not a regular file or folder, or a folder that holds no
+    file to take (every input is used or refused; ``kind`` names what is taken, for the
+    message). What a folder holds and is not taken is reported with a warning: unreadable
+    subfolders, symbolic links to folders (not followed: name them directly), FIFOs and
+    other special files."""
     found: list[FoundFile] = []
     for given in map(Path, paths):
         if given.is_dir():
             inside = sorted(_walk(given, accept))
             if not inside:
-                warnings.warn(f"{given} holds no file to take", stacklevel=2)
+                raise ValueError(f"{given} holds no {kind}")
             found += [FoundFile(p, p.relative_to(given)) for p in inside]
         elif given.is_file():
             found.append(FoundFile(given, Path(given.name)))
@@ -126,24 +127,32 @@ def manifest_files(path: str | os.PathLike[str], split: str | None = None) -> li
     with its path relative to the deepest folder that holds every entry of the manifest:
     mirrored under an output folder, two entries never collide (a file name may repeat
     across the packages of a corpus). ValueError for a malformed manifest."""
-    entries = [e for e in read_manifest(path) if split is None or e.get("split") == split]
+    every = read_manifest(path)
+    entries = [e for e in every if split is None or e.get("split") == split]
+    if not entries:
+        splits = sorted({str(e.get("split")) for e in every if e.get("split") is not None})
+        raise ValueError(f"the manifest {path} has no entries" + (
+            f" of the split {split!r} (its splits: {', '.join(splits) or 'none'})"
+            if split is not None and every else ""))
     paths = [Path(os.path.abspath(e["path"])) for e in entries]
-    if not paths:
-        return []
     root = Path(os.path.commonpath([p.parent for p in paths]))
     return [FoundFile(p, p.relative_to(root)) for p in paths]
 
 
 def find_inputs(paths: Sequence[str | os.PathLike[str]], accept: Callable[[Path], bool],
-                split: str | None = None) -> list[FoundFile]:
+                split: str | None = None, kind: str = "file to take") -> list[FoundFile]:
     """The files of ``paths`` in order: a manifest (.jsonl) stands for its entries (of
     ``split`` when given, see :func:`manifest_files`), any other file or folder for what
-    :func:`find_files` finds there. ValueError for a missing path or a malformed
-    manifest."""
+    :func:`find_files` finds there. ValueError for a missing path, a malformed manifest,
+    or a manifest or folder with nothing to take."""
+    if split is not None and not any(Path(p).is_file() and is_manifest(Path(p))
+                                     for p in paths):
+        raise ValueError(f"a split ({split!r}) selects the entries of a manifest, and no "
+                         "input is a manifest (.jsonl)")
     found: list[FoundFile] = []
     for given in map(Path, paths):
         if given.is_file() and is_manifest(given):
             found += manifest_files(given, split)
         else:
-            found += find_files([given], accept)
+            found += find_files([given], accept, kind)
     return found

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from mmdtok.atomic import atomic_path
-from mmdtok.limits import check_codebooks
+from mmdtok.atomic import save_safetensors
+from mmdtok.limits import check_codebooks, check_latent_dim, check_rates
 from mmdtok.paths import find_files
 
 FORMAT = "mmdtok-tokens"
@@ -52,12 +52,20 @@ class EncodedFile:
     source_sample_rate: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("sample_rate", "channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_rates(self.sample_rate, self.channels, "the file")
         if not 0 < self.frame_rate < math.inf or self.length < 0:
             raise ValueError(f"frame_rate must be positive and length >= 0, got "
                              f"{self.frame_rate} and {self.length}")
+        frames = expected_frames(self.length, self.sample_rate, self.frame_rate)
+        if self.num_frames != frames:
+            raise ValueError(f"length {self.length} samples at {self.sample_rate} Hz makes "
+                             f"{frames} frames at {self.frame_rate:g} Hz, but the "
+                             f"{'latents' if isinstance(self, LatentFile) else 'codes'} "
+                             f"hold {self.num_frames}")
+
+    @property
+    def num_frames(self) -> int:
+        raise NotImplementedError
 
     @property
     def duration(self) -> float:
@@ -121,6 +129,7 @@ class LatentFile(EncodedFile):
         if self.latents.dim() != 2 or not self.latents.is_floating_point():
             raise ValueError(f"latents must be a floating-point tensor [D, T], got "
                              f"{tuple(self.latents.shape)} {self.latents.dtype}")
+        check_latent_dim(self.latent_dim, "latent file")
         if self.dtype not in LATENT_DTYPES:
             raise ValueError(f"latent dtype must be one of {sorted(LATENT_DTYPES)}, got "
                              f"{self.dtype!r}")
@@ -151,6 +160,15 @@ class LatentFile(EncodedFile):
         return {"format": LATENT_FORMAT, "format_version": str(LATENT_FORMAT_VERSION),
                 **super().metadata(), "latent_dim": str(self.latent_dim), "dtype": self.dtype,
                 "groups": str(self.groups)}
+
+
+def expected_frames(length: int, sample_rate: int, frame_rate: float) -> int:
+    """The frames a codec makes of ``length`` samples: ``ceil(length / hop)``, with
+    ``hop = sample_rate / frame_rate`` (in integers when the hop is a whole number)."""
+    hop = sample_rate / frame_rate
+    if abs(hop - round(hop)) < 1e-6 * hop:
+        return -(-length // round(hop))
+    return math.ceil(length / hop - 1e-9)
 
 
 class EncodingCodec(Protocol):
@@ -212,11 +230,7 @@ def save_encoded(path: str | os.PathLike[str], encoded: EncodedFile) -> Path:
 
 def _save(path: str | os.PathLike[str], name: str, tensor: Tensor,
           metadata: dict[str, str]) -> Path:
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as temp:
-        save_file({name: tensor}, str(temp), metadata=metadata)
-    return Path(path)
+    return save_safetensors(path, {name: tensor}, metadata)
 
 
 _TENSORS = {FORMAT: "codes", LATENT_FORMAT: "latents"}
@@ -281,14 +295,28 @@ def _read(path: str | os.PathLike[str], meta: dict[str, str], tensor: Tensor
                       codec_origin=meta.get("codec_origin", ""), source=meta.get("source", ""),
                       source_sample_rate=number("source_sample_rate", int, "0"))
         if kind == FORMAT:
+            _agrees(meta, "num_codebooks", tensor.shape[0], "the codes' rows")
+            if tensor.is_floating_point() or tensor.dtype == torch.bool:
+                raise ValueError(f"the codes are stored as {tensor.dtype}, not integers")
             return TokenFile(codes=tensor.long(), codebook_size=number("codebook_size"),
                              **common)
-        return LatentFile(latents=tensor.float(), dtype=meta.get("dtype", "float16"),
+        dtype = meta.get("dtype", "float16")
+        if LATENT_DTYPES.get(dtype, tensor.dtype) != tensor.dtype:
+            raise ValueError(f"the metadata say dtype {dtype}, but the latents are stored "
+                             f"as {str(tensor.dtype).removeprefix('torch.')}")
+        _agrees(meta, "latent_dim", tensor.shape[0], "the latents' channels")
+        return LatentFile(latents=tensor.float(), dtype=dtype,
                           groups=number("groups", int, "1"), **common)
     except ValueError as error:
         message = str(error)
         raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}"
                          ) from error
+
+
+def _agrees(meta: dict[str, str], name: str, actual: int, what: str) -> None:
+    """ValueError when the metadata field ``name`` (when present) is not ``actual``."""
+    if name in meta and meta[name] != str(actual):
+        raise ValueError(f"the metadata say {name} {meta[name]}, but {what} number {actual}")
 
 
 def _text(path: str | os.PathLike[str], meta: dict[str, str], name: str) -> str:
@@ -346,7 +374,7 @@ def is_encoded_file(path: Path) -> bool:
 def find_token_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Token files named directly or found in folders (recursively, sorted per folder);
     ValueError when a path does not exist or there are none."""
-    found = [f.path for f in find_files(paths, is_token_file)]
+    found = [f.path for f in find_files(paths, is_token_file, f"token file ({SUFFIX})")]
     if not found:
         raise ValueError(f"no token files ({SUFFIX}) in {', '.join(map(str, paths))}")
     return found

@@ -18,8 +18,8 @@ from mmdtok.atomic import atomic_path
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists and dicts of them) so that the
     file under ``path`` is always a complete checkpoint, old or new."""
-    with atomic_path(path) as temp:
-        torch.save(state, temp)
+    with atomic_path(path) as temp, open(temp, "wb") as file:
+        torch.save(state, file)  # through Python's file: a failed write is an OSError
     return Path(path)
 
 

@@ -76,7 +76,7 @@ def find_audio(sources: Sequence[str | os.PathLike[str]], valid_fraction: float 
     for source in map(Path, sources):
         if source.is_dir():
             files += [AudioFile(f.path, _hash_split(f.relative.as_posix(), valid_fraction))
-                      for f in find_files([source], is_audio_file)]
+                      for f in find_files([source], is_audio_file, "audio file")]
         elif source.is_file() and is_manifest(source):
             for entry in read_manifest(source):
                 path = entry["path"]
