@@ -37,6 +37,11 @@ MAIN = os.path.join(os.path.dirname(mmdtok.__file__), "__main__.py")
 
 
 def child(request):
+    if request.get("file_size_limit") is not None:  # as ulimit -f: the EFBIG of a full disk
+        import resource
+
+        limit = request["file_size_limit"]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -108,13 +113,15 @@ class _Server:
         atexit.register(self.close)
 
     def run(self, code: str | None, args: list[str], cwd: str, env: dict[str, str],
-            timeout: float) -> subprocess.CompletedProcess:
+            timeout: float, file_size_limit: int | None = None
+            ) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory() as folder:
             out, err = Path(folder) / "stdout", Path(folder) / "stderr"
             out.touch()
             err.touch()
             request = {"code": code, "args": args, "cwd": cwd, "env": env, "timeout": timeout,
-                       "stdout": str(out), "stderr": str(err)}
+                       "stdout": str(out), "stderr": str(err),
+                       "file_size_limit": file_size_limit}
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
             answer = self.process.stdout.readline()
@@ -136,12 +143,14 @@ _server: _Server | None = None
 
 
 def run_mmdtok(*args: object, cwd: str | os.PathLike[str] | None = None,
-               env: dict[str, str] | None = None, timeout: float = 300
-               ) -> subprocess.CompletedProcess:
+               env: dict[str, str] | None = None, timeout: float = 300,
+               file_size_limit: int | None = None) -> subprocess.CompletedProcess:
     """``mmdtok ARGS`` in a process of its own (see the module docstring): its exit
     status, stdout and stderr (text), as ``subprocess.run`` gives them. ``env`` is added
-    to this process's environment, with one OpenMP thread as the tests' default."""
-    return _run(None, args, cwd, env, timeout)
+    to this process's environment, with one OpenMP thread as the tests' default.
+    ``file_size_limit``: the largest file, in bytes, the process may write (``ulimit
+    -f``): a write beyond it fails with EFBIG, as on a full disk."""
+    return _run(None, args, cwd, env, timeout, file_size_limit)
 
 
 def run_python(code: str, *args: object, cwd: str | os.PathLike[str] | None = None,
@@ -153,11 +162,12 @@ def run_python(code: str, *args: object, cwd: str | os.PathLike[str] | None = No
 
 
 def _run(code: str | None, args: tuple[object, ...], cwd: str | os.PathLike[str] | None,
-         env: dict[str, str] | None, timeout: float) -> subprocess.CompletedProcess:
+         env: dict[str, str] | None, timeout: float, file_size_limit: int | None = None
+         ) -> subprocess.CompletedProcess:
     global _server
     if _server is None or _server.process.poll() is not None:
         _server = _Server()
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
                    **(env or {})}
     return _server.run(code, [str(arg) for arg in args], str(cwd or os.getcwd()),
-                       environment, timeout)
+                       environment, timeout, file_size_limit)

@@ -16,7 +16,7 @@ ROOT = Path(mmdtok.__file__).parent
 # Each module's layer (DESIGN.md): a module may import its own layer or lower ones.
 LAYERS = {
     0: ["version", "atomic", "paths", "configuration", "distributed", "patterns", "audio",
-        "tokens", "hub", "limits"],
+        "tokens", "hub", "limits", "locks"],
     1: ["quantizers"],
     2: ["losses", "metrics"],
     3: ["models", "convert", "streaming", "export"],

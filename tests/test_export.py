@@ -4,6 +4,7 @@ says what a runtime needs; the runtime script needs no torch."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,10 @@ def test_the_codec_runs_in_onnxruntime_with_its_exact_codes(exported):
     odd = music[:1, :, : 3 * codec.sample_rate + 17]
     assert np.array_equal(_run(folder, ENCODER, odd.numpy()), codec.encode(odd).numpy())
     assert "100.00% of the codes equal" in output
+    # each slow step says when it starts and how long it took; torch's notices are hidden
+    assert "tracing and writing" in output and re.search(r"wrote .*encoder.onnx .* in \d+ s",
+                                                         output)
+    assert "torchvision" not in output and "deprecated" not in output
 
 
 def test_the_folder_says_what_a_runtime_needs(exported):

@@ -39,7 +39,7 @@ def test_token_files_round_trip_codes_and_metadata(tmp_path_factory, k, t, size,
 
 
 def test_codes_out_of_range_or_not_integer_are_refused():
-    with pytest.raises(ValueError, match=r"lie in \[0, 2048\)"):
+    with pytest.raises(ValueError, match=r"lie in \[0, codebook_size\) = \[0, 2048\)"):
         _tokens(torch.tensor([[2048]]))
     with pytest.raises(ValueError, match="integer tensor"):
         _tokens(torch.zeros(1, 3))

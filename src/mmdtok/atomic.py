@@ -81,6 +81,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(temp, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(temp, target)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        if error.filename in (None, os.fspath(temp)):  # name the file, not its temporary
+            raise OSError(error.errno, error.strerror, os.fspath(target)) from error
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

@@ -27,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: [onnx], [B, K, T] are shown as written
 )
 
 ModelOption = Annotated[str | None, typer.Option(
@@ -88,13 +89,15 @@ def _load_codec(model: str | None, revision: str | None, device: str):
 
 def _codec_source(model: str | None, revision: str | None) -> str:
     """Where ``--model`` (or a token file's origin) loads a codec from, in words."""
-    from mmdtok.hub import offline_mode
+    from mmdtok.hub import is_hub_id, offline_mode
     from mmdtok.persistence import is_bundled_name
 
     if is_bundled_name(model):
         return f"{model or 'mmdtok:small-music'} (shipped in the package)"
     if Path(model).expanduser().is_dir():
         return f"the folder {Path(model).expanduser().resolve()}"
+    if not is_hub_id(model):
+        return f"the folder {Path(model).expanduser()}, which does not exist"
     cache = "the local Hugging Face cache only (offline)" if offline_mode() else (
         "the Hugging Face Hub (or its local cache)")
     return f"{model} at revision {revision or 'main'} from {cache}"
@@ -645,20 +648,22 @@ def export_onnx(
     """Export a codec to ONNX: encoder.onnx (audio [batch, channels, samples] -> codes
     [batch, n_q, frames]) and decoder.onnx (codes -> audio), batch and length dynamic,
     plus onnx.json (rates, codebooks, the weights' fingerprint, the shortest input).
-    Runs without torch in onnxruntime. Needs the onnx extra: pip install "mmdtok[onnx]"."""
+    Runs without torch in onnxruntime. Needs the onnx extra: pip install "mmdtok[onnx]".
+    Tracing takes a while: about 25 s for the shipped codec on a CPU, longer for the
+    larger published layouts; each step is printed as it starts and ends."""
     from mmdtok.export import export_onnx as export
 
     codec = _load_codec(model, revision, "cpu")
     n_q = _n_q(codec, n_q)
     _output_folder(out)
-    try:
-        with _locked(out):
+    with _locked(out):
+        try:
             result = export(codec, out, n_q, opset=opset, check=check,
                             progress=lambda line: typer.echo(line, err=True))
-    except ImportError as error:
-        raise fail(str(error)) from error
-    except RuntimeError as error:
-        raise fail(str(error), code=1) from error
+        except ImportError as error:
+            raise fail(str(error)) from error
+        except RuntimeError as error:
+            raise fail(str(error), code=1) from error
     meta = result.metadata
     content = (f"latent {meta['latent_dim']} channels" if meta["continuous"]
                else f"{meta['n_q']} x {meta['codebook_size']} codes")

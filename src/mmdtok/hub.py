@@ -37,6 +37,16 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FILE_SUFFIXES = {".mmdtok", ".wav", ".flac", ".ogg", ".mp3", ".safetensors", ".json", ".pt"}
 
 
+def is_hub_id(name: str | os.PathLike[str]) -> bool:
+    """Whether :func:`resolve_model` takes ``name`` for a Hub repository id: not a local
+    folder, of the form ``owner/name``, not a path (a file's suffix, or a folder of this
+    machine as the "owner")."""
+    text = os.fspath(name)
+    local = Path(text).expanduser()
+    return (not local.is_dir() and bool(REPO_ID.match(text)) and ".." not in text
+            and local.suffix.lower() not in FILE_SUFFIXES and not local.parent.is_dir())
+
+
 def resolve_model(name_or_dir: str | os.PathLike[str], revision: str | None = None, *,
                   cache_dir: str | os.PathLike[str] | None = None,
                   local_files_only: bool = False, endpoint: str | None = None) -> Path:
@@ -61,8 +71,7 @@ def resolve_model(name_or_dir: str | os.PathLike[str], revision: str | None = No
     if not REPO_ID.match(text) or ".." in text:
         raise ModelNotFoundError(f"no model folder at {local}, and {text!r} is not a Hub "
                                  "repository id of the form 'owner/name'")
-    if local.suffix.lower() in FILE_SUFFIXES or local.parent.is_dir():
-        # A path: a file's suffix, or a folder of this machine as the "owner".
+    if not is_hub_id(text):
         raise ModelNotFoundError(f"no such file or model folder: {local}")
     try:
         return _download(text, revision, cache_dir, offline_mode(local_files_only), endpoint)

@@ -65,6 +65,8 @@ def check_plot_path(path: str | os.PathLike[str]) -> Path:
     written (:func:`mmdtok.atomic.check_output_file`); ValueError otherwise."""
     pyplot = _pyplot()
     out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder: give the name of an image file to write")
     out = out if out.suffix else out.with_name(out.name + ".png")  # as matplotlib would
     formats = pyplot.figure().canvas.get_supported_filetypes()
     pyplot.close("all")

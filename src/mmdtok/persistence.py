@@ -54,10 +54,21 @@ class Codec(CodecModel):
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike[str], revision: str | None = None,
                         **options: Any) -> Codec:
-        """Load a codec from a local folder or a Hugging Face Hub repository id, in
-        mmdtok's format or EnCodec's (transformers layout, converted on load). Options:
+        """Load a codec from a local folder, a Hugging Face Hub repository id (mmdtok's
+        format, EnCodec's or DAC's transformers layout, converted on load) or a shipped
+        codec's name (``mmdtok:small-music``, as the command line takes it). Options:
         ``cache_dir``, ``local_files_only``, ``endpoint``, ``inference`` (default True:
         eval mode with weight norm folded); see :func:`load_pretrained`."""
+        if str(name_or_dir).startswith(BUNDLED_PREFIX):
+            if revision is not None:
+                raise ValueError(f"a revision applies to Hub repositories, not to the "
+                                 f"shipped codec {name_or_dir}")
+            inference = options.pop("inference", True)
+            if options:
+                raise TypeError(f"{', '.join(sorted(options))}: options of Hub and folder "
+                                f"loads, not of the shipped codec {name_or_dir}")
+            return load_bundled(str(name_or_dir).removeprefix(BUNDLED_PREFIX),
+                                inference=inference)
         return load_pretrained(name_or_dir, revision, **options)
 
     @classmethod

@@ -58,8 +58,9 @@ class EncodedFile:
                              f"{self.frame_rate} and {self.length}")
         frames = expected_frames(self.length, self.sample_rate, self.frame_rate)
         if self.num_frames != frames:
-            raise ValueError(f"length {self.length} samples at {self.sample_rate} Hz makes "
-                             f"{frames} frames at {self.frame_rate:g} Hz, but the "
+            raise ValueError(f"length {self.length} samples at sample_rate "
+                             f"{self.sample_rate} Hz make {frames} frames at frame_rate "
+                             f"{self.frame_rate:g} Hz, but the "
                              f"{'latents' if isinstance(self, LatentFile) else 'codes'} "
                              f"hold {self.num_frames}")
 
@@ -95,7 +96,8 @@ class TokenFile(EncodedFile):
         if self.codes.numel():
             low, high = (int(v) for v in torch.aminmax(self.codes))
             if low < 0 or high >= self.codebook_size:
-                raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+                raise ValueError(f"codes must lie in [0, codebook_size) = [0, "
+                                 f"{self.codebook_size}), got values in [{low}, {high}]")
 
     @property
     def num_codebooks(self) -> int:

@@ -226,5 +226,5 @@ def test_token_sets_refuse_mixed_codecs_and_mixed_bitrates(codec_and_tokens, tmp
     with pytest.raises(ValueError, match="another codec"):
         data_lib.load_token_set([first, tmp_path / "other.mmdtok"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no token files"):
+    with pytest.raises(ValueError, match="holds no token file"):
         data_lib.load_token_set([tmp_path / "empty"])

@@ -79,7 +79,7 @@ def test_n_q_keeps_a_prefix_of_the_codebooks(codec):
 def test_settings_are_checked(codec):
     with pytest.raises(ValueError, match="must be >= 1"):
         ChunkSettings(piece=0)
-    with pytest.raises(ValueError, match="no frames"):
+    with pytest.raises(ValueError, match="at least one item and one frame"):
         decode_many(codec, [torch.zeros(4, 0, dtype=torch.long)])
     with pytest.raises(ValueError, match="window must exceed"):
         encode_many(codec, [notes(0.1, 24_000)], settings=ChunkSettings(window=3))

@@ -266,6 +266,31 @@ def test_a_vae_codec_trains_with_its_kl_term_and_the_independence_loss(tiny_corp
     assert latent.shape == (1, 64, 4) and latent.is_floating_point()
 
 
+@pytest.mark.parametrize("preset", ["small-music", "small-music-causal", "small-vae",
+                                    "small-dac"])
+def test_a_decoder_only_run_leaves_the_encoder_and_quantizer_bitwise_as_they_were(
+        preset, tiny_corpus, tmp_path):
+    """Every architecture (SEANet, causal SEANet, the VAE, DAC with its weight-normed
+    quantizer projections): the exported codec's encoder and quantizer tensors are the
+    start's, bit for bit, not re-derived from a weight-norm pair."""
+    from mmdtok.testing import trained_codebooks
+
+    start = tmp_path / "start"
+    (trained_codebooks(preset) if preset != "small-vae"
+     else Codec.from_preset(preset).for_inference()).save_pretrained(start)
+    config = TrainConfig(codec=preset, init_from=str(start), trainable="decoder", steps=2,
+                         batch_size=1, segment_seconds=0.2, warmup_steps=0, lr=1e-2,
+                         checkpoint_every=2, discriminator_filters=4, valid_fraction=0.0)
+    train(config, [tiny_corpus[0] / "manifest.jsonl"], tmp_path / "run")
+    before = Codec.from_pretrained(start).state_dict()
+    after = Codec.from_pretrained(tmp_path / "run").state_dict()
+    fixed = [name for name in before if not name.startswith("decoder.")]
+    assert fixed and before.keys() == after.keys()
+    changed = [name for name in fixed if not torch.equal(before[name], after[name])]
+    assert changed == []
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("decoder."))
+
+
 def test_a_decoder_only_run_keeps_every_code_and_trains_the_decoder(tiny_corpus, tmp_path):
     from mmdtok.train.state import build_run
 

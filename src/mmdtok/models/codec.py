@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
+from mmdtok.limits import check_integer
 from mmdtok.models.config import CodecConfig, build_quantizer
 from mmdtok.models.dac import DACDecoder, DACEncoder
 from mmdtok.models.layers import fold_weight_norm
@@ -111,14 +113,36 @@ class CodecModel(nn.Module):
         if audio.dim() != 3 or audio.shape[1] != self.channels or audio.shape[-1] == 0:
             raise ValueError(f"audio must be [B, {self.channels}, L>0] for this "
                              f"{self.channels}-channel codec, got {tuple(audio.shape)}")
+        if audio.shape[0] == 0:
+            raise ValueError("audio is a batch of 0: give at least one item")
         if not audio.is_floating_point():
             raise TypeError(f"audio must be floating point, got {audio.dtype}")
         if finite and not bool(torch.isfinite(audio).all()):
             raise ValueError("the audio contains NaN or infinite samples")
 
+    def check_codes(self, codes: Tensor, length: int | None = None) -> Tensor:
+        """The codes (a continuous codec: the latent) [B, K', T] as the decoder takes
+        them, after checking them (:meth:`Quantizer.checked_codes`, at least one item and
+        one frame) and ``length`` (None, or an integer in 0..T * hop: the samples kept);
+        TypeError or ValueError naming what is wrong."""
+        codes = self.quantizer.checked_codes(codes)
+        if codes.shape[0] == 0 or codes.shape[-1] == 0:
+            raise ValueError(f"codes must hold at least one item and one frame, got shape "
+                             f"{tuple(codes.shape)}")
+        if length is not None:
+            check_integer("length", length, 0, codes.shape[-1] * self.hop_length)
+        return codes
+
+    def _same_dtype(self, audio: Tensor) -> None:
+        dtype = next(self.parameters()).dtype
+        if audio.dtype != dtype:
+            raise TypeError(f"audio is {audio.dtype} and the codec {dtype}: convert one "
+                            f"(audio.to({dtype}) or codec.to({audio.dtype}))")
+
     def forward(self, audio: Tensor) -> CodecOutput:
         """Training pass: reconstruction, latent and quantizer output."""
         self.check_audio(audio)
+        self._same_dtype(audio)
         latent = self.encoder(audio)
         quantized = self.quantizer(latent)
         decoded = self.decoder(quantized.quantized)[..., : audio.shape[-1]]
@@ -128,6 +152,7 @@ class CodecModel(nn.Module):
         """Per-codebook streams [B, K, D_k, T] with gradients to the encoder, without
         updating codebook statistics: what :class:`~mmdtok.IndependenceLoss` takes."""
         self.check_audio(audio)
+        self._same_dtype(audio)
         was_training = self.quantizer.training
         self.quantizer.eval()
         try:
@@ -138,17 +163,20 @@ class CodecModel(nn.Module):
     @torch.inference_mode()
     def encode(self, audio: Tensor, n_q: int | None = None) -> Tensor:
         """Codes [B, K, T] (K = ``n_q`` or all) of audio [B, C, L] at ``sample_rate``; for
-        a continuous codec the latent [B, D, T] (the posterior mean; ``n_q`` unset)."""
+        a continuous codec the latent [B, D, T] (the posterior mean; ``n_q`` unset).
+        Floating-point audio of another dtype is converted to the codec's."""
         self.check_audio(audio, finite=True)
         n_q = self.quantizer.resolve_n_q(n_q)
+        audio = audio.to(next(self.parameters()).dtype)
         return self.quantizer.encode_latent(self.encoder(audio), n_q)
 
     @torch.inference_mode()
     def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
         """Audio [B, C, T * hop] (or the first ``length`` samples) from codes [B, K', T];
         K' <= K codebooks (a prefix) is a lower bitrate. A continuous codec takes its
-        latent [B, D, T]."""
-        audio = self.decoder(self.quantizer.decode(codes))
+        latent [B, D, T]. ``length``: an integer in 0..T * hop."""
+        codes = self.check_codes(codes, length)
+        audio = self.decoder(self.quantizer.decode_codes(codes))
         return audio if length is None else audio[..., :length]
 
     def for_inference(self, time_major: bool = True) -> CodecModel:
@@ -182,10 +210,13 @@ class CodecModel(nn.Module):
         return twin.eval()
 
     def load_weights(self, state: dict[str, Tensor]) -> CodecModel:
-        """Load weights saved with or without weight norm (folded); a folded state folds
-        the codec first. ValueError naming missing or unexpected keys. Returns ``self``."""
-        if not any(".parametrizations." in name for name in state):
-            fold_weight_norm(self)
+        """Load weights saved with or without weight norm (folded), or with some layers
+        folded (a decoder-only run's fixed encoder): each layer whose weight the state
+        holds folded is folded first. ValueError naming missing or unexpected keys.
+        Returns ``self``."""
+        for name, module in self.named_modules():
+            if f"{name}.weight" in state and parametrize.is_parametrized(module, "weight"):
+                fold_weight_norm(module)
         own = self.state_dict()
         wrong = [f"{name} is {list(tensor.shape)}, the config makes {list(own[name].shape)}"
                  for name, tensor in state.items()

@@ -19,7 +19,15 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     """Write ``state`` (tensors, numbers, strings, lists and dicts of them) so that the
     file under ``path`` is always a complete checkpoint, old or new."""
     with atomic_path(path) as temp, open(temp, "wb") as file:
-        torch.save(state, file)  # through Python's file: a failed write is an OSError
+        try:
+            torch.save(state, file)
+        except RuntimeError as error:  # torch's zip writer reports a failed write so
+            cause = error.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise OSError(cause.errno, cause.strerror, os.fspath(path)) from error
     return Path(path)
 
 

@@ -13,6 +13,7 @@ from mmdtok.losses.balancer import GradientBalancer
 from mmdtok.losses.spectral import MultiScaleMelLoss
 from mmdtok.models import CodecConfig, CodecModel
 from mmdtok.models.codec import unfolded_state
+from mmdtok.models.layers import fold_weight_norm
 from mmdtok.models.discriminator import MultiScaleSTFTDiscriminator
 from mmdtok.persistence import Codec, load_codec
 from mmdtok.train.checkpoint import WeightEma
@@ -157,6 +158,11 @@ def build_run(config: TrainConfig, device: torch.device) -> Run:
     same on every rank)."""
     torch.manual_seed(config.seed)
     codec = Codec.from_config(config.codec_config())
+    if config.trainable == "decoder":
+        # The fixed encoder holds the start's weights as they are, not re-derived from a
+        # weight-norm pair (g * v / |v| rounds): it comes out bitwise unchanged.
+        fold_weight_norm(codec.encoder)
+        fold_weight_norm(codec.quantizer)
     if config.init_from:
         start_from(codec, config.init_from)
     codec = codec.to(device)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mmdtok.limits import check_integer
 from mmdtok.models.codec import CodecModel
 from mmdtok.models.runtime.stack import LayerStack
 
@@ -90,9 +91,9 @@ class ChunkSettings:
     activation_bytes: int = 24 << 20
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.piece < 1 or (self.max_batch is not None
-                                                 and self.max_batch < 1):
-            raise ValueError(f"window, piece and max_batch must be >= 1, got {self}")
+        for name in ("window", "piece", "activation_bytes") + (
+                ("max_batch",) if self.max_batch is not None else ()):
+            check_integer(name, getattr(self, name), 1)
 
     def batch_for(self, bytes_per_item: int) -> int:
         if self.max_batch is not None:
@@ -282,15 +283,11 @@ def decode_many(codec: CodecModel, codes: Sequence[Tensor], lengths: Sequence[in
     equal to ``codec.decode(codes[None])[0]`` up to float rounding. Each codes tensor is
     checked and converted to int64 once, here (not piece by piece)."""
     settings = _check_settings(settings, codec)
-    checked = []
-    for code in codes:
-        code = codec.quantizer.checked_codes(code[None] if isinstance(code, Tensor) else code)
-        if code.shape[-1] == 0:
-            raise ValueError("codes with no frames cannot be decoded")
-        checked.append(code[0])
     lengths = list(lengths) or [None] * len(codes)
     if len(lengths) != len(codes):
         raise ValueError(f"got {len(lengths)} lengths for {len(codes)} code tensors")
+    checked = [codec.check_codes(code[None] if isinstance(code, Tensor) else code, length)[0]
+               for code, length in zip(codes, lengths)]
     jobs = [_decode_job(codec, code, settings) for code in checked]
     audios = run_jobs(jobs, codec, settings)
     return [a if n is None else a[..., :n] for a, n in zip(audios, lengths)]

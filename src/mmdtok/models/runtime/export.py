@@ -20,8 +20,12 @@ least ``min_samples`` (onnx.json); the decoder takes int64 codes [batch, n_q, fr
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,13 +122,17 @@ def export_onnx(codec: CodecModel, folder: str | os.PathLike[str], n_q: int | No
     for module, example, name, inputs, outputs, axis, shortest, optimize in (
             (encode, audio, ENCODER, "audio", input_name, "samples", min_samples, True),
             (decode, codes, DECODER, input_name, "audio", "frames", min_frames, False)):
-        with atomic_path(folder / name) as temp:
+        say(f"tracing and writing {folder / name} ...")
+        start = time.monotonic()
+        with atomic_path(folder / name) as temp, _quiet_exporter():
             _write_graph(module, example, temp, inputs, outputs, opset, optimize,
                          translations)
-        say(f"wrote {folder / name} ({axis} >= {shortest})")
+        say(f"wrote {folder / name} ({axis} >= {shortest}) in "
+            f"{time.monotonic() - start:.0f} s")
 
     result = None
     if check and _installed("onnxruntime"):
+        say("checking both graphs with onnxruntime against mmdtok ...")
         result = _check(codec, n_q, folder)
     tokens = ("latent float32 [batch, dim, frames]" if codec.continuous
               else "codes int64 [batch, n_q, frames]")  # between the two graphs
@@ -185,6 +193,21 @@ def _shortest(model: nn.Module, run: Callable[[int], object], upper: int) -> int
     finally:
         for hook in hooks:
             hook.remove()
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """torch.onnx's own notices (optional packages it skips, deprecations inside the
+    exporter) are not the user's to act on: hidden while a graph is written."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _write_graph(module: nn.Module, example: Tensor, path: Path, input_name: str,

@@ -88,6 +88,13 @@ class _Half:
         if self.ended:
             raise RuntimeError("the stream has been flushed; build a new one for new input")
 
+    def _check_batch(self, batch: int) -> None:
+        if batch == 0:
+            raise ValueError("a batch of 0: give at least one item")
+        if self._batch is not None and batch != self._batch:
+            raise ValueError(f"the batch changed from {self._batch} to {batch}: keep it "
+                             f"fixed in a stream")
+
     def _first(self) -> int:
         """The fewest inputs after which the layers have emitted an output."""
         hi = 1
@@ -110,8 +117,9 @@ class StreamingEncoder(_Half):
     """
 
     def __init__(self, codec: CodecModel, n_q: int | None = None) -> None:
+        n_q = codec.quantizer.resolve_n_q(n_q)  # refused before any work
         super().__init__(codec, "encoder")
-        self.n_q = codec.quantizer.resolve_n_q(n_q)
+        self.n_q = n_q
         self.samples = 0
 
     @property
@@ -142,12 +150,10 @@ class StreamingEncoder(_Half):
             shape = tuple(audio.shape) if isinstance(audio, Tensor) else type(audio).__name__
             raise ValueError(f"audio must be a float tensor [B, {self.codec.channels}, n], "
                              f"got {shape}")
-        if self._batch is not None and audio.shape[0] != self._batch:
-            raise ValueError(f"the batch changed from {self._batch} to {audio.shape[0]}: "
-                             f"keep it fixed in a stream")
+        self._check_batch(audio.shape[0])
         if audio.shape[-1] and not bool(torch.isfinite(audio).all()):
             raise ValueError("the audio contains NaN or infinite samples")
-        self._batch = audio.shape[0]
+        self._batch = audio.shape[0]  # every check passed: a refused push changes nothing
         self.samples += audio.shape[-1]
         return self._codes(self.layers.push(audio.to(self.dtype)))
 
@@ -192,19 +198,17 @@ class StreamingDecoder(_Half):
     def push(self, codes: Tensor) -> Tensor:
         """Audio [B, C, n] (n >= 0) newly determined by ``codes`` [B, K', t]."""
         self._check_open()
-        if not isinstance(codes, Tensor) or codes.dim() != 3:
-            shape = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
-            raise ValueError(f"codes must be a tensor [B, K, t], got {shape}")
-        if self._batch is not None and (codes.shape[0], codes.shape[1]) != (
-                self._batch, self._codebooks):
-            raise ValueError(f"codes [{codes.shape[0]}, {codes.shape[1]}, t] after "
-                             f"[{self._batch}, {self._codebooks}, t]: keep the batch and "
-                             f"the codebooks fixed in a stream")
+        codes = self.codec.quantizer.checked_codes(codes)  # type, rank, dtype, range
+        self._check_batch(codes.shape[0])
+        if self._codebooks is not None and codes.shape[1] != self._codebooks:
+            raise ValueError(f"codes of {codes.shape[1]} codebooks after {self._codebooks}: "
+                             f"keep the codebooks fixed in a stream")
+        # every check passed: a refused push changes nothing
         self._batch, self._codebooks = codes.shape[0], codes.shape[1]
         if not codes.shape[-1]:
             return self._audio(nothing())
         with torch.inference_mode():
-            latent = self.codec.quantizer.decode(codes)
+            latent = self.codec.quantizer.decode_codes(codes)
         self.frames += codes.shape[-1]
         return self._audio(self.layers.push(latent.clone()))
 
