@@ -19,7 +19,7 @@ import soundfile
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from mmdtok.atomic import is_temporary, write_error
@@ -29,7 +29,7 @@ from mmdtok.models import ChunkSettings, decode_many, encode_many
 from mmdtok.persistence import Codec
 from mmdtok.streaming import StreamingDecoder, StreamingEncoder
 from mmdtok.testing import notes, tiny_vae, trained_codebooks
-from mmdtok.tokens import LatentFile, TokenFile, load_encoded, save_latents, save_tokens
+from mmdtok.tokens import LatentFile, TokenFile, load_encoded, save_latents
 from tests.cli_processes import run_mmdtok, run_python
 
 ROOT = Path(__file__).parents[1]

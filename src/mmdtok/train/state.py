@@ -13,8 +13,8 @@ from mmdtok.losses.balancer import GradientBalancer
 from mmdtok.losses.spectral import MultiScaleMelLoss
 from mmdtok.models import CodecConfig, CodecModel
 from mmdtok.models.codec import unfolded_state
-from mmdtok.models.layers import fold_weight_norm
 from mmdtok.models.discriminator import MultiScaleSTFTDiscriminator
+from mmdtok.models.layers import fold_weight_norm
 from mmdtok.persistence import Codec, load_codec
 from mmdtok.train.checkpoint import WeightEma
 from mmdtok.train.config import TrainConfig
