@@ -32,14 +32,15 @@ RANK = {name: rank for rank, names in LAYERS.items() for name in names}
 MODEL_LAYERS = {
     0: ["runtime.layer", "runtime.kernels"],
     1: ["layers", "runtime.stack"],
-    2: ["seanet", "dac", "discriminator"],
+    2: ["seanet", "dac", "istft", "discriminator"],
     3: ["config", "presets", "codec"],
     4: ["runtime.chunked", "runtime.streaming", "runtime.export"],
     5: [""],  # mmdtok/models/__init__.py
 }
 MODEL_RANK = {name: rank for rank, names in MODEL_LAYERS.items() for name in names}
 # what a runner may not import: a runner is generic over the protocol of runtime.layer
-NETWORKS = ("mmdtok.models.layers", "mmdtok.models.seanet", "mmdtok.models.dac")
+NETWORKS = ("mmdtok.models.layers", "mmdtok.models.seanet", "mmdtok.models.dac",
+            "mmdtok.models.istft")
 
 
 def _module_name(path: Path) -> str:

@@ -17,6 +17,7 @@ from torch.nn.utils import parametrize
 from mmdtok.limits import check_integer
 from mmdtok.models.config import CodecConfig, build_quantizer
 from mmdtok.models.dac import DACDecoder, DACEncoder
+from mmdtok.models.istft import ISTFTDecoder
 from mmdtok.models.layers import fold_weight_norm
 from mmdtok.models.presets import preset
 from mmdtok.models.seanet import SEANetDecoder, SEANetEncoder
@@ -47,7 +48,7 @@ class CodecModel(nn.Module):
     """
 
     def __init__(self, encoder: SEANetEncoder | DACEncoder, quantizer: Quantizer,
-                 decoder: SEANetDecoder | DACDecoder,
+                 decoder: SEANetDecoder | DACDecoder | ISTFTDecoder,
                  config: CodecConfig) -> None:
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
@@ -59,10 +60,14 @@ class CodecModel(nn.Module):
         """Fresh (untrained) weights for ``config``."""
         quantizer = build_quantizer(config)
         if config.dac is not None:
-            return cls(DACEncoder(config.dac, quantizer.input_dim), quantizer,
-                       DACDecoder(config.dac), config)
-        return cls(SEANetEncoder(config.seanet, quantizer.input_dim), quantizer,
-                   SEANetDecoder(config.seanet), config)
+            encoder, decoder = DACEncoder(config.dac, quantizer.input_dim), DACDecoder(config.dac)
+        else:
+            encoder = SEANetEncoder(config.seanet, quantizer.input_dim)
+            decoder = SEANetDecoder(config.seanet)
+        if config.istft is not None:  # the frame-rate decoder in place of the network's
+            decoder = ISTFTDecoder(config.istft, quantizer.dim, config.hop_length,
+                                   config.channels)
+        return cls(encoder, quantizer, decoder, config)
 
     @classmethod
     def from_preset(cls, name: str) -> CodecModel:

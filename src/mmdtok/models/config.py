@@ -7,6 +7,7 @@ from typing import Any
 
 from mmdtok.configuration import describe
 from mmdtok.models.dac import DACConfig
+from mmdtok.models.istft import ISTFTConfig
 from mmdtok.models.seanet import SEANetConfig
 from mmdtok.quantizers import (
     FSQ,
@@ -20,7 +21,7 @@ from mmdtok.quantizers import (
 
 QUANTIZERS: dict[str, type[Quantizer]] = {"rvq": ResidualVQ, "pvq": ProductVQ, "fsq": FSQ,
                                           "vae": VAEBottleneck, "factorized": FactorizedRVQ}
-_FIELDS = ("name", "sample_rate", "seanet", "dac", "quantizer")
+_FIELDS = ("name", "sample_rate", "seanet", "dac", "quantizer", "istft")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class CodecConfig:
         bottleneck (:class:`~mmdtok.quantizers.VAEBottleneck`): the encoder then emits
         twice the latent dimension (mean and scale). ``"factorized"`` is DAC's
         (:class:`~mmdtok.quantizers.FactorizedRVQ`).
+    istft: set (an :class:`~mmdtok.models.istft.ISTFTConfig`), the decoder is the
+        frame-rate one with an inverse STFT (Vocos' design) in place of the network's;
+        the encoder and the quantizer stay the network's.
     """
 
     name: str
@@ -44,6 +48,7 @@ class CodecConfig:
     quantizer: dict[str, Any] = field(
         default_factory=lambda: {"kind": "rvq", "num_codebooks": 4, "codebook_size": 2048})
     dac: DACConfig | None = None
+    istft: ISTFTConfig | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -76,8 +81,9 @@ class CodecConfig:
     def to_dict(self) -> dict[str, Any]:
         network = ({"dac": self.dac.to_dict()} if self.dac is not None
                    else {"seanet": self.seanet.to_dict()})
+        decoder = {"istft": self.istft.to_dict()} if self.istft is not None else {}
         return {"name": self.name, "sample_rate": self.sample_rate, **network,
-                "quantizer": dict(self.quantizer)}
+                "quantizer": dict(self.quantizer), **decoder}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
@@ -92,7 +98,7 @@ class CodecConfig:
         if "seanet" in data and "dac" in data:
             raise ValueError("codec config has both 'seanet' and 'dac': one network only")
         for key, kind in (("name", str), ("sample_rate", int), ("seanet", dict),
-                          ("dac", dict), ("quantizer", dict)):
+                          ("dac", dict), ("quantizer", dict), ("istft", dict)):
             if key in data and (not isinstance(data[key], kind)
                                 or isinstance(data[key], bool)):
                 raise ValueError(f"codec config {key} must be {describe(kind)}, got "
@@ -100,7 +106,9 @@ class CodecConfig:
         return cls(name=data["name"], sample_rate=data["sample_rate"],
                    seanet=SEANetConfig.from_dict(dict(data.get("seanet", {}))),
                    quantizer=dict(data.get("quantizer", {"kind": "rvq"})),
-                   dac=DACConfig.from_dict(dict(data["dac"])) if "dac" in data else None)
+                   dac=DACConfig.from_dict(dict(data["dac"])) if "dac" in data else None,
+                   istft=(ISTFTConfig.from_dict(dict(data["istft"])) if "istft" in data
+                          else None))
 
 
 def build_quantizer(config: CodecConfig) -> Quantizer:

@@ -18,6 +18,7 @@ from typing import Any
 
 from mmdtok.configuration import config_from_dict, config_to_dict
 from mmdtok.models.codec import CodecConfig
+from mmdtok.models.istft import ISTFTConfig
 from mmdtok.models.presets import preset
 
 
@@ -28,6 +29,8 @@ class TrainConfig:
     codec: str = "small-music"  # a preset name
     quantizer: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's
     # quantizer settings, e.g. {"codebook_size": 256, "codebook": {"decay": 0.9}}
+    decoder: dict[str, Any] = field(default_factory=dict)  # {}: the preset's decoder;
+    # {"istft": {...}}: the frame-rate decoder (mmdtok.models.ISTFTConfig's fields)
     steps: int = 2000
     batch_size: int = 8
     segment_seconds: float = 1.0
@@ -101,6 +104,12 @@ class TrainConfig:
         if self.independence_pattern not in {"", "delay", "parallel"}:
             raise ValueError("independence_pattern must be '', 'delay' or 'parallel', got "
                              f"{self.independence_pattern!r}")
+        if set(self.decoder) - {"istft"} or not isinstance(self.decoder.get("istft", {}),
+                                                           dict):
+            raise ValueError(f"decoder must be {{}} (the preset's) or {{\"istft\": {{...}}}} "
+                             f"(the frame-rate decoder's settings), got {self.decoder!r}")
+        if self.decoder:
+            self.codec_config()  # its settings are checked here, before any work
         if self.trainable not in {"all", "decoder"}:
             raise ValueError(f"trainable must be 'all' or 'decoder', got {self.trainable!r}")
         if self.trainable == "decoder" and self.independence:
@@ -112,8 +121,10 @@ class TrainConfig:
 
     def codec_config(self) -> CodecConfig:
         """The preset ``codec`` with the ``quantizer`` overrides applied (``"codebook"``
-        overrides the preset's codebook options one by one)."""
+        overrides the preset's codebook options one by one) and the ``decoder`` chosen."""
         base = preset(self.codec)
+        if "istft" in self.decoder:
+            base = replace(base, istft=ISTFTConfig.from_dict(dict(self.decoder["istft"])))
         if not self.quantizer:
             return base
         merged = {**base.quantizer, **self.quantizer}

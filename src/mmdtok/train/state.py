@@ -128,18 +128,26 @@ def _architecture(config: CodecConfig) -> dict:
     return data
 
 
-def start_from(codec: Codec, origin: str) -> None:
+def start_from(codec: Codec, origin: str, decoder_only: bool = False) -> None:
     """Copy the weights (and codebooks, latent norm) of the codec ``origin`` into
-    ``codec``, in float32; ValueError when its architecture differs."""
+    ``codec``, in float32; ValueError when its architecture differs. ``decoder_only`` (a
+    run that trains the decoder alone): the decoder may be another kind (the frame-rate
+    one in place of the network's); it then starts fresh and the rest is copied."""
     source = load_codec(origin)
     mine, theirs = _architecture(codec.config), _architecture(source.config)
-    if mine != theirs:
+    new_decoder = decoder_only and ({k: v for k, v in mine.items() if k != "istft"}
+                                    == {k: v for k, v in theirs.items() if k != "istft"})
+    if mine != theirs and not new_decoder:
         keys = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         raise ValueError(f"init_from={origin!r} is another architecture than the codec "
                          f"configured here (they differ in {', '.join(keys)})")
-    codec.load_state_dict(unfolded_state(
-        {k: v.float() if v.is_floating_point() else v for k, v in source.state_dict().items()},
-        codec.state_dict()))
+    state = {k: v.float() if v.is_floating_point() else v
+             for k, v in source.state_dict().items()
+             if not (mine != theirs and k.startswith("decoder."))}
+    result = codec.load_state_dict(unfolded_state(state, codec.state_dict()),
+                                   strict=mine == theirs)
+    if any(not k.startswith("decoder.") for k in result.missing_keys):
+        raise ValueError(f"init_from={origin!r} lacks {result.missing_keys[:5]}")
 
 
 def fix_encoder(codec: Codec) -> None:
@@ -164,7 +172,7 @@ def build_run(config: TrainConfig, device: torch.device) -> Run:
         fold_weight_norm(codec.encoder)
         fold_weight_norm(codec.quantizer)
     if config.init_from:
-        start_from(codec, config.init_from)
+        start_from(codec, config.init_from, decoder_only=config.trainable == "decoder")
     codec = codec.to(device)
     codec.train()
     if config.trainable == "decoder":
