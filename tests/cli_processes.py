@@ -171,3 +171,14 @@ def _run(code: str | None, args: tuple[object, ...], cwd: str | os.PathLike[str]
                    **(env or {})}
     return _server.run(code, [str(arg) for arg in args], str(cwd or os.getcwd()),
                        environment, timeout, file_size_limit)
+
+
+def refused(result: subprocess.CompletedProcess, *words: str, code: int = 2) -> str:
+    """Assert that a run ended with exit ``code`` and exactly one ``error:`` line on
+    stderr holding every one of ``words``; returns that line."""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == code, result.stderr
+    assert len(errors) == 1, result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]

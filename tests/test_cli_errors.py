@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from mmdtok.testing import notes, trained_codebooks
 from mmdtok.tokens import TokenFile, load_tokens, save_tokens
-from tests.cli_processes import run_mmdtok
+from tests.cli_processes import refused, run_mmdtok
 
 ROOT = Path(__file__).parents[1]
 
@@ -25,14 +25,7 @@ def _mmdtok(*args, cwd=None, env=None):
     return result
 
 
-def _refused(result, *words):
-    """Exit 2 with one error line that holds every one of ``words``."""
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert result.returncode == 2, result.stderr
-    assert len(errors) == 1, result.stderr
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
+_refused = refused
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from mmdtok.persistence import Codec
 from mmdtok.streaming import StreamingDecoder, StreamingEncoder
 from mmdtok.testing import notes, tiny_vae, trained_codebooks
 from mmdtok.tokens import LatentFile, TokenFile, load_encoded, save_latents
-from tests.cli_processes import run_mmdtok, run_python
+from tests.cli_processes import refused, run_mmdtok, run_python
 
 ROOT = Path(__file__).parents[1]
 SR = 24_000
@@ -42,18 +42,7 @@ def _mmdtok(*args, **options):
     return result
 
 
-def _errors(result):
-    return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-
-
-def _refused(result, *words, code=2):
-    """Exit ``code`` with one error line that holds every one of ``words``."""
-    errors = _errors(result)
-    assert result.returncode == code, result.stderr
-    assert len(errors) == 1, result.stderr
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
+_refused = refused
 
 
 @pytest.fixture(scope="module")
