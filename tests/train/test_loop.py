@@ -1,3 +1,4 @@
+from dataclasses import replace
 """The trainer on the tiny corpus: losses fall, a killed run resumes exactly, NaN steps
 are skipped, settings are checked."""
 
@@ -314,6 +315,35 @@ def test_a_decoder_only_run_keeps_every_code_and_trains_the_decoder(tiny_corpus,
         TrainConfig(trainable="decoder", independence=True)
     with pytest.raises(ValueError, match="trainable"):
         TrainConfig(trainable="encoder")
+
+
+def test_a_decoder_only_run_puts_a_frame_rate_decoder_behind_the_same_codes(tiny_corpus,
+                                                                            tmp_path):
+    """init_from the shipped codec with decoder={"istft": ...}: its encoder and codebooks
+    are copied, the new decoder starts fresh and trains; a run that trains everything
+    cannot start from another architecture."""
+    from mmdtok.models import ISTFTDecoder
+
+    small = {"istft": {"dim": 32, "intermediate": 64, "blocks": 2}}
+    config = TrainConfig(init_from="mmdtok:small-music", trainable="decoder", decoder=small,
+                         steps=3, batch_size=2, segment_seconds=0.25, warmup_steps=0,
+                         lr=1e-3, checkpoint_every=3, valid_fraction=0.0,
+                         weights={"l1": 0.1, "mel": 1.0, "stft": 1.0}, adversarial_from=3)
+    run = train(config, [tiny_corpus[0] / "manifest.jsonl"], tmp_path / "run")
+    assert isinstance(run.codec.decoder, ISTFTDecoder)
+    exported = Codec.from_pretrained(tmp_path / "run")
+    assert exported.config.istft is not None and exported.config.istft.dim == 32
+    audio = torch.randn(1, 1, 12000, generator=torch.Generator().manual_seed(0))
+    codes = exported.encode(audio)
+    assert torch.equal(codes, Codec.bundled().encode(audio))
+    assert exported.decode(codes).shape == (1, 1, codes.shape[-1] * exported.hop_length)
+    with pytest.raises(ValueError, match="another architecture"):
+        train(replace(config, trainable="all"), [tiny_corpus[0] / "manifest.jsonl"],
+              tmp_path / "all")
+    with pytest.raises(ValueError, match="decoder must be"):
+        TrainConfig(decoder={"seanet": {}})
+    with pytest.raises(ValueError, match="unknown|dims"):
+        TrainConfig(decoder={"istft": {"dims": 3}})
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "examples" / "train").glob("*.json")),

@@ -53,9 +53,11 @@ class ISTFTHead(Layer):
 
     def __init__(self, dim: int, n_fft: int, hop: int, channels: int = 1) -> None:
         super().__init__()
-        if n_fft % 2 or (n_fft - hop) % 2 or n_fft < hop:
-            raise ValueError(f"n_fft must be even, at least the hop, and n_fft - hop even; "
-                             f"got n_fft {n_fft}, hop {hop}")
+        if n_fft % 2 or (n_fft - hop) % 2 or n_fft <= hop:
+            # (at n_fft == hop the Hann window's zero at each frame's start leaves the
+            # overlap-added envelope zero there: nothing to divide by)
+            raise ValueError(f"n_fft must be even, more than the hop, and n_fft - hop "
+                             f"even; got n_fft {n_fft}, hop {hop}")
         self.n_fft, self.hop, self.channels = n_fft, hop, channels
         self.out = nn.Linear(dim, channels * (n_fft + 2))
         basis = inverse_dft_basis(n_fft).float()

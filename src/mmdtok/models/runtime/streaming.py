@@ -66,6 +66,15 @@ class _StackStreamer:
 
 def check_streamable(codec: CodecModel) -> None:
     """ValueError with the reason when ``codec`` cannot stream (a non-causal codec)."""
+    if codec.encoder.causal and not codec.decoder.causal:
+        try:  # the reason of the layer that looks ahead
+            codec.decoder.streamer()
+            reason = "it looks ahead"
+        except NotStreamable as error:
+            reason = str(error)
+        raise NotStreamable(f"the codec {codec.config.name!r} has a causal encoder but its "
+                            f"decoder cannot stream ({reason}); decode whole files, or "
+                            f"in exact chunks with mmdtok.models.decode_many")
     if not (codec.encoder.causal and codec.decoder.causal):
         raise NotStreamable(
             f"the codec {codec.config.name!r} is not causal: its centred convolutions look "
