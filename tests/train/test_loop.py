@@ -1,4 +1,3 @@
-from dataclasses import replace
 """The trainer on the tiny corpus: losses fall, a killed run resumes exactly, NaN steps
 are skipped, settings are checked."""
 
@@ -11,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest

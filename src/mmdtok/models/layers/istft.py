@@ -132,4 +132,4 @@ class ISTFTHead(Layer):
         return length >= 1
 
 
-__all__ = ["ISTFTHead", "MAX_MAGNITUDE", "inverse_dft_basis"]
+__all__ = ["MAX_MAGNITUDE", "ISTFTHead", "inverse_dft_basis"]
