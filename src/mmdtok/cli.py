@@ -684,7 +684,9 @@ def _token_rows(tokens) -> list[tuple[str, str]]:
                if isinstance(tokens, LatentFile) else
                ("codebooks", f"{tokens.num_codebooks} x {tokens.codebook_size}"))
     return [("codec", tokens.codec), ("codec origin", tokens.codec_origin or "-"),
-            ("codec weights", tokens.codec_fingerprint), content,
+            ("codec weights", tokens.codec_fingerprint),
+            ("codes meaning", tokens.codes_fingerprint or "- (written before it was recorded)"),
+            content,
             ("frames", f"{tokens.num_frames} at {tokens.frame_rate:g} Hz"),
             ("duration", (f"{tokens.duration:.2f} s ({tokens.length} samples at "
                          f"{tokens.sample_rate} Hz, {tokens.channels} channel(s))")),
@@ -706,7 +708,7 @@ def _model_rows(codec) -> list[tuple[str, str]]:
                                   f"({codec.config.quantizer['kind']})")),
                    ("bitrate", f"{kbps:.2f} kbps")]
     return [("codec", codec.config.name), ("origin", codec.origin or "-"),
-            ("weights", codec.fingerprint()),
+            ("weights", codec.fingerprint()), ("codes meaning", codec.codes_fingerprint()),
             ("audio", f"{codec.sample_rate} Hz, {codec.channels} channel(s)"),
             ("frames", f"{codec.frame_rate:g} Hz (hop {codec.hop_length})"), *content,
             ("parameters", f"{sum(p.numel() for p in codec.parameters()) / 1e6:.2f} M")]

@@ -201,6 +201,7 @@ def encode_files(codec: CodecModel, tasks: Sequence[Task], *, n_q: int | None = 
     file that fails is reported and the others go on."""
     n_q = codec.quantizer.resolve_n_q(n_q)  # refused before any work
     report, fingerprint = Report(), codec.fingerprint()
+    codes_fingerprint = codec.codes_fingerprint()
     device = next(codec.parameters()).device
     if codec.continuous:
         verdict = _token_verdict({"codec_fingerprint": fingerprint, "format": LATENT_FORMAT,
@@ -226,7 +227,7 @@ def encode_files(codec: CodecModel, tasks: Sequence[Task], *, n_q: int | None = 
             try:
                 tokens = token_file(codec, code, audio.shape[-1], source=task.source.name,
                                     source_sample_rate=source_rate, fingerprint=fingerprint,
-                                    dtype=dtype)
+                                    codes_fingerprint=codes_fingerprint, dtype=dtype)
             except ValueError as error:  # e.g. latents beyond the float16 range
                 report.failed.append((task.source, str(error)))
                 progress(task, "failed")
@@ -263,12 +264,14 @@ def decode_files(codec: CodecModel, tasks: Sequence[Task], *, overwrite: bool = 
     """Decode each task's token (or latent) file to an audio file at the codec's sample
     rate."""
     report, fingerprint = Report(), codec.fingerprint()
+    codes_fingerprint = codec.codes_fingerprint()
     device = next(codec.parameters()).device
     tags = _decoded_tags(codec, fingerprint)
     for task in _skip_existing(tasks, overwrite, report, progress, _audio_verdict(fingerprint)):
         try:
             tokens = load_encoded(task.source)
-            check_same_codec(tokens, codec.config.name, fingerprint, where=str(task.source))
+            check_same_codec(tokens, codec.config.name, fingerprint, where=str(task.source),
+                             codes_fingerprint=codes_fingerprint)
             audio = decode_many(codec, [tokens.tensor.to(device)], [tokens.length],
                                 settings)[0]
         except (ValueError, OSError, RuntimeError) as error:

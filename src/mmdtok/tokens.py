@@ -5,7 +5,8 @@ A token file holds ``codes`` [K, T] (int16 when the codebook size allows, else i
 a latent file, written for a codec with a continuous bottleneck, holds ``latents``
 [D, T] (float16 by default, or float32). Metadata (strings) of both: format,
 format_version, codec (name), codec_origin (folder or repo@commit), codec_fingerprint
-(hash of the weights), sample_rate, channels, frame_rate, length (samples at
+(hash of all the weights), codes_fingerprint (hash of what the codes mean: the encoder
+and quantizer, not the decoder; absent from files of mmdtok 0.x before it), sample_rate, channels, frame_rate, length (samples at
 ``sample_rate``), the source's name and sample rate when known; a token file adds
 num_codebooks and codebook_size, a latent file latent_dim, dtype and groups (the
 codec's streams: channel groups of the latent).
@@ -50,6 +51,7 @@ class EncodedFile:
     codec_origin: str = ""
     source: str = ""
     source_sample_rate: int = 0
+    codes_fingerprint: str = ""  # what the codes mean ("": a file written before it)
 
     def __post_init__(self) -> None:
         check_rates(self.sample_rate, self.channels, "the file")
@@ -77,7 +79,9 @@ class EncodedFile:
                 "codec_fingerprint": self.codec_fingerprint,
                 "sample_rate": str(self.sample_rate), "channels": str(self.channels),
                 "frame_rate": repr(float(self.frame_rate)), "length": str(self.length),
-                "source": self.source, "source_sample_rate": str(self.source_sample_rate)}
+                "source": self.source, "source_sample_rate": str(self.source_sample_rate),
+                **({"codes_fingerprint": self.codes_fingerprint}
+                   if self.codes_fingerprint else {})}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,17 +191,21 @@ class EncodingCodec(Protocol):
 
     def fingerprint(self) -> str: ...
 
+    def codes_fingerprint(self) -> str: ...
+
 
 def token_file(codec: EncodingCodec, codes: Tensor, length: int, *, source: str = "",
                source_sample_rate: int = 0, fingerprint: str | None = None,
+               codes_fingerprint: str | None = None,
                dtype: str = "float16") -> TokenFile | LatentFile:
     """The token file of ``codes`` [K, T] that ``codec`` made from ``length`` samples:
     the codec's name, origin, weights and rates recorded so that decoding finds the codec
-    again and refuses another. ``fingerprint``: the codec's, when already computed. For a
-    continuous codec ``codes`` is the latent [D, T] and the result a latent file stored
-    as ``dtype``."""
+    again and refuses another. ``fingerprint``, ``codes_fingerprint``: the codec's, when
+    already computed. For a continuous codec ``codes`` is the latent [D, T] and the
+    result a latent file stored as ``dtype``."""
     common = {"codec": codec.config.name,
               "codec_fingerprint": fingerprint or codec.fingerprint(),
+              "codes_fingerprint": codes_fingerprint or codec.codes_fingerprint(),
               "codec_origin": codec.origin, "sample_rate": codec.sample_rate,
               "channels": codec.channels, "frame_rate": codec.frame_rate, "length": length,
               "source": source, "source_sample_rate": source_sample_rate}
@@ -295,7 +303,8 @@ def _read(path: str | os.PathLike[str], meta: dict[str, str], tensor: Tensor
                       sample_rate=number("sample_rate"), channels=number("channels"),
                       frame_rate=number("frame_rate", float), length=number("length"),
                       codec_origin=meta.get("codec_origin", ""), source=meta.get("source", ""),
-                      source_sample_rate=number("source_sample_rate", int, "0"))
+                      source_sample_rate=number("source_sample_rate", int, "0"),
+                      codes_fingerprint=meta.get("codes_fingerprint", ""))
         if kind == FORMAT:
             _agrees(meta, "num_codebooks", tensor.shape[0], "the codes' rows")
             if tensor.is_floating_point() or tensor.dtype == torch.bool:
@@ -349,15 +358,49 @@ class CodecMismatchError(ValueError):
         self.origin = origin
 
 
-def check_same_codec(tokens: EncodedFile, name: str, fingerprint: str, where: str = "") -> None:
-    """Refuse to decode codes (or latents) made by another codec (other weights):
-    :class:`CodecMismatchError` naming both codecs."""
-    if tokens.codec_fingerprint != fingerprint:
-        made_by = f"{tokens.codec} ({tokens.codec_origin or 'unknown origin'})"
-        raise CodecMismatchError(
-            f"{where or 'these tokens'} were encoded by codec {made_by} with weights "
-            f"{tokens.codec_fingerprint}, but the decoding codec {name} has weights "
-            f"{fingerprint}: decode them with the codec that encoded them", tokens.codec_origin)
+def check_same_codec(tokens: EncodedFile, name: str, fingerprint: str, where: str = "",
+                     codes_fingerprint: str = "") -> None:
+    """Refuse to decode codes (or latents) that mean something else to the decoding
+    codec: :class:`CodecMismatchError` naming both codecs. ``fingerprint`` and
+    ``codes_fingerprint`` are the decoding codec's (:meth:`CodecModel.fingerprint`,
+    :meth:`CodecModel.codes_fingerprint`).
+
+    The codes are accepted when they were made by the same weights, or by a codec with
+    the same encoder and codebooks (the same ``codes_fingerprint``: another decoder
+    behind the same codes). A file written before token files recorded what their codes
+    mean carries the weights' fingerprint alone: it is accepted when that is the
+    decoding codec's, or a codec's shipped in this package whose codes fingerprint is
+    the decoding codec's (the default codec's files from before its new decoder)."""
+    if tokens.codec_fingerprint == fingerprint:
+        return
+    if codes_fingerprint:
+        made = tokens.codes_fingerprint or _bundled_codes_fingerprints().get(
+            tokens.codec_fingerprint, "")
+        if made == codes_fingerprint:
+            return
+    made_by = f"{tokens.codec} ({tokens.codec_origin or 'unknown origin'})"
+    codes = f" (codes {tokens.codes_fingerprint})" if tokens.codes_fingerprint else ""
+    mine = f" (codes {codes_fingerprint})" if codes_fingerprint else ""
+    raise CodecMismatchError(
+        f"{where or 'these tokens'} were encoded by codec {made_by} with weights "
+        f"{tokens.codec_fingerprint}{codes}, but the decoding codec {name} has weights "
+        f"{fingerprint}{mine}, another encoder or codebooks: decode them with the codec "
+        f"that encoded them", tokens.codec_origin)
+
+
+def _bundled_codes_fingerprints() -> dict[str, str]:
+    """{weights fingerprint: codes fingerprint} of every codec shipped in the package
+    (computed once per process: a fraction of a second each)."""
+    if not _BUNDLED:
+        from mmdtok.persistence import bundled_names, load_bundled
+
+        for name in bundled_names():
+            codec = load_bundled(name)
+            _BUNDLED[codec.fingerprint()] = codec.codes_fingerprint()
+    return _BUNDLED
+
+
+_BUNDLED: dict[str, str] = {}
 
 
 def is_token_file(path: Path) -> bool:

@@ -8,6 +8,7 @@ The architecture knows nothing of files or the Hub: :class:`mmdtok.Codec` (in
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
@@ -237,16 +238,32 @@ class CodecModel(nn.Module):
         return self
 
     def fingerprint(self) -> str:
-        """A hash of the weights as used for inference (independent of weight norm
-        being folded or not): token files carry it so that decoding with other weights
-        is refused."""
-        state = _folded_state(self.state_dict())
-        digest = hashlib.sha256()
-        for name in sorted(state):
-            tensor = state[name].detach().cpu().contiguous()
-            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        """A hash of all the weights as used for inference (independent of weight norm
+        being folded or not): what the decoded audio depends on. Decoded audio files
+        carry it; see :meth:`codes_fingerprint` for what token files are checked by."""
+        return _digest(_folded_state(self.state_dict()))
+
+    def codes_fingerprint(self) -> str:
+        """A hash of what the codes (a continuous codec: the latents) mean: the encoder's
+        and quantizer's weights (codebooks, latent norm) and the settings they run by,
+        everything but the decoder. Two codecs that share it make the same codes from the
+        same audio and read them as the same vectors, so a token file written by one
+        decodes with the other (a decoder trained with ``trainable=decoder``, of the same
+        kind or another, behind the same codes); any other codec's files are refused."""
+        state = {k: v for k, v in _folded_state(self.state_dict()).items()
+                 if not k.startswith("decoder.")}
+        settings = {k: v for k, v in self.config.to_dict().items()
+                    if k not in {"name", "istft"}}
+        return _digest(state, json.dumps(settings, sort_keys=True))
+
+
+def _digest(state: dict[str, Tensor], prefix: str = "") -> str:
+    digest = hashlib.sha256(prefix.encode())
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _folded_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
