@@ -20,7 +20,15 @@ float32 product rate, and the speed-up over transformers that allows.
 (``mmdtok.export.export_onnx``, whole input in one pass) against mmdtok: codes compared
 exactly, audio within 1e-4, the ratio onnxruntime / mmdtok.
 
+``--decoders`` compares instead the two decoders of the default codec behind the same
+codes: the frame-rate (ISTFT) decoder of ``mmdtok:small-music`` against the SEANet
+decoder of ``mmdtok:small-music-seanet``, decoding 10 s of real music's codes at batch 1
+(and 8) through ``decode_many``, both timed alternately in this process; the target is
+>= 3x at batch 1. (Before the frame-rate decoder ships, its default architecture with
+random weights stands in: the time does not depend on the weights.)
+
     python benchmarks/bench_codec.py [--repeats 5] [--device cpu|cuda] [--onnx]
+    python benchmarks/bench_codec.py --decoders [--threads 1]
 """
 
 from __future__ import annotations
@@ -238,13 +246,69 @@ def measure_onnx(ours: Codec, folder: Path, batch: int, repeats: int) -> list[li
              f"{dec[1] / dec[0]:.2f}x"]]
 
 
+def decoder_pair() -> tuple[Codec, Codec]:
+    """(SEANet, frame-rate) codecs with the default codec's encoder and codebooks."""
+    from dataclasses import replace
+
+    from mmdtok.models import ISTFTConfig
+    from mmdtok.persistence import bundled_names
+
+    names = bundled_names()
+    seanet = Codec.bundled("small-music-seanet" if "small-music-seanet" in names
+                           else "small-music")
+    frame_rate = Codec.bundled("small-music")
+    if frame_rate.config.istft is None:  # not shipped yet: random weights stand in
+        torch.manual_seed(0)
+        frame_rate = Codec.from_config(replace(seanet.config, istft=ISTFTConfig()))
+        fixed = {k: v for k, v in seanet.state_dict().items() if not k.startswith("decoder.")}
+        frame_rate = frame_rate.for_inference()
+        frame_rate.load_weights({**frame_rate.state_dict(), **fixed})
+    return seanet, frame_rate.for_inference()
+
+
+def measure_decoders(repeats: int) -> list[list[str]]:
+    from mmdtok.audio import load_audio
+
+    seanet, frame_rate = decoder_pair()
+    assert seanet.codes_fingerprint() == frame_rate.codes_fingerprint()
+    music = sorted((Path(__file__).parents[1] / "examples" / "audio").glob("*.flac"))
+    clip = load_audio(music[0], seanet.sample_rate, seanet.channels)[0]
+    clip = clip.repeat(1, -(-int(SECONDS * seanet.sample_rate) // clip.shape[-1]))
+    clip = clip[:, : int(SECONDS * seanet.sample_rate)]
+    codes = encode_many(seanet, [clip])[0]
+    params = {name: sum(p.numel() for p in codec.decoder.parameters()) / 1e6
+              for name, codec in (("seanet", seanet), ("istft", frame_rate))}
+    rows = []
+    for batch in (1, 8):
+        batch_codes = [codes] * batch
+        old, new = compare(lambda: decode_many(frame_rate, batch_codes),
+                           lambda: decode_many(seanet, batch_codes), repeats=repeats)
+        rows.append([f"decode {SECONDS:g} s, batch {batch}",
+                     f"SEANet {params['seanet']:.2f} M params, ISTFT "
+                     f"{params['istft']:.2f} M", f"{new / old:.2f}x"])
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--onnx", action="store_true",
                         help="also onnxruntime on the exported codec (CPU)")
+    parser.add_argument("--decoders", action="store_true",
+                        help="the default codec's frame-rate decoder vs its SEANet decoder")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.decoders:
+        rows = measure_decoders(args.repeats)
+        print(f"\nthe default codec's codes of {SECONDS:g} s of music, torch "
+              f"{torch.__version__}, {torch.get_num_threads()} threads\n")
+        print(markdown_table(["task", "decoders", "speed-up (SEANet / ISTFT)"], rows))
+        return
     device = torch.device(args.device)
     if args.onnx and device.type != "cpu":
         parser.error("--onnx compares on the CPU: use it with --device cpu")

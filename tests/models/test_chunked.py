@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mmdtok.models import ChunkSettings, decode_many, encode_many
-from mmdtok.models.runtime.chunked import split_pieces
+from mmdtok.models.runtime.chunked import CONTEXT_SHARE, split_pieces
 from mmdtok.testing import assert_same_codes_up_to_ties, notes, trained_codebooks
 
 
@@ -28,8 +28,10 @@ def test_pieces_cover_the_frames_once_with_their_context(first, size, piece, con
         assert begin <= p.start and p.end <= end
         assert lo - p.start >= context or p.start == begin
         assert p.end - hi >= context or p.end == end
-        if p.start > begin and p.end < end:
-            assert p.end - p.start == piece + 2 * context
+        if p.start > begin and p.end < end:  # a piece is long beside its context
+            assert p.end - p.start == max(piece, CONTEXT_SHARE * context) + 2 * context
+        # the context computed again is at most 2 / CONTEXT_SHARE of a piece's frames
+        assert hi - lo == max(piece, CONTEXT_SHARE * context) or hi == last
 
 
 def test_a_60_second_file_in_small_chunks_gives_the_whole_file_codes(codec):

@@ -78,8 +78,21 @@ class ISTFTHead(Layer):
 
     def _envelope(self, frames: int, like: Tensor) -> Tensor:
         """The overlap-added squared window of ``frames`` frames, [1, 1, samples]."""
-        return F.conv_transpose1d(like.new_ones(1, 1, frames), self.window_sq.to(like.dtype),
-                                  stride=self.hop)
+        if self.exporting or self.n_fft % self.hop:
+            return F.conv_transpose1d(like.new_ones(1, 1, frames),
+                                      self.window_sq.to(like.dtype), stride=self.hop)
+        return self._overlap_add(self.window_sq.to(like.dtype).expand(1, 1, frames, -1))
+
+    def _overlap_add(self, windowed: Tensor) -> Tensor:
+        """[B, C, T, n_fft] frames overlap-added at the hop (n_fft a multiple of it), as
+        ``n_fft / hop`` shifted slices: [B, C, (T - 1) * hop + n_fft]."""
+        batch, channels, frames, _ = windowed.shape
+        shifts = self.n_fft // self.hop
+        blocks = windowed.reshape(batch, channels, frames, shifts, self.hop)
+        audio = blocks.new_zeros(batch, channels, frames + shifts - 1, self.hop)
+        for j in range(shifts):
+            audio[:, :, j : j + frames] += blocks[:, :, :, j]
+        return audio.view(batch, channels, -1)
 
     def _trimmed(self, audio: Tensor, frames: int) -> Tensor:
         pad = (self.n_fft - self.hop) // 2
@@ -99,12 +112,7 @@ class ISTFTHead(Layer):
         # [B, C, T, n_fft] windowed frames, overlap-added as n_fft / hop shifted slices
         windowed = torch.fft.irfft(torch.complex(real, imag).transpose(2, 3), self.n_fft,
                                    norm="backward") * self.window.to(real.dtype)
-        batch, shifts = coefficients.shape[0], self.n_fft // self.hop
-        blocks = windowed.view(batch, self.channels, frames, shifts, self.hop)
-        audio = blocks.new_zeros(batch, self.channels, frames + shifts - 1, self.hop)
-        for j in range(shifts):
-            audio[:, :, j : j + frames] += blocks[:, :, :, j]
-        return self._trimmed(audio.view(batch, self.channels, -1), frames)
+        return self._trimmed(self._overlap_add(windowed), frames)
 
     def prepare_export(self) -> None:
         self.exporting = True

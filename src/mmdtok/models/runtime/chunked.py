@@ -44,6 +44,13 @@ Item = tuple[str, tuple[Tensor, ...]]
 Job = Generator[list[Item], list[tuple[Tensor, ...]], Tensor]
 
 
+# A piece is at least this many times its stage's context, so that the context computed
+# again on both sides costs at most 2 / CONTEXT_SHARE of the work (a sixth): a stage that
+# reaches far at the frame rate (the frame-rate decoder: 35 frames) gets long pieces, the
+# SEANet stages (7 frames) keep ``ChunkSettings.piece``.
+CONTEXT_SHARE = 12
+
+
 @dataclass(frozen=True)
 class Piece:
     """Input frames [start, end) computed together; output frames [keep_start, keep_end)
@@ -61,6 +68,7 @@ def split_pieces(first: int, last: int, avail: tuple[int, int], piece: int,
     ``avail`` = [begin, end). Every piece that is not clipped by ``avail`` has the same
     length ``piece + 2 * context``, so that pieces batch together."""
     begin, end = avail
+    piece = max(piece, CONTEXT_SHARE * context)
     pieces = []
     for p0 in range(first, last, piece):
         p1 = min(p0 + piece, last)
@@ -75,7 +83,8 @@ def split_pieces(first: int, last: int, avail: tuple[int, int], piece: int,
 @dataclass(frozen=True)
 class ChunkSettings:
     """window: frames per window of the recurrent stage (bounds memory per input);
-    piece: frames per piece of the convolution stages; max_batch: pieces per call, or
+    piece: frames per piece of the convolution stages (at least 12 times the stage's
+    context, see ``CONTEXT_SHARE``); max_batch: pieces per call, or
     ``None`` to batch as many as keep the largest activation of a call (the first
     layer's, at the audio rate) under ``activation_bytes``.
 
