@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from mmdtok import Codec
 from mmdtok.cli import app
 from mmdtok.models import ISTFTConfig
+from mmdtok.persistence import bundled_codes_fingerprints
 from mmdtok.testing import notes
 from mmdtok.tokens import (
     CodecMismatchError,
@@ -100,13 +101,16 @@ def test_files_written_before_the_codes_fingerprint_decode_by_the_shipped_codec(
         seanet, behind, tmp_path):
     legacy = load_tokens(_file(seanet, tmp_path, legacy=True))
     assert legacy.codes_fingerprint == "" and legacy.codec_fingerprint == seanet.fingerprint()
-    check_same_codec(legacy, "behind", behind.fingerprint(),
-                     codes_fingerprint=behind.codes_fingerprint())
+    mine = {"codes_fingerprint": behind.codes_fingerprint(),
+            "shipped": bundled_codes_fingerprints}
+    check_same_codec(legacy, "behind", behind.fingerprint(), **mine)
+    with pytest.raises(CodecMismatchError):  # without the shipped codecs, nothing says
+        check_same_codec(legacy, "behind", behind.fingerprint(),
+                         codes_fingerprint=behind.codes_fingerprint())
     # a legacy file of a codec that is not shipped proves nothing: refused
     unknown = replace(legacy, codec_fingerprint="0123456789abcdef")
     with pytest.raises(CodecMismatchError, match="0123456789abcdef"):
-        check_same_codec(unknown, "behind", behind.fingerprint(),
-                         codes_fingerprint=behind.codes_fingerprint())
+        check_same_codec(unknown, "behind", behind.fingerprint(), **mine)
 
 
 def test_decode_accepts_the_same_codes_and_refuses_another_codec(seanet, behind, tmp_path):

@@ -87,7 +87,10 @@ def architecture(codec: Codec) -> dict:
             "lstm_layers": seanet.lstm_layers, "dimension": seanet.dimension,
             "num_codebooks": codec.num_codebooks, "codebook_size": codec.codebook_size,
             "frame_rate": codec.frame_rate, "quantizer": codec.config.quantizer["kind"],
-            "causal": seanet.causal, "pad_mode": seanet.pad_mode}
+            "causal": seanet.causal, "pad_mode": seanet.pad_mode,
+            "istft": codec.config.istft.to_dict() if codec.config.istft else None,
+            "hop_length": codec.hop_length,
+            "decoder_parameters": sum(p.numel() for p in codec.decoder.parameters())}
 
 
 def corpus_facts(manifest: Path) -> dict:
@@ -151,12 +154,12 @@ def test_split(codec: Codec, manifest: Path) -> dict:
 
 
 def evaluation_table(codec: Codec, manifest: Path, seconds: float | None,
-                     compare: list[str]) -> dict:
+                     compare: list[str], opus: str = "6,12") -> dict:
     """``mmdtok evaluate``'s rows on the test split of ``manifest``: ``codec`` at every
-    bitrate, Opus at 6 and 12 kbps, and each codec of ``compare`` with all its
-    codebooks."""
-    systems = [(f"mmdtok:{codec.config.name}", codec, None, "opus:6,12")] + [
-        (_relative_name(other), model, [model.num_codebooks], "")
+    bitrate, Opus at the ``opus`` bitrates (kbps), and each codec of ``compare`` at every
+    bitrate."""
+    systems = [(f"mmdtok:{codec.config.name}", codec, None, f"opus:{opus}")] + [
+        (_relative_name(other), model, None, "")
         for other, model in ((o, Codec.from_pretrained(o)) for o in compare)]
     rows, notes = [], []
     for name, model, n_q, baselines in systems:
@@ -229,6 +232,8 @@ def main() -> None:
                         help="excerpt length for --evaluate (the middle of each file)")
     parser.add_argument("--compare", nargs="*", default=[], metavar="MODEL",
                         help="codecs scored next to this one by --evaluate")
+    parser.add_argument("--opus", default="6,12", metavar="KBPS",
+                        help="Opus bitrates scored by --evaluate (comma-separated)")
     parser.add_argument("--card-only", action="store_true",
                         help="write OUT/MODEL_CARD.md again from OUT/quality.json")
     args = parser.parse_args()
@@ -249,7 +254,7 @@ def main() -> None:
                        codec, args.manifests)
         if args.evaluate:
             figures["evaluation"] = evaluation_table(codec, args.evaluate, args.seconds,
-                                                     args.compare)
+                                                     args.compare, args.opus)
         print(f"measured in {time.time() - start:.0f} s")
     (args.out / "quality.json").write_text(json.dumps(figures, indent=2) + "\n")
     (args.out / "MODEL_CARD.md").write_text(model_card(figures))
@@ -257,6 +262,20 @@ def main() -> None:
 
 
 QUANTIZER_NAMES = {"rvq": "residual VQ", "pvq": "product VQ", "fsq": "FSQ"}
+
+
+def _networks(a: dict) -> str:
+    """The card's words for the encoder and decoder."""
+    seanet = (f"at {a['n_filters']} filters, strides {_ratios(a['ratios'])}, "
+              f"{_count(a['lstm_layers'], 'LSTM layer')}, {a['dimension']}-dim latent")
+    istft = a.get("istft")
+    if not istft:
+        return f"SEANet encoder and decoder (EnCodec's architecture\n{seanet})"
+    return (f"SEANet encoder (EnCodec's architecture {seanet}); a frame-rate decoder\n"
+            f"(Vocos' design: {istft['blocks']} ConvNeXt blocks of width {istft['dim']} "
+            f"(MLP {istft['intermediate']}) at the frame rate, then an inverse STFT of "
+            f"{istft['n_fft']} samples at the hop of {a['hop_length']}; "
+            f"{a['decoder_parameters'] / 1e6:.2f} M parameters)")
 
 
 def _ratios(ratios: list[int]) -> str:
@@ -376,6 +395,11 @@ together, {dep['parallel']:.4f} within a frame.""")
                 if s["steps"] > t["steps"] else "")
     start = (f"\n- Started from the weights of `{s['init_from']}`." if s.get("init_from")
              else "")
+    if s.get("trainable") == "decoder":
+        fresh = " (a new decoder kind: trained from scratch)" if s.get("decoder") else ""
+        start = (f"\n- The encoder and codebooks of `{s['init_from']}`, held fixed "
+                 f"(`trainable=decoder`): the codes are that codec's, and its token files "
+                 f"decode with this one. Only the decoder trained{fresh}.")
     sampling = ("each crop's file drawn in proportion to its duration"
                 if s.get("sampling") == "duration" else "each crop's file drawn uniformly")
     recal = (f",\n  its latent norm recalibrated on {f['recalibrated_on']} training "
@@ -400,9 +424,7 @@ together, {dep['parallel']:.4f} within a frame.""")
 
 A small {channels} {a['sample_rate'] / 1000:g} kHz music codec \
 ({f['parameters'] / 1e6:.2f} M parameters), shipped inside the package so that
-{purpose} offline. SEANet encoder and decoder (EnCodec's architecture
-at {a['n_filters']} filters, strides {_ratios(a['ratios'])}, \
-{_count(a['lstm_layers'], 'LSTM layer')}, {a['dimension']}-dim latent),
+{purpose} offline. {_networks(a)},
 {QUANTIZER_NAMES.get(a['quantizer'], a['quantizer'])} with {k} codebooks of {size:,} entries
 at {a['frame_rate']:g} frames/s: {f['bitrate_kbps']:.1f} kbps with all codebooks, and any
 prefix of the codebooks is a lower bitrate. Weights: weight norm folded, stored as

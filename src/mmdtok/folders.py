@@ -14,6 +14,7 @@ from mmdtok.audio import is_audio_file, load_audio, read_tags, write_audio
 from mmdtok.distributed import rank, world_size
 from mmdtok.models import ChunkSettings, CodecModel, decode_many, encode_many
 from mmdtok.paths import find_files, find_inputs
+from mmdtok.persistence import bundled_codes_fingerprints
 from mmdtok.tokens import (
     LATENT_FORMAT,
     LATENT_SUFFIX,
@@ -271,7 +272,8 @@ def decode_files(codec: CodecModel, tasks: Sequence[Task], *, overwrite: bool = 
         try:
             tokens = load_encoded(task.source)
             check_same_codec(tokens, codec.config.name, fingerprint, where=str(task.source),
-                             codes_fingerprint=codes_fingerprint)
+                             codes_fingerprint=codes_fingerprint,
+                             shipped=bundled_codes_fingerprints)
             audio = decode_many(codec, [tokens.tensor.to(device)], [tokens.length],
                                 settings)[0]
         except (ValueError, OSError, RuntimeError) as error:

@@ -200,6 +200,20 @@ def load_bundled(name: str = DEFAULT_CODEC, *, inference: bool = True) -> Codec:
     return codec
 
 
+def bundled_codes_fingerprints() -> dict[str, str]:
+    """{weights fingerprint: codes fingerprint} of every codec shipped in the package
+    (computed once per process, a fraction of a second a codec): how a token file written
+    before files recorded their codes fingerprint says what its codes mean."""
+    if not _SHIPPED:
+        for name in bundled_names():
+            codec = load_bundled(name)
+            _SHIPPED[codec.fingerprint()] = codec.codes_fingerprint()
+    return _SHIPPED
+
+
+_SHIPPED: dict[str, str] = {}
+
+
 def bundled_model_card(name: str = DEFAULT_CODEC) -> str:
     """The model card (Markdown) of a bundled codec: data, training, measured quality."""
     path = BUNDLED_DIR / name / "MODEL_CARD.md"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -359,7 +359,8 @@ class CodecMismatchError(ValueError):
 
 
 def check_same_codec(tokens: EncodedFile, name: str, fingerprint: str, where: str = "",
-                     codes_fingerprint: str = "") -> None:
+                     codes_fingerprint: str = "",
+                     shipped: Callable[[], dict[str, str]] | None = None) -> None:
     """Refuse to decode codes (or latents) that mean something else to the decoding
     codec: :class:`CodecMismatchError` naming both codecs. ``fingerprint`` and
     ``codes_fingerprint`` are the decoding codec's (:meth:`CodecModel.fingerprint`,
@@ -369,12 +370,14 @@ def check_same_codec(tokens: EncodedFile, name: str, fingerprint: str, where: st
     the same encoder and codebooks (the same ``codes_fingerprint``: another decoder
     behind the same codes). A file written before token files recorded what their codes
     mean carries the weights' fingerprint alone: it is accepted when that is the
-    decoding codec's, or a codec's shipped in this package whose codes fingerprint is
-    the decoding codec's (the default codec's files from before its new decoder)."""
+    decoding codec's, or when ``shipped()`` ({weights fingerprint: codes fingerprint} of
+    the codecs shipped in the package, :func:`mmdtok.persistence.bundled_codes_fingerprints`)
+    maps it to the decoding codec's codes fingerprint (the default codec's files from
+    before its new decoder)."""
     if tokens.codec_fingerprint == fingerprint:
         return
     if codes_fingerprint:
-        made = tokens.codes_fingerprint or _bundled_codes_fingerprints().get(
+        made = tokens.codes_fingerprint or (shipped() if shipped else {}).get(
             tokens.codec_fingerprint, "")
         if made == codes_fingerprint:
             return
@@ -386,21 +389,6 @@ def check_same_codec(tokens: EncodedFile, name: str, fingerprint: str, where: st
         f"{tokens.codec_fingerprint}{codes}, but the decoding codec {name} has weights "
         f"{fingerprint}{mine}, another encoder or codebooks: decode them with the codec "
         f"that encoded them", tokens.codec_origin)
-
-
-def _bundled_codes_fingerprints() -> dict[str, str]:
-    """{weights fingerprint: codes fingerprint} of every codec shipped in the package
-    (computed once per process: a fraction of a second each)."""
-    if not _BUNDLED:
-        from mmdtok.persistence import bundled_names, load_bundled
-
-        for name in bundled_names():
-            codec = load_bundled(name)
-            _BUNDLED[codec.fingerprint()] = codec.codes_fingerprint()
-    return _BUNDLED
-
-
-_BUNDLED: dict[str, str] = {}
 
 
 def is_token_file(path: Path) -> bool:
