@@ -160,6 +160,11 @@ def test_manifests_give_their_entries_of_the_split_asked_for(tmp_path):
     assert sorted(Path(p).name for p in report.rows[0].files) == ["a.wav", "c.wav"]
     with pytest.raises(ValueError, match="split 'valid'"):
         ev.evaluate(Codec.bundled(), [manifest], split="valid", with_visqol=False)
+    # the command line: the split's two files scored (the README's command)
+    result = run_mmdtok("evaluate", manifest, "--split", "test", "--n-q", "4",
+                        "--no-visqol", "--baseline", "", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("2 file(s)")
     (tmp_path / "bad.jsonl").write_text('{"file": "a.wav"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         ev.reference_files([tmp_path / "bad.jsonl"])

@@ -567,9 +567,10 @@ def evaluate(
     with _interruptible("nothing is written until every file is scored"), _progress(
             len(files), "evaluating") as progress:
         try:
-            report = run_evaluation(codec, files or paths, n_q=n_q, baselines=baselines,
+            # the files of the split, resolved above: no split to apply again
+            report = run_evaluation(codec, files, n_q=n_q, baselines=baselines,
                                     with_visqol=not no_visqol, name=model or None,
-                                    seconds=seconds, split=split,
+                                    seconds=seconds,
                                     progress=lambda path: progress(None, "done"))
         except ValueError as error:
             raise fail(str(error)) from error
