@@ -6,6 +6,9 @@ on held-out music and write its model card.
         --evaluate data/real/manifest.jsonl --seconds 10 \\
         --compare examples/train/small-music-renders
 
+(``--reports A.json B.json`` takes the ``--evaluate`` table from ``mmdtok evaluate
+--json`` reports already written.)
+
 Writes OUT/config.json + OUT/model.safetensors (weight norm folded; float16 with
 ``--half``, loaded back as float32), OUT/quality.json (every figure, machine-readable) and
 OUT/MODEL_CARD.md. Every figure is measured on the weights as written, loaded back the way
@@ -174,6 +177,26 @@ def evaluation_table(codec: Codec, manifest: Path, seconds: float | None,
             "files": len(report.rows[0].files), "rows": rows, "notes": notes}
 
 
+def evaluation_from_reports(reports: list[Path], manifest: Path, seconds: float | None
+                            ) -> dict:
+    """The same table from ``mmdtok evaluate --json`` reports already written (the
+    manifest's test split, the same excerpt length), in the order given: ViSQOL is
+    the slow part, and this scores nothing again."""
+    rows, notes, files = [], [], set()
+    for path in reports:
+        report = json.loads(path.read_text())
+        if report.get("failed"):
+            raise SystemExit(f"{path}: the evaluation failed on {report['failed']}")
+        rows += [{"system": r["system"], "kbps": r["kbps"], "summary": r["summary"]}
+                 for r in report["rows"]]
+        notes += report.get("notes", [])
+        files |= {len(r["files"]) for r in report["rows"]}
+    if len(files) != 1:
+        raise SystemExit(f"the reports score different numbers of files: {sorted(files)}")
+    return {"manifest": _relative(manifest), "split": "test", "seconds": seconds,
+            "files": files.pop(), "rows": rows, "notes": notes}
+
+
 def _relative_name(name: str) -> str:
     path = Path(name)
     return _relative(path) if path.exists() else name
@@ -232,6 +255,10 @@ def main() -> None:
                         help="excerpt length for --evaluate (the middle of each file)")
     parser.add_argument("--compare", nargs="*", default=[], metavar="MODEL",
                         help="codecs scored next to this one by --evaluate")
+    parser.add_argument("--reports", type=Path, nargs="+", default=[], metavar="JSON",
+                        help="with --evaluate: take its table from these `mmdtok evaluate "
+                             "MANIFEST --split test --json` reports instead of scoring "
+                             "again")
     parser.add_argument("--opus", default="6,12", metavar="KBPS",
                         help="Opus bitrates scored by --evaluate (comma-separated)")
     parser.add_argument("--card-only", action="store_true",
@@ -253,8 +280,10 @@ def main() -> None:
                    "parameters": sum(p.numel() for p in codec.parameters())} | measure(
                        codec, args.manifests)
         if args.evaluate:
-            figures["evaluation"] = evaluation_table(codec, args.evaluate, args.seconds,
-                                                     args.compare, args.opus)
+            figures["evaluation"] = (
+                evaluation_from_reports(args.reports, args.evaluate, args.seconds)
+                if args.reports else
+                evaluation_table(codec, args.evaluate, args.seconds, args.compare, args.opus))
         print(f"measured in {time.time() - start:.0f} s")
     (args.out / "quality.json").write_text(json.dumps(figures, indent=2) + "\n")
     (args.out / "MODEL_CARD.md").write_text(model_card(figures))
@@ -416,6 +445,8 @@ together, {dep['parallel']:.4f} within a frame.""")
     else:
         role = "the default codec of mmdtok"
         purpose = "`mmdtok encode song.wav` works"
+    if f.get("role"):  # a codec kept beside the default (quality.json says what it is)
+        role, purpose = f["role"], f"`mmdtok encode --model mmdtok:{f['codec']}` works"
     data = "\n".join(f"  - {_corpus_line(c)}" for c in f["corpora"])
     licenses = sorted({lic for c in f["corpora"] for lic in c.get("licenses", [])})
     recorded = (f" Recorded training audio: under the licences its packages state "

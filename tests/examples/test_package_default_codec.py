@@ -2,6 +2,7 @@
 and fact comes from the data, none is written into the template."""
 
 import json
+from pathlib import Path
 
 from examples.train import package_default_codec as packaging
 from mmdtok.persistence import BUNDLED_DIR
@@ -36,3 +37,24 @@ def test_the_card_follows_the_architecture_corpus_and_figures_it_is_given():
     with_table = packaging.model_card(figures | {"evaluation": table})
     for row in table["rows"]:
         assert f"| {row['system']} | {row['kbps']:.2f} | " in with_table
+
+
+def test_the_evaluation_table_can_come_from_reports_already_written(tmp_path):
+    """Reports of `mmdtok evaluate --json` (real ones, kept in examples/train/measured)
+    give the card's table in the order given, and reports over other files are refused."""
+    import pytest
+
+    measured = FOLDER.parents[3] / "examples" / "train" / "measured"
+    reports = [measured / "valid_gan_decoder_250.json", measured / "valid_gan_decoder_500.json"]
+    table = packaging.evaluation_from_reports(reports, Path("data/real/manifest.jsonl"), 10.0)
+    expected = [r["system"] for p in reports for r in json.loads(p.read_text())["rows"]]
+    assert [r["system"] for r in table["rows"]] == expected and table["files"] == 7
+    card = packaging.model_card(json.loads((FOLDER / "quality.json").read_text())
+                                | {"evaluation": table})
+    assert f"| {expected[1]} | 3.00 | " in card
+    fewer = json.loads(reports[0].read_text())
+    fewer["rows"][0]["files"] = fewer["rows"][0]["files"][:3]
+    (tmp_path / "fewer.json").write_text(json.dumps(fewer))
+    with pytest.raises(SystemExit, match="different numbers of files"):
+        packaging.evaluation_from_reports([reports[1], tmp_path / "fewer.json"],
+                                          Path("m.jsonl"), 10.0)
