@@ -25,10 +25,11 @@ codes: the frame-rate (ISTFT) decoder of ``mmdtok:small-music`` against the SEAN
 decoder of ``mmdtok:small-music-seanet``, decoding 10 s of real music's codes at batch 1
 (and 8) through ``decode_many``, both timed alternately in this process; the target is
 >= 3x at batch 1. (Before the frame-rate decoder ships, its default architecture with
-random weights stands in: the time does not depend on the weights.)
+random weights stands in unless ``--frame-rate-model`` names a trained one: the time does
+not depend on the weights.)
 
     python benchmarks/bench_codec.py [--repeats 5] [--device cpu|cuda] [--onnx]
-    python benchmarks/bench_codec.py --decoders [--threads 1]
+    python benchmarks/bench_codec.py --decoders [--threads 1] [--frame-rate-model FOLDER]
 """
 
 from __future__ import annotations
@@ -246,8 +247,9 @@ def measure_onnx(ours: Codec, folder: Path, batch: int, repeats: int) -> list[li
              f"{dec[1] / dec[0]:.2f}x"]]
 
 
-def decoder_pair() -> tuple[Codec, Codec]:
-    """(SEANet, frame-rate) codecs with the default codec's encoder and codebooks."""
+def decoder_pair(model: str | None = None) -> tuple[Codec, Codec]:
+    """(SEANet, frame-rate) codecs with the default codec's encoder and codebooks;
+    ``model``: the frame-rate codec to time (a folder), else the shipped one."""
     from dataclasses import replace
 
     from mmdtok.models import ISTFTConfig
@@ -256,7 +258,7 @@ def decoder_pair() -> tuple[Codec, Codec]:
     names = bundled_names()
     seanet = Codec.bundled("small-music-seanet" if "small-music-seanet" in names
                            else "small-music")
-    frame_rate = Codec.bundled("small-music")
+    frame_rate = Codec.from_pretrained(model) if model else Codec.bundled("small-music")
     if frame_rate.config.istft is None:  # not shipped yet: random weights stand in
         torch.manual_seed(0)
         frame_rate = Codec.from_config(replace(seanet.config, istft=ISTFTConfig()))
@@ -266,10 +268,10 @@ def decoder_pair() -> tuple[Codec, Codec]:
     return seanet, frame_rate.for_inference()
 
 
-def measure_decoders(repeats: int) -> list[list[str]]:
+def measure_decoders(repeats: int, model: str | None = None) -> list[list[str]]:
     from mmdtok.audio import load_audio
 
-    seanet, frame_rate = decoder_pair()
+    seanet, frame_rate = decoder_pair(model)
     assert seanet.codes_fingerprint() == frame_rate.codes_fingerprint()
     music = sorted((Path(__file__).parents[1] / "examples" / "audio").glob("*.flac"))
     clip = load_audio(music[0], seanet.sample_rate, seanet.channels)[0]
@@ -281,11 +283,12 @@ def measure_decoders(repeats: int) -> list[list[str]]:
     rows = []
     for batch in (1, 8):
         batch_codes = [codes] * batch
-        old, new = compare(lambda: decode_many(frame_rate, batch_codes),
-                           lambda: decode_many(seanet, batch_codes), repeats=repeats)
-        rows.append([f"decode {SECONDS:g} s, batch {batch}",
-                     f"SEANet {params['seanet']:.2f} M params, ISTFT "
-                     f"{params['istft']:.2f} M", f"{new / old:.2f}x"])
+        istft_s, seanet_s = compare(lambda b=batch_codes: decode_many(frame_rate, b),
+                                    lambda b=batch_codes: decode_many(seanet, b),
+                                    repeats=repeats)
+        sizes = f"SEANet {params['seanet']:.2f} M params, ISTFT {params['istft']:.2f} M"
+        rows.append([f"decode {SECONDS:g} s, batch {batch}", sizes,
+                     f"{seanet_s / istft_s:.2f}x"])
         print(rows[-1], flush=True)
     return rows
 
@@ -298,13 +301,16 @@ def main() -> None:
                         help="also onnxruntime on the exported codec (CPU)")
     parser.add_argument("--decoders", action="store_true",
                         help="the default codec's frame-rate decoder vs its SEANet decoder")
+    parser.add_argument("--frame-rate-model", metavar="FOLDER",
+                        help="with --decoders: this codec's frame-rate decoder (e.g. "
+                             "examples/train/small-music-istft)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.decoders:
-        rows = measure_decoders(args.repeats)
+        rows = measure_decoders(args.repeats, args.frame_rate_model)
         print(f"\nthe default codec's codes of {SECONDS:g} s of music, torch "
               f"{torch.__version__}, {torch.get_num_threads()} threads\n")
         print(markdown_table(["task", "decoders", "speed-up (SEANet / ISTFT)"], rows))
