@@ -446,15 +446,19 @@ together, {dep['parallel']:.4f} within a frame.""")
         role = "the default codec of mmdtok"
         purpose = "`mmdtok encode song.wav` works"
     if f.get("role"):  # a codec kept beside the default (quality.json says what it is)
-        role, purpose = f["role"], f"`mmdtok encode --model mmdtok:{f['codec']}` works"
+        model = f.get("load", f"mmdtok:{f['codec']}")
+        role, purpose = f["role"], f"`mmdtok encode --model {model}` works"
     data = "\n".join(f"  - {_corpus_line(c)}" for c in f["corpora"])
     licenses = sorted({lic for c in f["corpora"] for lic in c.get("licenses", [])})
     recorded = (f" Recorded training audio: under the licences its packages state "
                 f"({', '.join(licenses)}; per file in the manifest)." if licenses else "")
-    return f"""# {f['codec']}: {role}
+    where = ("kept in the repository" if str(f.get("load", "")).startswith("examples/")
+             else "shipped inside the package")
+    title = Path(f["load"]).name if f.get("load") else f["codec"]
+    return f"""# {title}: {role}
 
 A small {channels} {a['sample_rate'] / 1000:g} kHz music codec \
-({f['parameters'] / 1e6:.2f} M parameters), shipped inside the package so that
+({f['parameters'] / 1e6:.2f} M parameters), {where} so that
 {purpose} offline. {_networks(a)},
 {QUANTIZER_NAMES.get(a['quantizer'], a['quantizer'])} with {k} codebooks of {size:,} entries
 at {a['frame_rate']:g} frames/s: {f['bitrate_kbps']:.1f} kbps with all codebooks, and any

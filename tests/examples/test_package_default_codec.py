@@ -58,3 +58,26 @@ def test_the_evaluation_table_can_come_from_reports_already_written(tmp_path):
     with pytest.raises(SystemExit, match="different numbers of files"):
         packaging.evaluation_from_reports([reports[1], tmp_path / "fewer.json"],
                                           Path("m.jsonl"), 10.0)
+
+
+def test_the_frame_rate_decoder_example_is_what_its_card_says():
+    """examples/train/small-music-istft: the default codec's codes (the same codes
+    fingerprint), its card rendered from its quality.json, its excerpt figures measured
+    again."""
+    import pytest
+
+    from mmdtok import Codec
+    from mmdtok.train.validation import evaluate_codec, load_clips
+
+    folder = FOLDER.parents[3] / "examples" / "train" / "small-music-istft"
+    figures = json.loads((folder / "quality.json").read_text())
+    assert packaging.model_card(figures) == (folder / "MODEL_CARD.md").read_text()
+    codec = Codec.from_pretrained(folder)
+    assert codec.fingerprint() == figures["fingerprint"]
+    assert codec.codes_fingerprint() == Codec.bundled().codes_fingerprint()
+    for path, clip in zip(packaging.EXCERPTS, load_clips(packaging.EXCERPTS,
+                                                          codec.sample_rate, 1)):
+        quality, _ = evaluate_codec(codec, [clip])
+        stated = figures["excerpts"][path.name]
+        assert quality.si_sdr == pytest.approx(stated["si_sdr"], abs=0.05)
+        assert quality.mel_distance == pytest.approx(stated["mel_distance"], rel=1e-3)
